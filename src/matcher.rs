@@ -1,0 +1,287 @@
+//! Classifying requests: `(method, path)` → the restricted operation it calls, if any.
+//!
+//! The [`Matcher`] compiles a [`Catalog`] into one radix tree per HTTP method (with `matchit`), so a
+//! lookup walks the path once and its cost does not grow with the size of the catalogue.
+//!
+//! # What matches
+//! - The path is matched as sent, byte for byte, against the templates of the catalogue. A placeholder
+//!   matches one non-empty path segment: any bytes but `/`, so a percent-encoded slash (`%2F`) stays
+//!   inside the segment it is in. A dot segment (`.` or `..`) is never taken as a placeholder's value.
+//! - The query string is not part of the path ([`Matcher::classify_uri`] drops it).
+//! - Nothing is normalized: a trailing slash, an empty segment (`//`), a dot segment (`/./`, `/../`)
+//!   or a different letter case makes the path a different path, which matches no template. Amazon
+//!   routes on the path as sent too, and a token is only valid for the path it was requested for,
+//!   so a path that is not exactly a catalogue path gets no token rather than a useless one.
+//! - Any input, however long or odd, is an answer (`Some` or `None`), never a panic.
+//!
+//! ```
+//! use http::Method;
+//! use spapi_rdt::{catalog::Catalog, matcher::Matcher};
+//!
+//! let matcher = Matcher::new(Catalog::amazon())?;
+//! let hit = matcher.classify(&Method::GET, "/orders/v0/orders/902-3159896-1390916/address").unwrap();
+//! assert_eq!(hit.operation().name(), "getOrderAddress");
+//! assert!(matcher.classify(&Method::POST, "/orders/v0/orders/1/shipmentConfirmation").is_none());
+//! assert!(matcher.classify(&Method::GET, "/orders/2026-01-01/orders/1").is_none());
+//! # Ok::<(), spapi_rdt::matcher::CatalogError>(())
+//! ```
+
+use std::fmt;
+
+use http::{Method, Uri};
+
+use crate::catalog::{Catalog, RestrictedOperation};
+
+/// A catalogue that cannot be compiled: a malformed template, or two operations a request could not
+/// tell apart.
+#[derive(Debug, thiserror::Error)]
+#[error("restricted-operation catalogue: {api} {name} ({method} {template}): {reason}")]
+pub struct CatalogError {
+    api: String,
+    name: String,
+    method: Method,
+    template: String,
+    reason: String,
+}
+
+impl CatalogError {
+    fn new(op: &RestrictedOperation, reason: impl Into<String>) -> Self {
+        CatalogError {
+            api: op.api().to_owned(),
+            name: op.name().to_owned(),
+            method: op.method().clone(),
+            template: op.template().to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The operation a request calls.
+#[derive(Clone, Copy, Debug)]
+pub struct Classified<'a> {
+    index: usize,
+    operation: &'a RestrictedOperation,
+}
+
+impl<'a> Classified<'a> {
+    /// The operation.
+    pub fn operation(&self) -> &'a RestrictedOperation {
+        self.operation
+    }
+
+    /// The operation's position in the matcher's catalogue.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+}
+
+/// The compiled catalogue. Build it once; lookups are read-only and lock-free.
+#[derive(Clone)]
+pub struct Matcher {
+    catalog: Catalog,
+    // One router per method that has at least one restricted operation.
+    routers: Vec<(Method, matchit::Router<usize>)>,
+}
+
+impl Matcher {
+    /// Compiles `catalog`. Fails on a malformed template or on two operations with the same method
+    /// whose templates overlap.
+    pub fn new(catalog: Catalog) -> Result<Self, CatalogError> {
+        let mut routers: Vec<(Method, matchit::Router<usize>)> = Vec::new();
+        for (index, op) in catalog.operations().iter().enumerate() {
+            let route = route_of(op)?;
+            let router = match routers.iter_mut().position(|(m, _)| m == op.method()) {
+                Some(i) => &mut routers[i].1,
+                None => {
+                    routers.push((op.method().clone(), matchit::Router::new()));
+                    let last = routers.len() - 1;
+                    &mut routers[last].1
+                }
+            };
+            router.insert(route, index).map_err(|e| {
+                let reason = match e {
+                    matchit::InsertError::Conflict { with } => {
+                        format!("overlaps another operation's template (`{with}`)")
+                    }
+                    other => other.to_string(),
+                };
+                CatalogError::new(op, reason)
+            })?;
+        }
+        Ok(Matcher { catalog, routers })
+    }
+
+    /// The restricted operation that `method` and `path` call, if any. `path` is the path alone,
+    /// without the query string.
+    pub fn classify(&self, method: &Method, path: &str) -> Option<Classified<'_>> {
+        let (_, router) = self.routers.iter().find(|(m, _)| m == method)?;
+        let found = router.at(path).ok()?;
+        // A dot segment is a path operation, never an id.
+        if found.params.iter().any(|(_, v)| v == "." || v == "..") {
+            return None;
+        }
+        let index = *found.value;
+        let operation = self.catalog.operations().get(index)?;
+        Some(Classified { index, operation })
+    }
+
+    /// As [`classify`](Self::classify), taking the path from a URI and ignoring its query string.
+    pub fn classify_uri(&self, method: &Method, uri: &Uri) -> Option<Classified<'_>> {
+        self.classify(method, uri.path())
+    }
+
+    /// The catalogue this matcher was built from.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+}
+
+impl fmt::Debug for Matcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Matcher")
+            .field("operations", &self.catalog.operations().len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Turns a model template into a matchit route, checking its shape. Placeholders are renamed
+/// (`{p0}`, `{p1}`, ...) so that two templates that differ only in placeholder names collide.
+fn route_of(op: &RestrictedOperation) -> Result<String, CatalogError> {
+    let template = op.template();
+    if !template.starts_with('/') {
+        return Err(CatalogError::new(op, "the template must start with `/`"));
+    }
+    if template.contains(['?', '#', '*']) {
+        return Err(CatalogError::new(
+            op,
+            "the template must be a bare path (no `?`, `#` or `*`)",
+        ));
+    }
+    let mut route = String::with_capacity(template.len());
+    let mut placeholders = 0;
+    for (i, segment) in template.split('/').enumerate().skip(1) {
+        if segment.is_empty() && i + 1 < template.split('/').count() {
+            return Err(CatalogError::new(op, "the template has an empty segment"));
+        }
+        route.push('/');
+        if segment.starts_with('{') && segment.ends_with('}') && segment.len() > 2 {
+            let name = &segment[1..segment.len() - 1];
+            if name.contains(['{', '}']) {
+                return Err(CatalogError::new(op, "malformed placeholder"));
+            }
+            route.push_str(&format!("{{p{placeholders}}}"));
+            placeholders += 1;
+        } else if segment.contains(['{', '}']) {
+            return Err(CatalogError::new(
+                op,
+                "a placeholder must fill a whole path segment",
+            ));
+        } else {
+            route.push_str(segment);
+        }
+    }
+    Ok(route)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matcher() -> Matcher {
+        Matcher::new(Catalog::amazon()).expect("Amazon's catalogue compiles")
+    }
+
+    #[test]
+    fn every_catalogue_template_matches_a_sample_path() {
+        let m = matcher();
+        for (i, op) in m.catalog().operations().iter().enumerate() {
+            let sample = op.template().replace('{', "X").replace('}', "9");
+            let hit = m.classify(op.method(), &sample).expect(op.name());
+            assert_eq!(hit.index(), i, "{}", op.name());
+        }
+    }
+
+    #[test]
+    fn look_alikes_are_not_restricted() {
+        let m = matcher();
+        for (method, path) in [
+            (Method::PATCH, "/orders/v0/orders/1/regulatedInfo"),
+            (Method::POST, "/orders/v0/orders/1/shipmentConfirmation"),
+            (Method::POST, "/orders/v0/orders/1/shipment"),
+            (Method::POST, "/mfn/v0/eligibleShippingServices"),
+            (Method::POST, "/mfn/v0/additionalSellerInputs"),
+            (
+                Method::POST,
+                "/vendor/directFulfillment/shipping/v1/shippingLabels",
+            ),
+            (
+                Method::POST,
+                "/vendor/directFulfillment/shipping/2021-12-28/shippingLabels",
+            ),
+            (Method::GET, "/vendor/orders/v1/purchaseOrders"),
+            (Method::GET, "/shipping/v2/shipments/1/documents"),
+            (Method::GET, "/reports/2021-06-30/reports"),
+            (Method::GET, "/reports/2021-06-30/reports/1"),
+            (Method::POST, "/tokens/2021-03-01/restrictedDataToken"),
+            (Method::GET, "/orders/2026-01-01/orders/1"),
+            (Method::GET, "/orders/2026-01-01/orders"),
+        ] {
+            assert!(m.classify(&method, path).is_none(), "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn odd_paths_do_not_match_and_do_not_panic() {
+        let m = matcher();
+        let long = format!("/orders/v0/orders/{}/address", "9".repeat(70_000));
+        assert!(m.classify(&Method::GET, &long).is_some());
+        for path in [
+            "",
+            "/",
+            "//",
+            "/orders/v0/orders/",
+            "/orders/v0/orders/1/address/",
+            "/orders/v0/orders//address",
+            "/orders/v0/orders/./address",
+            "/orders/v0/orders/../orders/1/address",
+            "/ORDERS/v0/orders/1/address",
+            "/orders/v0/orders/1/address?x=1",
+            "/orders/v0/orders/1/addréss",
+            "orders/v0/orders/1/address",
+        ] {
+            assert!(m.classify(&Method::GET, path).is_none(), "{path:?}");
+        }
+        // An encoded slash stays inside its segment.
+        let hit = m.classify(&Method::GET, "/orders/v0/orders/a%2Fb/address");
+        assert_eq!(hit.map(|h| h.operation().name()), Some("getOrderAddress"));
+        let uri: Uri = "https://h/orders/v0/orders?CreatedAfter=2020".parse().unwrap();
+        assert!(m.classify_uri(&Method::GET, &uri).is_some());
+    }
+
+    #[test]
+    fn ambiguous_or_malformed_catalogues_are_errors() {
+        let mut c = Catalog::amazon();
+        c.push(RestrictedOperation::new(
+            "X",
+            "dup",
+            Method::GET,
+            "/orders/v0/orders/{id}",
+        ));
+        let err = Matcher::new(c).unwrap_err().to_string();
+        assert!(err.contains("dup") && err.contains("overlaps"), "{err}");
+        for bad in ["orders", "/a/{b", "/a/x{b}", "/a?b", "/a//b"] {
+            let mut c = Catalog::empty();
+            c.push(RestrictedOperation::new("X", "bad", Method::GET, bad));
+            assert!(Matcher::new(c).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn catalogue_can_be_trimmed() {
+        let mut c = Catalog::amazon();
+        c.retain(|op| op.api() != "Orders v0");
+        let m = Matcher::new(c).unwrap();
+        assert!(m.classify(&Method::GET, "/orders/v0/orders/1/address").is_none());
+        assert!(m.classify(&Method::GET, "/mfn/v0/shipments/1").is_some());
+    }
+}
