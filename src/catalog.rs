@@ -35,7 +35,7 @@ use http::Method;
 ///
 /// Asking for an element the application has no role for fails the whole token request, and asking
 /// for none silently yields a token that returns no personal data at all, so which elements to ask
-/// for is configuration ([`crate::RestrictedDataTokenLayer::data_elements`]) and can be narrowed per
+/// for is configuration ([`crate::RestrictedDataTokenLayerBuilder::data_elements`]) and can be narrowed per
 /// request (a [`DataElements`] value in the request's extensions).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
@@ -152,13 +152,16 @@ impl DataElements {
 
     /// The elements, in canonical order.
     pub fn iter(self) -> impl Iterator<Item = DataElement> {
-        DataElement::ALL.into_iter().filter(move |e| self.contains(*e))
+        DataElement::ALL
+            .into_iter()
+            .filter(move |e| self.contains(*e))
     }
 }
 
 impl FromIterator<DataElement> for DataElements {
     fn from_iter<I: IntoIterator<Item = DataElement>>(iter: I) -> Self {
-        iter.into_iter().fold(DataElements::NONE, DataElements::with)
+        iter.into_iter()
+            .fold(DataElements::NONE, DataElements::with)
     }
 }
 

@@ -1,15 +1,87 @@
-//! spapi-rdt
+//! A [tower] layer that gives Amazon Selling Partner API calls for buyers' personal data the
+//! Restricted Data Token (RDT) they need, fetched once, cached, rate-limited and never leaked.
+//!
+//! SP-API operations that return personal data (order addresses, buyer info, shipping labels,
+//! restricted reports) must carry an RDT in `x-amz-access-token` instead of the LWA access token.
+//! [`RestrictedDataTokenLayer`] does it for any `tower::Service<http::Request<B>>`:
+//!
+//! 1. it classifies each request against Amazon's catalogue of restricted operations
+//!    ([`catalog`], [`matcher`]); other requests pass through untouched, at no cost;
+//! 2. it asks for a token for the generic path wherever Amazon accepts one, so a single token serves
+//!    every order id of a seller for its whole life;
+//! 3. it caches tokens per seller, origin and resource, refreshes them in the background before they
+//!    expire, and makes concurrent misses share a single fetch;
+//! 4. it calls the [`TokenSource`] under a per-seller rate limit (Amazon allows 1 call a second with a
+//!    burst of 10), with bounded retries and remembered failures;
+//! 5. it inserts the token as a sensitive header value, and nothing else changes.
+//!
+//! ```
+//! use std::time::Duration;
+//! use spapi_rdt::{IssuedToken, RestrictedDataTokenLayer, SecretToken, SourceError, TokenRequest, source_fn};
+//! use tower::{Service, ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), spapi_rdt::BoxError> {
+//! // Where tokens come from: here a stand-in; in production `SpApiTokenSource`.
+//! let source = source_fn(|_request: TokenRequest| async {
+//!     let token = SecretToken::new("Atz.sprdt|example").map_err(SourceError::permanent)?;
+//!     Ok(IssuedToken::new(token, Duration::from_secs(3600)))
+//! });
+//! let layer = RestrictedDataTokenLayer::new(source);
+//! let mut client = ServiceBuilder::new()
+//!     .layer(layer.clone())
+//!     .service_fn(|request: http::Request<()>| async move {
+//!         // Your HTTP client goes here; this one reports whether a token came along.
+//!         Ok::<_, std::convert::Infallible>(request.headers().contains_key("x-amz-access-token"))
+//!     });
+//!
+//! let address = http::Request::get(
+//!     "https://sellingpartnerapi-na.amazon.com/orders/v0/orders/902-3159896-1390916/address",
+//! )
+//! .body(())?;
+//! assert!(client.ready().await?.call(address).await?);
+//!
+//! let catalog = http::Request::get(
+//!     "https://sellingpartnerapi-na.amazon.com/catalog/2022-04-01/items/B000000000",
+//! )
+//! .body(())?;
+//! assert!(!client.ready().await?.call(catalog).await?);
+//! assert_eq!(layer.stats().fetches, 1);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Features
+//! - `reqwest` (default): `SpApiTokenSource`, the source that calls Amazon's Tokens API with an LWA
+//!   access token, over reqwest with rustls.
+//! - `testing`: `spapi_rdt::testing`, an SP-API emulator on loopback for tests and examples.
+//!
+//! [tower]: https://docs.rs/tower
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+mod cache;
 pub mod catalog;
+pub mod control;
+mod core;
+pub mod error;
+pub mod future;
+mod layer;
+mod limit;
 pub mod matcher;
 mod resource;
+mod service;
 pub mod source;
+mod stats;
 mod token;
 
+pub use error::Error;
+pub use layer::{BuildError, RestrictedDataTokenLayer, RestrictedDataTokenLayerBuilder};
+pub use limit::TokenQuota;
 pub use resource::{Origin, OriginError, Region, RestrictedResource, SellerId, TokenRequest};
-pub use source::{ErrorKind, SourceError, TokenFuture, TokenSource, source_fn};
+pub use service::{RestrictedDataTokenService, X_AMZ_ACCESS_TOKEN};
+pub use source::{ErrorKind, SourceError, SourceFn, TokenFuture, TokenSource, source_fn};
+pub use stats::Stats;
 pub use token::{InvalidToken, IssuedToken, SecretToken};
 
 /// The boxed error type of the layer's service, as in tower.

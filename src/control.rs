@@ -1,0 +1,87 @@
+//! Per-request control through `http::Extensions`, and the layer's policies.
+//!
+//! Put these in a request's extensions to steer the layer for that request alone:
+//! - [`SellerId`](crate::SellerId): which seller the request is for (multi-tenant apps);
+//! - [`DataElements`](crate::catalog::DataElements): narrow the data elements asked for;
+//! - [`TokenMode`]: skip the token, or force one for a path the catalogue does not know;
+//! - [`RestrictedReport`]: this `getReportDocument` call fetches a restricted report type;
+//! - [`TargetApplication`]: ask for a token for another application (delegation).
+//!
+//! ```
+//! use spapi_rdt::{SellerId, control::{RestrictedReport, TokenMode}};
+//!
+//! let mut request = http::Request::get(
+//!     "https://sellingpartnerapi-eu.amazon.com/reports/2021-06-30/documents/amzn1.spdoc.1.4.eu.1234",
+//! )
+//! .body(())
+//! .unwrap();
+//! request.extensions_mut().insert(SellerId::new("A2EUQ1WTGCTBG2"));
+//! request.extensions_mut().insert(RestrictedReport);
+//! # let _ = TokenMode::Skip;
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+
+/// Whether a request gets a token.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum TokenMode {
+    /// As the catalogue and the policies say.
+    #[default]
+    Auto,
+    /// Never, whatever the path.
+    Skip,
+    /// Always, for the specific path of the request, even when the catalogue does not know it.
+    Force,
+}
+
+/// Marks a `getReportDocument` request as fetching a restricted report type (see
+/// [`RESTRICTED_REPORT_TYPES`](crate::catalog::RESTRICTED_REPORT_TYPES)); the request itself does
+/// not say which type its document is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RestrictedReport;
+
+/// Asks for a token on behalf of another application (`targetApplication`): delegation.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct TargetApplication(Arc<str>);
+
+impl TargetApplication {
+    /// The application id, such as `amzn1.sellerapps.app.0bf296b5-36a6-4942-a13e-example`.
+    pub fn new(app_id: impl Into<Arc<str>>) -> Self {
+        TargetApplication(app_id.into())
+    }
+
+    /// The application id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for TargetApplication {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+/// When `getReportDocument` gets a token. Only restricted report types need one, and only for the
+/// specific document path, so the default asks the caller to say so.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ReportPolicy {
+    /// Only for requests marked with [`RestrictedReport`].
+    #[default]
+    WhenMarked,
+    /// For every document (one token call per document: costly under the rate limit).
+    Always,
+    /// Never.
+    Never,
+}
+
+/// What to do for restricted calls to Amazon's sandbox hosts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum SandboxPolicy {
+    /// Send no token: the sandbox answers its static fixtures whatever the token.
+    #[default]
+    Skip,
+    /// Fetch one from the sandbox's Tokens API, as on production.
+    Fetch,
+}

@@ -1,0 +1,133 @@
+//! [`ResponseFuture`]: the future of [`RestrictedDataTokenService`](crate::RestrictedDataTokenService).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use futures_util::future::BoxFuture;
+use http::{HeaderValue, Request};
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use crate::BoxError;
+use crate::error::Error;
+use crate::service::X_AMZ_ACCESS_TOKEN;
+
+pin_project! {
+    /// The response future of [`RestrictedDataTokenService`](crate::RestrictedDataTokenService):
+    /// either the inner service's future, or a wait for a token followed by the inner call.
+    pub struct ResponseFuture<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        #[pin]
+        state: State<S, B>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        Called {
+            #[pin]
+            future: S::Future,
+        },
+        Waiting {
+            token: BoxFuture<'static, Result<HeaderValue, Error>>,
+            // `Some` until the token arrives.
+            call: Option<(S, Request<B>)>,
+        },
+        Failed {
+            error: Option<Error>,
+        },
+    }
+}
+
+impl<S, B> ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    pub(crate) fn called(future: S::Future) -> Self {
+        ResponseFuture {
+            state: State::Called { future },
+        }
+    }
+
+    pub(crate) fn waiting(
+        token: BoxFuture<'static, Result<HeaderValue, Error>>,
+        service: S,
+        request: Request<B>,
+    ) -> Self {
+        ResponseFuture {
+            state: State::Waiting {
+                token,
+                call: Some((service, request)),
+            },
+        }
+    }
+
+    pub(crate) fn failed(error: Error) -> Self {
+        ResponseFuture {
+            state: State::Failed { error: Some(error) },
+        }
+    }
+}
+
+impl<S, B> Future for ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+    S::Error: Into<BoxError>,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Called { future } => return future.poll(cx).map_err(Into::into),
+                StateProj::Waiting { token, call } => {
+                    let result = ready!(token.as_mut().poll(cx));
+                    let Some((mut service, mut request)) = call.take() else {
+                        // Only reachable if polled again after completing with an error.
+                        return Poll::Ready(Err(Error::polled_after_completion().into()));
+                    };
+                    match result {
+                        Ok(token) => {
+                            request.headers_mut().insert(X_AMZ_ACCESS_TOKEN, token);
+                            let future = service.call(request);
+                            this.state.set(State::Called { future });
+                        }
+                        Err(error) => {
+                            this.state.set(State::Failed { error: None });
+                            return Poll::Ready(Err(error.into()));
+                        }
+                    }
+                }
+                StateProj::Failed { error } => {
+                    let error = error.take().unwrap_or_else(Error::polled_after_completion);
+                    return Poll::Ready(Err(error.into()));
+                }
+            }
+        }
+    }
+}
+
+impl<S, B> fmt::Debug for ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Called { .. } => "called",
+            State::Waiting { .. } => "waiting for a token",
+            State::Failed { .. } => "failed",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
+    }
+}

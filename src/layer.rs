@@ -1,0 +1,302 @@
+//! [`RestrictedDataTokenLayer`] and its builder.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower_layer::Layer;
+
+use crate::cache::TokenCache;
+use crate::catalog::{Catalog, DataElements};
+use crate::control::{ReportPolicy, SandboxPolicy};
+use crate::core::{Core, Settings};
+use crate::limit::{TokenQuota, TokenRateLimiter};
+use crate::matcher::{CatalogError, Matcher};
+use crate::resource::{Origin, Region, SellerId};
+use crate::service::RestrictedDataTokenService;
+use crate::source::TokenSource;
+use crate::stats::{Counters, Stats};
+
+/// A tower [`Layer`] that gives restricted SP-API requests a Restricted Data Token in
+/// `x-amz-access-token`.
+///
+/// Every clone of the layer, and every service it makes, shares one cache, one rate limiter and one
+/// set of counters (like tower's `GlobalConcurrencyLimitLayer`): clone it freely.
+///
+/// ```
+/// use std::time::Duration;
+/// use spapi_rdt::{IssuedToken, RestrictedDataTokenLayer, SecretToken, SourceError, TokenRequest, source_fn};
+///
+/// let source = source_fn(|_request: TokenRequest| async {
+///     let token = SecretToken::new("Atz.sprdt|example").map_err(SourceError::permanent)?;
+///     Ok(IssuedToken::new(token, Duration::from_secs(3600)))
+/// });
+/// let layer = RestrictedDataTokenLayer::builder(source)
+///     .refresh_ahead(Duration::from_secs(120))
+///     .build()?;
+/// let client = tower::ServiceBuilder::new()
+///     .layer(layer)
+///     .service(tower::service_fn(|request: http::Request<String>| async move {
+///         Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+///     }));
+/// # let _ = client;
+/// # Ok::<(), spapi_rdt::BuildError>(())
+/// ```
+#[derive(Clone)]
+pub struct RestrictedDataTokenLayer {
+    core: Arc<Core>,
+}
+
+impl RestrictedDataTokenLayer {
+    /// A layer with Amazon's catalogue, the official production and sandbox origins, and default
+    /// settings (see [`RestrictedDataTokenLayerBuilder`] for each default).
+    pub fn new(source: impl TokenSource) -> Self {
+        RestrictedDataTokenLayer {
+            core: Arc::new(
+                RestrictedDataTokenLayerBuilder::new(Arc::new(source)).into_core(Matcher::amazon()),
+            ),
+        }
+    }
+
+    /// A builder, to change the catalogue, the origins or the settings.
+    pub fn builder(source: impl TokenSource) -> RestrictedDataTokenLayerBuilder {
+        RestrictedDataTokenLayerBuilder::new(Arc::new(source))
+    }
+
+    /// A snapshot of the counters shared by every clone.
+    pub fn stats(&self) -> Stats {
+        self.core.stats()
+    }
+
+    /// Drops the cached token a request like `request` would be given, so that the next such request
+    /// fetches a new one. Use it when a restricted call answered 403 with a cached token. Returns
+    /// whether a token was dropped.
+    pub fn invalidate<B>(&self, request: &http::Request<B>) -> bool {
+        self.core
+            .invalidate(request.method(), request.uri(), request.extensions())
+    }
+
+    /// The compiled catalogue this layer classifies requests with.
+    pub fn matcher(&self) -> &Matcher {
+        &self.core.matcher
+    }
+}
+
+impl<S> Layer<S> for RestrictedDataTokenLayer {
+    type Service = RestrictedDataTokenService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RestrictedDataTokenService::new(inner, Arc::clone(&self.core))
+    }
+}
+
+impl fmt::Debug for RestrictedDataTokenLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RestrictedDataTokenLayer")
+            .field("core", &self.core)
+            .finish()
+    }
+}
+
+/// Why a layer could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The catalogue does not compile.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// A setting is out of range.
+    #[error("invalid setting `{name}`: {reason}")]
+    Setting {
+        /// The builder method.
+        name: &'static str,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+/// Configures a [`RestrictedDataTokenLayer`].
+pub struct RestrictedDataTokenLayerBuilder {
+    source: Arc<dyn TokenSource>,
+    catalog: Catalog,
+    origins: Vec<Origin>,
+    quota: TokenQuota,
+    settings: Settings,
+}
+
+impl RestrictedDataTokenLayerBuilder {
+    fn new(source: Arc<dyn TokenSource>) -> Self {
+        let origins = Region::ALL
+            .into_iter()
+            .flat_map(|r| [r.origin(), r.sandbox_origin()])
+            .collect();
+        RestrictedDataTokenLayerBuilder {
+            source,
+            catalog: Catalog::amazon(),
+            origins,
+            quota: TokenQuota::default(),
+            settings: Settings::default(),
+        }
+    }
+
+    /// The restricted operations to recognize. Default: [`Catalog::amazon`].
+    pub fn catalog(mut self, catalog: Catalog) -> Self {
+        self.catalog = catalog;
+        self
+    }
+
+    /// Adds an origin that may receive tokens (an emulator on loopback, a regional proxy). The
+    /// defaults are the three production hosts and their sandboxes.
+    pub fn allow_origin(mut self, origin: Origin) -> Self {
+        if !self.origins.contains(&origin) {
+            self.origins.push(origin);
+        }
+        self
+    }
+
+    /// Replaces the origins that may receive tokens.
+    pub fn origins(mut self, origins: impl IntoIterator<Item = Origin>) -> Self {
+        self.origins.clear();
+        for origin in origins {
+            self = self.allow_origin(origin);
+        }
+        self
+    }
+
+    /// The seller of requests that carry no [`SellerId`] extension. Default: [`SellerId::default`].
+    pub fn default_seller(mut self, seller: SellerId) -> Self {
+        self.settings.default_seller = seller;
+        self
+    }
+
+    /// The data elements to ask for, where an operation accepts them and the request does not narrow
+    /// them. Default: [`DataElements::USUAL`] (`buyerInfo`, `shippingAddress`). Ask only for what the
+    /// application holds roles for: one element too many fails the whole token request.
+    pub fn data_elements(mut self, elements: DataElements) -> Self {
+        self.settings.data_elements = elements;
+        self
+    }
+
+    /// The token-call quota per seller and origin. Default: Amazon's, 1 a second with a burst of 10.
+    pub fn quota(mut self, quota: TokenQuota) -> Self {
+        self.quota = quota;
+        self
+    }
+
+    /// When `getReportDocument` gets a token. Default: [`ReportPolicy::WhenMarked`].
+    pub fn report_policy(mut self, policy: ReportPolicy) -> Self {
+        self.settings.report_policy = policy;
+        self
+    }
+
+    /// What to do on sandbox hosts. Default: [`SandboxPolicy::Skip`].
+    pub fn sandbox_policy(mut self, policy: SandboxPolicy) -> Self {
+        self.settings.sandbox_policy = policy;
+        self
+    }
+
+    /// How long a request waits for a token before failing with a timeout. The fetch goes on for
+    /// the others. Default: 30 s.
+    pub fn wait_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.wait_timeout = timeout;
+        self
+    }
+
+    /// How long one fetch may take in all: rate-limit waits, attempts and pauses. Default: 60 s.
+    pub fn fetch_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.fetch_timeout = timeout;
+        self
+    }
+
+    /// How many times a fetch calls the source when it fails transiently. Default: 3.
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.settings.max_attempts = attempts;
+        self
+    }
+
+    /// The pause before the first retry; it doubles with each further one, with jitter.
+    /// Default: 250 ms.
+    pub fn retry_base(mut self, pause: Duration) -> Self {
+        self.settings.retry_base = pause;
+        self
+    }
+
+    /// Refresh a token in the background this long before it expires (at most half its life, so
+    /// short-lived tokens never cause a refresh storm). Default: 5 min.
+    pub fn refresh_ahead(mut self, ahead: Duration) -> Self {
+        self.settings.windows.refresh_ahead = ahead;
+        self
+    }
+
+    /// Stop using a token this long before it expires (at most a tenth of its life), so that a
+    /// request never reaches Amazon with a token that just died. Default: 30 s.
+    pub fn expiry_margin(mut self, margin: Duration) -> Self {
+        self.settings.windows.expiry_margin = margin;
+        self
+    }
+
+    /// Spread refreshes over up to this much extra time, at random. Default: 60 s.
+    pub fn refresh_jitter(mut self, jitter: Duration) -> Self {
+        self.settings.windows.jitter = jitter;
+        self
+    }
+
+    /// How long a permanent failure (no role, bad credentials) is remembered and served to callers
+    /// without calling the source again. Default: 60 s.
+    pub fn permanent_error_ttl(mut self, ttl: Duration) -> Self {
+        self.settings.backoff.permanent = ttl;
+        self
+    }
+
+    /// How long transient failures are remembered: `base` after the first, doubling up to `max`.
+    /// Defaults: 1 s and 60 s.
+    pub fn transient_error_backoff(mut self, base: Duration, max: Duration) -> Self {
+        self.settings.backoff.transient_base = base;
+        self.settings.backoff.transient_max = max;
+        self
+    }
+
+    /// Builds the layer.
+    pub fn build(self) -> Result<RestrictedDataTokenLayer, BuildError> {
+        let bad = |name, reason| Err(BuildError::Setting { name, reason });
+        if self.origins.len() > usize::from(u16::MAX) {
+            return bad("origins", "at most 65535 origins");
+        }
+        if self.settings.max_attempts == 0 {
+            return bad("max_attempts", "must be at least 1");
+        }
+        if self.settings.wait_timeout.is_zero() {
+            return bad("wait_timeout", "must be more than zero");
+        }
+        if self.settings.fetch_timeout.is_zero() {
+            return bad("fetch_timeout", "must be more than zero");
+        }
+        let matcher = Matcher::new(self.catalog.clone())?;
+        Ok(RestrictedDataTokenLayer {
+            core: Arc::new(self.into_core(matcher)),
+        })
+    }
+
+    fn into_core(self, matcher: Matcher) -> Core {
+        Core {
+            matcher,
+            origins: self.origins,
+            source: self.source,
+            cache: TokenCache::new(),
+            limiter: TokenRateLimiter::new(self.quota),
+            counters: Counters::default(),
+            settings: self.settings,
+        }
+    }
+}
+
+impl fmt::Debug for RestrictedDataTokenLayerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RestrictedDataTokenLayerBuilder")
+            .field("operations", &self.catalog.operations().len())
+            .field("origins", &self.origins)
+            .field("quota", &self.quota)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,224 @@
+//! The per-seller rate limit on token calls: governor's GCRA on tokio's clock.
+//!
+//! Amazon allows each seller authorization 1 token request a second with a burst of 10, per region.
+//! Only the leader of a fetch takes a cell, so however many requests miss the cache at once, the
+//! limiter sees one call per key. Waiting happens on `tokio::time` (so tests on paused time see it)
+//! and is bounded.
+
+use std::fmt;
+use std::num::NonZeroU32;
+use std::ops::Add;
+use std::time::Duration;
+
+use governor::clock::{Clock, Reference};
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::keyed::HashMapStateStore;
+use governor::{Quota, RateLimiter};
+
+use crate::resource::{Origin, SellerId};
+
+/// The token-call quota of one seller on one origin.
+///
+/// ```
+/// use std::time::Duration;
+/// use spapi_rdt::TokenQuota;
+///
+/// let amazon = TokenQuota::default();
+/// assert_eq!((amazon.per_second(), amazon.burst()), (1.0, 10));
+/// let sandbox = TokenQuota::new(5.0, 15).unwrap();
+/// assert!(TokenQuota::new(0.0, 10).is_none());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TokenQuota {
+    per_second: f64,
+    burst: NonZeroU32,
+}
+
+impl TokenQuota {
+    /// `per_second` calls a second on average, up to `burst` at once. `None` for a rate that is not
+    /// positive and finite, or a burst of 0.
+    pub fn new(per_second: f64, burst: u32) -> Option<Self> {
+        if !(per_second.is_finite() && per_second > 0.0) {
+            return None;
+        }
+        Some(TokenQuota {
+            per_second,
+            burst: NonZeroU32::new(burst)?,
+        })
+    }
+
+    /// Calls a second.
+    pub fn per_second(&self) -> f64 {
+        self.per_second
+    }
+
+    /// Calls at once.
+    pub fn burst(&self) -> u32 {
+        self.burst.get()
+    }
+
+    fn to_governor(self) -> Quota {
+        let period = Duration::from_secs_f64(1.0 / self.per_second).max(Duration::from_nanos(1));
+        Quota::with_period(period)
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+            .allow_burst(self.burst)
+    }
+}
+
+impl Default for TokenQuota {
+    /// Amazon's documented quota for `createRestrictedDataToken`: 1 a second, burst 10.
+    fn default() -> Self {
+        TokenQuota {
+            per_second: 1.0,
+            burst: NonZeroU32::MIN.saturating_add(9),
+        }
+    }
+}
+
+/// A point in tokio time, as governor wants it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct TokioInstant(tokio::time::Instant);
+
+impl Add<Nanos> for TokioInstant {
+    type Output = Self;
+    fn add(self, other: Nanos) -> Self {
+        TokioInstant(self.0 + Duration::from(other))
+    }
+}
+
+impl Reference for TokioInstant {
+    fn duration_since(&self, earlier: Self) -> Nanos {
+        self.0.saturating_duration_since(earlier.0).into()
+    }
+    fn saturating_sub(&self, duration: Nanos) -> Self {
+        TokioInstant(
+            self.0
+                .checked_sub(Duration::from(duration))
+                .unwrap_or(self.0),
+        )
+    }
+}
+
+/// governor's clock, read from `tokio::time::Instant::now()`: paused and advanced with tokio's.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct TokioClock;
+
+impl Clock for TokioClock {
+    type Instant = TokioInstant;
+    fn now(&self) -> TokioInstant {
+        TokioInstant(tokio::time::Instant::now())
+    }
+}
+
+type LimitKey = (SellerId, Origin);
+type Keyed =
+    RateLimiter<LimitKey, HashMapStateStore<LimitKey>, TokioClock, NoOpMiddleware<TokioInstant>>;
+
+/// Why no cell was granted in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WouldWaitTooLong {
+    pub(crate) needed: Duration,
+}
+
+/// Per-(seller, origin) limiter on token calls.
+pub(crate) struct TokenRateLimiter {
+    limiter: Keyed,
+    quota: TokenQuota,
+}
+
+impl TokenRateLimiter {
+    pub(crate) fn new(quota: TokenQuota) -> Self {
+        let store = HashMapStateStore::default();
+        TokenRateLimiter {
+            limiter: RateLimiter::new(quota.to_governor(), store, TokioClock),
+            quota,
+        }
+    }
+
+    /// Takes one cell for `seller` on `origin`, sleeping on tokio time until one is free, but not
+    /// past `max_wait`. Returns how long it waited.
+    pub(crate) async fn acquire(
+        &self,
+        seller: &SellerId,
+        origin: &Origin,
+        max_wait: Duration,
+    ) -> Result<Duration, WouldWaitTooLong> {
+        let key = (seller.clone(), origin.clone());
+        let start = tokio::time::Instant::now();
+        loop {
+            match self.limiter.check_key(&key) {
+                Ok(()) => return Ok(start.elapsed()),
+                Err(not_until) => {
+                    let wait = not_until.wait_time_from(TokioClock.now());
+                    let waited = start.elapsed();
+                    if waited + wait > max_wait {
+                        return Err(WouldWaitTooLong {
+                            needed: waited + wait,
+                        });
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Debug for TokenRateLimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenRateLimiter")
+            .field("quota", &self.quota)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resource::Region;
+
+    #[tokio::test(start_paused = true)]
+    async fn burst_then_one_a_second_on_paused_time() {
+        let limiter = TokenRateLimiter::new(TokenQuota::default());
+        let (s, o) = (SellerId::default(), Region::Europe.origin());
+        for _ in 0..10 {
+            let waited = limiter.acquire(&s, &o, Duration::ZERO).await.unwrap();
+            assert_eq!(waited, Duration::ZERO);
+        }
+        // The 11th waits about a second, on tokio's clock.
+        let start = tokio::time::Instant::now();
+        let waited = limiter
+            .acquire(&s, &o, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(waited >= Duration::from_millis(900), "{waited:?}");
+        assert!(start.elapsed() >= Duration::from_millis(900));
+        // Another seller is not affected.
+        let other = SellerId::new("other");
+        assert_eq!(
+            limiter.acquire(&other, &o, Duration::ZERO).await.unwrap(),
+            Duration::ZERO
+        );
+        // Same seller on another region has its own bucket.
+        assert!(
+            limiter
+                .acquire(&s, &Region::FarEast.origin(), Duration::ZERO)
+                .await
+                .is_ok()
+        );
+        // A wait longer than allowed is refused at once.
+        let err = limiter
+            .acquire(&s, &o, Duration::from_millis(10))
+            .await
+            .unwrap_err();
+        assert!(err.needed > Duration::from_millis(10));
+    }
+
+    #[test]
+    fn quota_rejects_nonsense() {
+        assert!(TokenQuota::new(f64::NAN, 1).is_none());
+        assert!(TokenQuota::new(-1.0, 1).is_none());
+        assert!(TokenQuota::new(1.0, 0).is_none());
+        assert!(TokenQuota::new(1e12, 1).is_some());
+    }
+}

@@ -1,0 +1,111 @@
+//! [`RestrictedDataTokenService`]: the service the layer makes.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{HeaderName, Request};
+use tower_service::Service;
+
+use crate::BoxError;
+use crate::core::{Core, Plan};
+use crate::future::ResponseFuture;
+use crate::stats::Stats;
+
+/// The header that carries SP-API access tokens and Restricted Data Tokens.
+pub const X_AMZ_ACCESS_TOKEN: HeaderName = HeaderName::from_static("x-amz-access-token");
+
+/// Gives restricted SP-API requests a Restricted Data Token; made by
+/// [`RestrictedDataTokenLayer`](crate::RestrictedDataTokenLayer).
+///
+/// - Unrestricted requests go to the inner service untouched, with no allocation and no await.
+/// - A restricted request with a fresh cached token gets it in `x-amz-access-token` (marked
+///   sensitive) and goes on at once.
+/// - Otherwise the request waits, in its response future, for the one fetch its key needs, then
+///   goes on; or fails with an [`Error`](crate::error::Error) inside the [`BoxError`].
+///
+/// `poll_ready` is the inner service's. When a request must wait, the service that was polled ready
+/// goes into the response future and a clone takes its place, as tower requires.
+pub struct RestrictedDataTokenService<S> {
+    inner: S,
+    core: Arc<Core>,
+}
+
+impl<S> RestrictedDataTokenService<S> {
+    pub(crate) fn new(inner: S, core: Arc<Core>) -> Self {
+        RestrictedDataTokenService { inner, core }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, consuming this one.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// A snapshot of the counters shared with the layer and its other services.
+    pub fn stats(&self) -> Stats {
+        self.core.stats()
+    }
+}
+
+impl<S: Clone> Clone for RestrictedDataTokenService<S> {
+    fn clone(&self) -> Self {
+        RestrictedDataTokenService {
+            inner: self.inner.clone(),
+            core: Arc::clone(&self.core),
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for RestrictedDataTokenService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RestrictedDataTokenService")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B> Service<Request<B>> for RestrictedDataTokenService<S>
+where
+    S: Service<Request<B>> + Clone,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, B>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    #[inline]
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        match self
+            .core
+            .plan(request.method(), request.uri(), request.extensions())
+        {
+            Plan::PassThrough => ResponseFuture::called(self.inner.call(request)),
+            Plan::Ready(token) => {
+                request.headers_mut().insert(X_AMZ_ACCESS_TOKEN, token);
+                ResponseFuture::called(self.inner.call(request))
+            }
+            Plan::Wait(token) => {
+                // The ready service goes with the request; its clone stays for the next call.
+                let clone = self.inner.clone();
+                let ready = std::mem::replace(&mut self.inner, clone);
+                ResponseFuture::waiting(token, ready, request)
+            }
+            Plan::Fail(error) => ResponseFuture::failed(error),
+        }
+    }
+}

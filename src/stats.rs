@@ -1,0 +1,129 @@
+//! Counters of what the layer did, cheap enough to bump on every request.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// A snapshot of the layer's counters since it was built. Every clone of a layer and of its
+/// services adds to the same counters.
+///
+/// ```
+/// use spapi_rdt::{RestrictedDataTokenLayer, source_fn, SourceError, TokenRequest, IssuedToken};
+///
+/// let layer = RestrictedDataTokenLayer::new(source_fn(|_req: TokenRequest| async {
+///     Err::<IssuedToken, _>(SourceError::permanent("no tokens here"))
+/// }));
+/// assert_eq!(layer.stats().fetches, 0);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Restricted requests served from the cache with a fresh token.
+    pub hits: u64,
+    /// Restricted requests served a cached token inside its refresh window (a background refresh
+    /// was due).
+    pub stale_hits: u64,
+    /// Restricted requests that found no usable token and waited for one.
+    pub misses: u64,
+    /// Of the misses, those that joined a fetch already under way instead of starting one.
+    pub coalesced: u64,
+    /// Calls made to the token source (each attempt counts).
+    pub fetches: u64,
+    /// Background refreshes started in the refresh window.
+    pub refreshes: u64,
+    /// Fetches that had to wait for the seller's rate limit.
+    pub rate_limit_waits: u64,
+    /// Fetches that failed (after their retries).
+    pub fetch_errors: u64,
+    /// Requests answered with a remembered error, without calling the source.
+    pub remembered_errors: u64,
+    /// Requests that waited past their deadline.
+    pub timeouts: u64,
+    /// Cached tokens dropped by `invalidate` (a 403 on a restricted call).
+    pub invalidations: u64,
+    /// Requests that passed through without a token.
+    pub passed_through: u64,
+}
+
+/// Counter slots, each on its own cache line, so threads bumping counters do not contend.
+const STRIPES: usize = 8;
+
+#[repr(align(128))]
+#[derive(Default)]
+struct Stripe([AtomicU64; FIELDS]);
+
+const FIELDS: usize = 12;
+
+#[derive(Clone, Copy)]
+#[repr(usize)]
+pub(crate) enum Counter {
+    Hits,
+    StaleHits,
+    Misses,
+    Coalesced,
+    Fetches,
+    Refreshes,
+    RateLimitWaits,
+    FetchErrors,
+    RememberedErrors,
+    Timeouts,
+    Invalidations,
+    PassedThrough,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    stripes: [Stripe; STRIPES],
+}
+
+thread_local! {
+    static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+fn stripe_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    STRIPE.with(|s| {
+        let mut i = s.get();
+        if i == usize::MAX {
+            i = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+            s.set(i);
+        }
+        i
+    })
+}
+
+impl Counters {
+    #[inline]
+    pub(crate) fn bump(&self, counter: Counter) {
+        self.stripes[stripe_index()].0[counter as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn sum(&self, counter: Counter) -> u64 {
+        self.stripes
+            .iter()
+            .map(|s| s.0[counter as usize].load(Ordering::Relaxed))
+            .sum()
+    }
+
+    pub(crate) fn snapshot(&self) -> Stats {
+        Stats {
+            hits: self.sum(Counter::Hits),
+            stale_hits: self.sum(Counter::StaleHits),
+            misses: self.sum(Counter::Misses),
+            coalesced: self.sum(Counter::Coalesced),
+            fetches: self.sum(Counter::Fetches),
+            refreshes: self.sum(Counter::Refreshes),
+            rate_limit_waits: self.sum(Counter::RateLimitWaits),
+            fetch_errors: self.sum(Counter::FetchErrors),
+            remembered_errors: self.sum(Counter::RememberedErrors),
+            timeouts: self.sum(Counter::Timeouts),
+            invalidations: self.sum(Counter::Invalidations),
+            passed_through: self.sum(Counter::PassedThrough),
+        }
+    }
+}
+
+impl std::fmt::Debug for Counters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.snapshot(), f)
+    }
+}

@@ -1,0 +1,122 @@
+//! No token ever shows in Debug output, Display output, errors or logs.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{ScriptedSource, SourceErrorSpec, echo_token, get, token_value};
+use futures::future::join_all;
+use spapi_rdt::{RestrictedDataTokenLayer, SecretToken};
+use tower::{Layer, Service, ServiceExt};
+use tracing_subscriber::fmt::MakeWriter;
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_token_in_debug_output_errors_or_logs() {
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(logs.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let source = ScriptedSource::new()
+        .lifetime(Duration::from_secs(600))
+        .fail_calls([3], SourceErrorSpec::Transient)
+        .fail_calls([5], SourceErrorSpec::Permanent);
+    let layer = RestrictedDataTokenLayer::builder(source.source())
+        .max_attempts(1)
+        .refresh_jitter(Duration::ZERO)
+        .build()
+        .unwrap();
+    let mut printed = Vec::new();
+    let service = layer.layer(echo_token());
+    printed.push(format!("{layer:?} {:?}", layer.stats()));
+    // Hits, misses, refreshes, failures and an injected-header inspection.
+    for round in 0..4 {
+        let results = join_all((0..5).map(|i| {
+            service
+                .clone()
+                .oneshot(get(&format!("/orders/v0/orders/{i}/address")))
+        }))
+        .await;
+        for r in results {
+            match r {
+                Ok(token) => assert!(token.starts_with("Atz.sprdt|") || token == "none"),
+                Err(e) => printed.push(format!("{e} {e:?}")),
+            }
+        }
+        let mut svc = service.clone();
+        svc.ready().await.unwrap();
+        let fut = svc.call(get("/mfn/v0/shipments/1"));
+        printed.push(format!("{fut:?}"));
+        match fut.await {
+            Ok(_) => {}
+            Err(e) => printed.push(format!("{e} {e:?}")),
+        }
+        printed.push(format!("{layer:?} round {round}"));
+        tokio::time::sleep(Duration::from_secs(590)).await;
+    }
+    assert!(
+        source.calls() >= 5,
+        "the scenario reached the failing calls"
+    );
+    let token = SecretToken::new(token_value(1)).unwrap();
+    printed.push(format!("{token:?}"));
+    printed.push(format!("{:?}", source.seen.lock().unwrap()));
+
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("token fetched"),
+        "the log was captured: {logs}"
+    );
+    assert!(logs.contains("token fetch failed"));
+    let everything = format!("{}\n{logs}", printed.join("\n"));
+    for n in 1..=source.calls() {
+        assert!(
+            !everything.contains(&token_value(n)),
+            "token {n} leaked:\n{everything}"
+        );
+    }
+    assert!(!everything.contains("secret-token"));
+}
+
+#[tokio::test]
+async fn the_injected_header_is_marked_sensitive() {
+    let source = ScriptedSource::new();
+    let layer = RestrictedDataTokenLayer::new(source.source());
+    let inner = tower::service_fn(|request: http::Request<()>| async move {
+        let value = request.headers().get("x-amz-access-token").cloned();
+        Ok::<_, std::convert::Infallible>(value)
+    });
+    let value = layer
+        .layer(inner)
+        .oneshot(get("/orders/v0/orders/1/address"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(value.is_sensitive());
+    assert_eq!(format!("{value:?}"), "Sensitive");
+}
