@@ -139,18 +139,35 @@ impl fmt::Debug for CachedToken {
 pub(crate) type FetchOutcome = Result<Arc<CachedToken>, FetchError>;
 pub(crate) type SharedFetch = Shared<BoxFuture<'static, FetchOutcome>>;
 
+/// A token handed to one request: the header value and the generation it came from (so that a
+/// 403 can invalidate exactly that token).
+#[derive(Clone)]
+pub(crate) struct Granted {
+    pub(crate) header: HeaderValue,
+    pub(crate) generation: u64,
+}
+
+impl CachedToken {
+    pub(crate) fn grant(&self) -> Granted {
+        Granted {
+            header: self.header.clone(),
+            generation: self.generation,
+        }
+    }
+}
+
 /// What a slot's token is worth right now.
 pub(crate) enum Peek {
-    Fresh(HeaderValue),
+    Fresh(Granted),
     /// Inside the refresh window: usable, and a refresh is due.
-    Stale(HeaderValue),
+    Stale(Granted),
     Missing,
 }
 
 /// What to do on a miss.
 pub(crate) enum Begin {
     /// A token was published while we looked.
-    Ready(HeaderValue),
+    Ready(Granted),
     /// The last fetch failed and its back-off has not ended.
     Remembered(FetchError),
     /// Wait for this fetch; `leader` when this caller started it.
@@ -182,8 +199,8 @@ impl Slot {
     pub(crate) fn peek(&self, now: Instant) -> Peek {
         let current = self.current.load();
         match current.as_deref() {
-            Some(t) if now < t.soft => Peek::Fresh(t.header.clone()),
-            Some(t) if now < t.hard => Peek::Stale(t.header.clone()),
+            Some(t) if now < t.soft => Peek::Fresh(t.grant()),
+            Some(t) if now < t.hard => Peek::Stale(t.grant()),
             _ => Peek::Missing,
         }
     }

@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use http::{Extensions, HeaderValue, Method, Uri};
+use http::{Extensions, Method, Uri};
 use tokio::time::Instant;
 
 use crate::cache::{
-    Backoff, Begin, CachedToken, FetchError, FetchOutcome, Peek, ScopeRef, SharedFetch, Slot,
-    SlotKeyRef, TokenCache, Windows,
+    Backoff, Begin, CachedToken, FetchError, FetchOutcome, Granted, Peek, ScopeRef, SharedFetch,
+    Slot, SlotKeyRef, TokenCache, Windows,
 };
 use crate::catalog::{DataElements, PathKind};
 use crate::control::{ReportPolicy, RestrictedReport, SandboxPolicy, TargetApplication, TokenMode};
@@ -61,9 +61,9 @@ pub(crate) enum Plan {
     /// Not a restricted call this layer handles: leave it alone.
     PassThrough,
     /// Insert this token now.
-    Ready(HeaderValue),
+    Ready(Granted),
     /// Wait for a token, then insert it.
-    Wait(BoxFuture<'static, Result<HeaderValue, Error>>),
+    Wait(BoxFuture<'static, Result<Granted, Error>>),
     /// Fail the request.
     Fail(Error),
 }
@@ -138,7 +138,7 @@ impl Core {
                 let wait = self.settings.wait_timeout;
                 Plan::Wait(Box::pin(async move {
                     match tokio::time::timeout(wait, fetch).await {
-                        Ok(Ok(token)) => Ok(token.header.clone()),
+                        Ok(Ok(token)) => Ok(token.grant()),
                         Ok(Err(e)) => Err(Error::from_fetch(e)),
                         Err(_) => {
                             core.counters.bump(Counter::Timeouts);
@@ -291,18 +291,33 @@ impl Core {
         self.counters.snapshot()
     }
 
+    /// Whether `method uri` gets a token from this layer.
+    pub(crate) fn is_restricted(&self, method: &Method, uri: &Uri, ext: &Extensions) -> bool {
+        self.key_of(method, uri, ext).is_some()
+    }
+
     /// Drops the cached token that `method uri` would use, if it is still generation `generation`
-    /// (or any generation when `None`). Returns whether a token was dropped.
-    pub(crate) fn invalidate(&self, method: &Method, uri: &Uri, ext: &Extensions) -> bool {
+    /// (or whatever token is current when `None`). Returns whether a token was dropped.
+    pub(crate) fn invalidate(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        ext: &Extensions,
+        generation: Option<u64>,
+    ) -> bool {
         let Some((seller, key)) = self.key_of(method, uri, ext) else {
             return false;
         };
         let dropped = self.cache.with_slot(seller, key, |slot| {
-            slot.and_then(|s| s.generation_at(Instant::now()).map(|g| s.invalidate(g)))
-                .unwrap_or(false)
+            slot.and_then(|s| {
+                let current = s.generation_at(Instant::now())?;
+                Some(s.invalidate(generation.unwrap_or(current)))
+            })
+            .unwrap_or(false)
         });
         if dropped {
             self.counters.bump(Counter::Invalidations);
+            tracing::debug!(seller = %seller, "cached token invalidated");
         }
         dropped
     }

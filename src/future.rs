@@ -6,13 +6,14 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use futures_util::future::BoxFuture;
-use http::{HeaderValue, Request};
+use http::Request;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::BoxError;
+use crate::cache::Granted;
 use crate::error::Error;
-use crate::service::X_AMZ_ACCESS_TOKEN;
+use crate::recover::TokenUsed;
 
 pin_project! {
     /// The response future of [`RestrictedDataTokenService`](crate::RestrictedDataTokenService):
@@ -37,7 +38,7 @@ pin_project! {
             future: S::Future,
         },
         Waiting {
-            token: BoxFuture<'static, Result<HeaderValue, Error>>,
+            token: BoxFuture<'static, Result<Granted, Error>>,
             // `Some` until the token arrives.
             call: Option<(S, Request<B>)>,
         },
@@ -58,7 +59,7 @@ where
     }
 
     pub(crate) fn waiting(
-        token: BoxFuture<'static, Result<HeaderValue, Error>>,
+        token: BoxFuture<'static, Result<Granted, Error>>,
         service: S,
         request: Request<B>,
     ) -> Self {
@@ -96,8 +97,8 @@ where
                         return Poll::Ready(Err(Error::polled_after_completion().into()));
                     };
                     match result {
-                        Ok(token) => {
-                            request.headers_mut().insert(X_AMZ_ACCESS_TOKEN, token);
+                        Ok(granted) => {
+                            TokenUsed::record(&mut request, granted);
                             let future = service.call(request);
                             this.state.set(State::Called { future });
                         }

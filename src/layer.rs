@@ -73,7 +73,11 @@ impl RestrictedDataTokenLayer {
     /// whether a token was dropped.
     pub fn invalidate<B>(&self, request: &http::Request<B>) -> bool {
         self.core
-            .invalidate(request.method(), request.uri(), request.extensions())
+            .invalidate(request.method(), request.uri(), request.extensions(), None)
+    }
+
+    pub(crate) fn core(&self) -> &Arc<Core> {
+        &self.core
     }
 
     /// The compiled catalogue this layer classifies requests with.

@@ -69,6 +69,7 @@ pub mod future;
 mod layer;
 mod limit;
 pub mod matcher;
+pub mod recover;
 mod resource;
 mod service;
 pub mod source;

@@ -10,6 +10,7 @@ use tower_service::Service;
 use crate::BoxError;
 use crate::core::{Core, Plan};
 use crate::future::ResponseFuture;
+use crate::recover::TokenUsed;
 use crate::stats::Stats;
 
 /// The header that carries SP-API access tokens and Restricted Data Tokens.
@@ -95,8 +96,8 @@ where
             .plan(request.method(), request.uri(), request.extensions())
         {
             Plan::PassThrough => ResponseFuture::called(self.inner.call(request)),
-            Plan::Ready(token) => {
-                request.headers_mut().insert(X_AMZ_ACCESS_TOKEN, token);
+            Plan::Ready(granted) => {
+                TokenUsed::record(&mut request, granted);
                 ResponseFuture::called(self.inner.call(request))
             }
             Plan::Wait(token) => {

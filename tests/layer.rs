@@ -506,3 +506,109 @@ async fn without_a_runtime_clock_the_error_is_typed() {
             .contains("Tokio runtime")
     );
 }
+
+/// An inner service that answers 403 to the token values in `refuse`, 200 otherwise.
+fn refusing(
+    refuse: &'static [usize],
+) -> impl tower::Service<
+    http::Request<()>,
+    Response = http::Response<String>,
+    Error = std::convert::Infallible,
+    Future = std::future::Ready<Result<http::Response<String>, std::convert::Infallible>>,
+> + Clone {
+    tower::service_fn(move |request: http::Request<()>| {
+        let token = request
+            .headers()
+            .get("x-amz-access-token")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none")
+            .to_owned();
+        let refused = refuse.iter().any(|n| token == token_value(*n));
+        let mut response = http::Response::new(token);
+        if refused {
+            *response.status_mut() = http::StatusCode::FORBIDDEN;
+        }
+        std::future::ready(Ok(response))
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_403_invalidates_that_token_and_replays_once() {
+    let source = ScriptedSource::new();
+    let rdt = layer(&source);
+    let client = tower::ServiceBuilder::new()
+        .layer(rdt.recover_stale_tokens())
+        .layer(rdt.clone())
+        .service(refusing(&[1]));
+    let response = client
+        .clone()
+        .oneshot(get("/orders/v0/orders/1/address"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), http::StatusCode::OK);
+    assert_eq!(response.body(), &token_value(2));
+    assert_eq!(source.calls(), 2);
+    assert_eq!(rdt.stats().invalidations, 1);
+    // Unrestricted requests are not touched by recovery.
+    let response = client
+        .oneshot(get("/catalog/2022-04-01/items/x"))
+        .await
+        .unwrap();
+    assert_eq!(response.body(), "none");
+
+    // A token that keeps being refused is retried once, not in a loop.
+    let source = ScriptedSource::new();
+    let rdt = layer(&source);
+    let client = tower::ServiceBuilder::new()
+        .layer(rdt.recover_stale_tokens())
+        .layer(rdt.clone())
+        .service(refusing(&[1, 2, 3]));
+    let response = client.oneshot(get("/mfn/v0/shipments/1")).await.unwrap();
+    assert_eq!(response.status(), http::StatusCode::FORBIDDEN);
+    assert_eq!(source.calls(), 2);
+}
+
+/// A body that cannot be replayed.
+struct OneShotBody;
+
+impl spapi_rdt::recover::ReplayBody for OneShotBody {
+    fn try_clone(&self) -> Option<Self> {
+        None
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_403_on_a_body_that_cannot_be_replayed_is_returned_after_invalidation() {
+    let source = ScriptedSource::new();
+    let rdt = layer(&source);
+    let inner = tower::service_fn(|request: http::Request<OneShotBody>| async move {
+        let first = request
+            .headers()
+            .get("x-amz-access-token")
+            .is_some_and(|v| v == token_value(1).as_str());
+        let status = if first {
+            http::StatusCode::FORBIDDEN
+        } else {
+            http::StatusCode::OK
+        };
+        let mut response = http::Response::new(());
+        *response.status_mut() = status;
+        Ok::<_, std::convert::Infallible>(response)
+    });
+    let client = tower::ServiceBuilder::new()
+        .layer(rdt.recover_stale_tokens())
+        .layer(rdt.clone())
+        .service(inner);
+    let request = || {
+        http::Request::post(format!("{NA}/mfn/v0/shipments"))
+            .body(OneShotBody)
+            .unwrap()
+    };
+    let first = client.clone().oneshot(request()).await.unwrap();
+    assert_eq!(first.status(), http::StatusCode::FORBIDDEN);
+    assert_eq!(source.calls(), 1);
+    // The refused token is gone: the next request gets a new one.
+    let second = client.oneshot(request()).await.unwrap();
+    assert_eq!(second.status(), http::StatusCode::OK);
+    assert_eq!(source.calls(), 2);
+}

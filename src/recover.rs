@@ -1,0 +1,268 @@
+//! Recovering from a stale token: a 403 on a restricted call invalidates exactly the token it was
+//! made with, and a replayable request is sent once more with a fresh one.
+//!
+//! Amazon answers a restricted call made with a revoked or otherwise stale RDT with 403
+//! `Unauthorized`. [`RecoverStaleTokenLayer`] goes outside a [`RestrictedDataTokenLayer`] built from
+//! the same layer value:
+//!
+//! ```
+//! use std::time::Duration;
+//! use spapi_rdt::{IssuedToken, RestrictedDataTokenLayer, SecretToken, SourceError, TokenRequest, source_fn};
+//!
+//! let rdt = RestrictedDataTokenLayer::new(source_fn(|_request: TokenRequest| async {
+//!     let token = SecretToken::new("Atz.sprdt|example").map_err(SourceError::permanent)?;
+//!     Ok(IssuedToken::new(token, Duration::from_secs(3600)))
+//! }));
+//! let client = tower::ServiceBuilder::new()
+//!     .layer(rdt.recover_stale_tokens())
+//!     .layer(rdt)
+//!     .service_fn(|_request: http::Request<String>| async {
+//!         Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+//!     });
+//! # let _ = client;
+//! ```
+//!
+//! A request is replayed only when its body can be cloned ([`ReplayBody`]); otherwise the 403 is
+//! returned as it is, after the token was invalidated, so the next request gets a fresh one.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use futures_util::future::BoxFuture;
+use http::{Request, Response, StatusCode};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::BoxError;
+use crate::cache::Granted;
+use crate::core::Core;
+use crate::layer::RestrictedDataTokenLayer;
+use crate::service::X_AMZ_ACCESS_TOKEN;
+
+/// Request bodies that can be sent twice.
+///
+/// Implemented for the common in-memory bodies; implement it for your own body type, returning
+/// `None` when a body cannot be replayed (a stream).
+pub trait ReplayBody: Sized {
+    /// A copy of the body for a second attempt, if one can be made.
+    fn try_clone(&self) -> Option<Self>;
+}
+
+macro_rules! replay_by_clone {
+    ($($t:ty),*) => {$(
+        impl ReplayBody for $t {
+            fn try_clone(&self) -> Option<Self> {
+                Some(self.clone())
+            }
+        }
+    )*};
+}
+
+replay_by_clone!(
+    (),
+    String,
+    Vec<u8>,
+    bytes::Bytes,
+    &'static str,
+    &'static [u8]
+);
+
+#[cfg(feature = "reqwest")]
+impl ReplayBody for reqwest::Body {
+    fn try_clone(&self) -> Option<Self> {
+        reqwest::Body::try_clone(self)
+    }
+}
+
+/// Where the token layer records which token it gave a request (0: none).
+#[derive(Clone, Default)]
+pub(crate) struct TokenUsed(Arc<AtomicU64>);
+
+impl TokenUsed {
+    /// Inserts `granted` into `request`, and notes its generation for a recovery layer outside.
+    #[inline]
+    pub(crate) fn record<B>(request: &mut Request<B>, granted: Granted) {
+        if let Some(used) = request.extensions().get::<TokenUsed>() {
+            used.0.store(granted.generation, Ordering::Relaxed);
+        }
+        request
+            .headers_mut()
+            .insert(X_AMZ_ACCESS_TOKEN, granted.header);
+    }
+
+    fn generation(&self) -> Option<u64> {
+        match self.0.load(Ordering::Relaxed) {
+            0 => None,
+            g => Some(g),
+        }
+    }
+}
+
+/// Invalidates a token that Amazon refused with 403 and replays the request once; see the
+/// [module docs](self).
+#[derive(Clone)]
+pub struct RecoverStaleTokenLayer {
+    core: Arc<Core>,
+}
+
+impl RestrictedDataTokenLayer {
+    /// A layer to put outside this one (same cache) that recovers from stale tokens.
+    pub fn recover_stale_tokens(&self) -> RecoverStaleTokenLayer {
+        RecoverStaleTokenLayer {
+            core: Arc::clone(self.core()),
+        }
+    }
+}
+
+impl<S> Layer<S> for RecoverStaleTokenLayer {
+    type Service = RecoverStaleToken<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RecoverStaleToken {
+            inner,
+            core: Arc::clone(&self.core),
+        }
+    }
+}
+
+impl fmt::Debug for RecoverStaleTokenLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecoverStaleTokenLayer")
+            .finish_non_exhaustive()
+    }
+}
+
+/// The service of [`RecoverStaleTokenLayer`].
+#[derive(Clone)]
+pub struct RecoverStaleToken<S> {
+    inner: S,
+    core: Arc<Core>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for RecoverStaleToken<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecoverStaleToken")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+pin_project! {
+    /// The response future of [`RecoverStaleToken`].
+    pub struct RecoverFuture<F, T> {
+        #[pin]
+        state: RecoverState<F, T>,
+    }
+}
+
+pin_project! {
+    #[project = RecoverProj]
+    enum RecoverState<F, T> {
+        Direct { #[pin] future: F },
+        Recovering { future: BoxFuture<'static, Result<T, BoxError>> },
+    }
+}
+
+impl<F, T, E> Future for RecoverFuture<F, T>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            RecoverProj::Direct { future } => future.poll(cx).map_err(Into::into),
+            RecoverProj::Recovering { future } => future.as_mut().poll(cx),
+        }
+    }
+}
+
+impl<F, T> fmt::Debug for RecoverFuture<F, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecoverFuture").finish_non_exhaustive()
+    }
+}
+
+impl<S, B, RB> Service<Request<B>> for RecoverStaleToken<S>
+where
+    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    B: ReplayBody + Send + 'static,
+    RB: Send + 'static,
+{
+    type Response = Response<RB>;
+    type Error = BoxError;
+    type Future = RecoverFuture<S::Future, Response<RB>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        if !self
+            .core
+            .is_restricted(request.method(), request.uri(), request.extensions())
+        {
+            return RecoverFuture {
+                state: RecoverState::Direct {
+                    future: self.inner.call(request),
+                },
+            };
+        }
+        let used = TokenUsed::default();
+        request.extensions_mut().insert(used.clone());
+        let replay = replayable(&request);
+        let key = (
+            request.method().clone(),
+            request.uri().clone(),
+            request.extensions().clone(),
+        );
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let core = Arc::clone(&self.core);
+        let future = async move {
+            let response = inner.call(request).await.map_err(Into::into)?;
+            if response.status() != StatusCode::FORBIDDEN {
+                return Ok(response);
+            }
+            let Some(generation) = used.generation() else {
+                return Ok(response);
+            };
+            let (method, uri, extensions) = key;
+            core.invalidate(&method, &uri, &extensions, Some(generation));
+            let Some(replay) = replay else {
+                return Ok(response);
+            };
+            tracing::debug!(
+                path = uri.path(),
+                "403 with a cached token: invalidated it, replaying once"
+            );
+            std::future::poll_fn(|cx| inner.poll_ready(cx))
+                .await
+                .map_err(Into::into)?;
+            inner.call(replay).await.map_err(Into::into)
+        };
+        RecoverFuture {
+            state: RecoverState::Recovering {
+                future: Box::pin(future),
+            },
+        }
+    }
+}
+
+/// A copy of `request` for a second attempt (extensions included), if its body can be replayed.
+fn replayable<B: ReplayBody>(request: &Request<B>) -> Option<Request<B>> {
+    let body = request.body().try_clone()?;
+    let mut copy = Request::new(body);
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    *copy.extensions_mut() = request.extensions().clone();
+    Some(copy)
+}
