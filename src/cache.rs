@@ -107,6 +107,8 @@ pub(crate) enum FetchError {
     TimedOut(Duration),
     /// The fetch task panicked or was cancelled (its runtime shut down).
     Aborted,
+    /// A bundled token came back without the operation a request waited for.
+    NotCovered,
 }
 
 impl FetchError {
@@ -124,6 +126,49 @@ pub(crate) struct CachedToken {
     pub(crate) soft: Instant,
     pub(crate) hard: Instant,
     pub(crate) generation: u64,
+    /// For a bundled token: which operations it covers, and which were refused.
+    pub(crate) bundle: Option<Box<BundleInfo>>,
+}
+
+/// What a bundled token covers.
+#[derive(Debug, Default)]
+pub(crate) struct BundleInfo {
+    /// Catalogue indexes of the operations the token covers, sorted.
+    pub(crate) covers: Vec<u32>,
+    /// Operations Amazon refused for this seller, with the refusal and when it was learnt.
+    pub(crate) denied: Vec<Denied>,
+}
+
+/// An operation that Amazon refused inside a bundle.
+#[derive(Clone, Debug)]
+pub(crate) struct Denied {
+    pub(crate) op: u32,
+    pub(crate) error: FetchError,
+    pub(crate) since: Instant,
+}
+
+/// Whether a token may be handed to a request for operation `op` (`None`: not bundled).
+pub(crate) enum Coverage {
+    Covered,
+    Denied(FetchError),
+    Uncovered,
+}
+
+impl CachedToken {
+    pub(crate) fn coverage(&self, op: Option<u32>) -> Coverage {
+        match (op, &self.bundle) {
+            (Some(op), Some(bundle)) => {
+                if bundle.covers.binary_search(&op).is_ok() {
+                    Coverage::Covered
+                } else if let Some(d) = bundle.denied.iter().find(|d| d.op == op) {
+                    Coverage::Denied(d.error.clone())
+                } else {
+                    Coverage::Uncovered
+                }
+            }
+            _ => Coverage::Covered,
+        }
+    }
 }
 
 impl fmt::Debug for CachedToken {
@@ -161,6 +206,8 @@ pub(crate) enum Peek {
     Fresh(Granted),
     /// Inside the refresh window: usable, and a refresh is due.
     Stale(Granted),
+    /// A usable bundled token whose seller was refused this operation.
+    Denied(FetchError),
     Missing,
 }
 
@@ -195,14 +242,24 @@ impl Slot {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The current token for operation `op` (`None` unless the slot holds bundled tokens).
     #[inline]
-    pub(crate) fn peek(&self, now: Instant) -> Peek {
+    pub(crate) fn peek(&self, now: Instant, op: Option<u32>) -> Peek {
         let current = self.current.load();
-        match current.as_deref() {
-            Some(t) if now < t.soft => Peek::Fresh(t.grant()),
-            Some(t) if now < t.hard => Peek::Stale(t.grant()),
-            _ => Peek::Missing,
+        let Some(t) = current.as_deref().filter(|t| now < t.hard) else {
+            return Peek::Missing;
+        };
+        match t.coverage(op) {
+            Coverage::Covered if now < t.soft => Peek::Fresh(t.grant()),
+            Coverage::Covered => Peek::Stale(t.grant()),
+            Coverage::Denied(e) => Peek::Denied(e),
+            Coverage::Uncovered => Peek::Missing,
         }
+    }
+
+    /// The current token, usable or not.
+    pub(crate) fn current(&self) -> Option<Arc<CachedToken>> {
+        self.current.load_full()
     }
 
     /// The generation of the current token, if it is still usable.
@@ -216,10 +273,17 @@ impl Slot {
 
     /// On a miss: serve what appeared meanwhile, a remembered failure, the fetch under way, or start
     /// one with `start` (called under the slot's lock, so at most one fetch runs per slot).
-    pub(crate) fn begin(&self, now: Instant, start: impl FnOnce() -> SharedFetch) -> Begin {
+    pub(crate) fn begin(
+        &self,
+        now: Instant,
+        op: Option<u32>,
+        start: impl FnOnce() -> SharedFetch,
+    ) -> Begin {
         let mut state = self.state();
-        if let Peek::Fresh(h) | Peek::Stale(h) = self.peek(now) {
-            return Begin::Ready(h);
+        match self.peek(now, op) {
+            Peek::Fresh(h) | Peek::Stale(h) => return Begin::Ready(h),
+            Peek::Denied(e) => return Begin::Remembered(e),
+            Peek::Missing => {}
         }
         if let Some(fetch) = &state.inflight {
             // A finished fetch whose task could not publish (it was cancelled) is stale.
@@ -305,6 +369,8 @@ pub(crate) enum Scope {
     Operation { index: u32, elements: DataElements },
     /// One specific path.
     Path { method: Method, path: Arc<str> },
+    /// A bundle of generic operations (the layer's `chunk`-th group of at most 50).
+    Bundle { chunk: u16 },
 }
 
 /// A borrowed [`Scope`], so the hot path can look a slot up without allocating.
@@ -312,6 +378,7 @@ pub(crate) enum Scope {
 pub(crate) enum ScopeRef<'a> {
     Operation { index: u32, elements: DataElements },
     Path { method: &'a Method, path: &'a str },
+    Bundle { chunk: u16 },
 }
 
 impl Scope {
@@ -322,6 +389,7 @@ impl Scope {
                 elements: *elements,
             },
             Scope::Path { method, path } => ScopeRef::Path { method, path },
+            Scope::Bundle { chunk } => ScopeRef::Bundle { chunk: *chunk },
         }
     }
 }
@@ -334,6 +402,7 @@ impl ScopeRef<'_> {
                 method: method.clone(),
                 path: path.into(),
             },
+            ScopeRef::Bundle { chunk } => Scope::Bundle { chunk },
         }
     }
 }
@@ -456,13 +525,20 @@ impl TokenCache {
     }
 
     /// Turns a fetched token into a cache entry with its deadlines and a new generation.
-    pub(crate) fn entry(&self, token: IssuedToken, now: Instant, windows: &Windows) -> CachedToken {
+    pub(crate) fn entry(
+        &self,
+        token: IssuedToken,
+        now: Instant,
+        windows: &Windows,
+        bundle: Option<BundleInfo>,
+    ) -> CachedToken {
         let (soft, hard) = windows.deadlines(now, token.expires_in());
         CachedToken {
             header: token.token().header_value().clone(),
             soft,
             hard,
             generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
+            bundle: bundle.map(Box::new),
         }
     }
 }

@@ -85,3 +85,18 @@ pub enum SandboxPolicy {
     /// Fetch one from the sandbox's Tokens API, as on production.
     Fetch,
 }
+
+/// How tokens map to operations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Strategy {
+    /// One token per operation template (per seller and origin): a seller that uses `n` restricted
+    /// operations makes `n` token calls a token lifetime.
+    #[default]
+    PerOperation,
+    /// One token per seller and origin covering every generic operation of the catalogue (in groups
+    /// of at most 50, Amazon's limit a request): one token call a token lifetime. When Amazon refuses
+    /// the bundle because the application lacks the role for one operation, the layer isolates it by
+    /// splitting the bundle, remembers it, serves the others, and answers requests for the refused
+    /// operation with Amazon's error. Requests that narrow their data elements use their own token.
+    Bundle,
+}

@@ -12,17 +12,20 @@ use http::{Extensions, Method, Uri};
 use tokio::time::Instant;
 
 use crate::cache::{
-    Backoff, Begin, CachedToken, FetchError, FetchOutcome, Granted, Peek, ScopeRef, SharedFetch,
-    Slot, SlotKeyRef, TokenCache, Windows,
+    Backoff, Begin, BundleInfo, CachedToken, Coverage, Denied, FetchError, FetchOutcome, Granted,
+    Peek, ScopeRef, SharedFetch, Slot, SlotKeyRef, TokenCache, Windows,
 };
 use crate::catalog::{DataElements, PathKind};
-use crate::control::{ReportPolicy, RestrictedReport, SandboxPolicy, TargetApplication, TokenMode};
+use crate::control::{
+    ReportPolicy, RestrictedReport, SandboxPolicy, Strategy, TargetApplication, TokenMode,
+};
 use crate::error::Error;
 use crate::limit::TokenRateLimiter;
 use crate::matcher::Matcher;
 use crate::resource::{Origin, RestrictedResource, SellerId, TokenRequest};
-use crate::source::{SourceError, TokenSource};
+use crate::source::{ErrorKind, SourceError, TokenSource};
 use crate::stats::{Counter, Counters, Stats};
+use crate::token::IssuedToken;
 
 /// Settings fixed when the layer is built.
 #[derive(Clone, Debug)]
@@ -37,6 +40,9 @@ pub(crate) struct Settings {
     pub(crate) retry_base: Duration,
     pub(crate) windows: Windows,
     pub(crate) backoff: Backoff,
+    pub(crate) strategy: Strategy,
+    /// How long an operation refused inside a bundle stays out of it before it is tried again.
+    pub(crate) bundle_recheck: Duration,
 }
 
 impl Default for Settings {
@@ -52,6 +58,8 @@ impl Default for Settings {
             retry_base: Duration::from_millis(250),
             windows: Windows::default(),
             backoff: Backoff::default(),
+            strategy: Strategy::default(),
+            bundle_recheck: Duration::from_secs(3600),
         }
     }
 }
@@ -77,6 +85,38 @@ pub(crate) struct Core {
     pub(crate) limiter: TokenRateLimiter,
     pub(crate) counters: Counters,
     pub(crate) settings: Settings,
+    /// Under [`Strategy::Bundle`]: the groups of generic operations, and each operation's group.
+    pub(crate) bundles: Bundles,
+}
+
+/// The generic operations of the catalogue in groups of at most 50.
+#[derive(Debug, Default)]
+pub(crate) struct Bundles {
+    pub(crate) chunks: Vec<Vec<u32>>,
+    pub(crate) chunk_of: Vec<Option<u16>>,
+}
+
+impl Bundles {
+    pub(crate) fn new(matcher: &Matcher) -> Self {
+        let mut bundles = Bundles::default();
+        for (index, op) in matcher.catalog().operations().iter().enumerate() {
+            let generic = op.path_kind() == PathKind::Generic;
+            let chunk = generic.then(|| {
+                if bundles
+                    .chunks
+                    .last()
+                    .is_none_or(|c| c.len() >= TokenRequest::MAX_RESOURCES)
+                {
+                    bundles.chunks.push(Vec::new());
+                }
+                let last = bundles.chunks.len() - 1;
+                bundles.chunks[last].push(index as u32);
+                last as u16
+            });
+            bundles.chunk_of.push(chunk);
+        }
+        bundles
+    }
 }
 
 impl Core {
@@ -84,42 +124,52 @@ impl Core {
     /// token must be fetched.
     #[inline]
     pub(crate) fn plan(self: &Arc<Self>, method: &Method, uri: &Uri, ext: &Extensions) -> Plan {
-        let Some((seller, key)) = self.key_of(method, uri, ext) else {
+        let Some((seller, key, op)) = self.key_of(method, uri, ext) else {
             self.counters.bump(Counter::PassedThrough);
             return Plan::PassThrough;
         };
         let now = Instant::now();
         let peeked = self.cache.with_slot(seller, key, |slot| match slot {
             None => (Peek::Missing, None),
-            Some(slot) => match slot.peek(now) {
+            Some(slot) => match slot.peek(now, op) {
                 Peek::Stale(h) => (Peek::Stale(h), Some(Arc::clone(slot))),
                 other => (other, None),
             },
         });
         match peeked {
-            (Peek::Fresh(header), _) => {
+            (Peek::Fresh(granted), _) => {
                 self.counters.bump(Counter::Hits);
                 tracing::trace!(seller = %seller, "token cache hit");
-                Plan::Ready(header)
+                Plan::Ready(granted)
             }
-            (Peek::Stale(header), slot) => {
+            (Peek::Stale(granted), slot) => {
                 self.counters.bump(Counter::StaleHits);
                 if let Some(slot) = slot {
                     self.refresh_in_background(&slot, seller, key, now);
                 }
-                Plan::Ready(header)
+                Plan::Ready(granted)
             }
-            (Peek::Missing, _) => self.miss(seller, key, now),
+            (Peek::Denied(error), _) => {
+                self.counters.bump(Counter::RememberedErrors);
+                Plan::Fail(Error::from_fetch(error))
+            }
+            (Peek::Missing, _) => self.miss(seller, key, op, now),
         }
     }
 
-    fn miss(self: &Arc<Self>, seller: &SellerId, key: SlotKeyRef<'_>, now: Instant) -> Plan {
+    fn miss(
+        self: &Arc<Self>,
+        seller: &SellerId,
+        key: SlotKeyRef<'_>,
+        op: Option<u32>,
+        now: Instant,
+    ) -> Plan {
         self.counters.bump(Counter::Misses);
         if tokio::runtime::Handle::try_current().is_err() {
             return Plan::Fail(Error::no_runtime());
         }
         let slot = self.cache.slot(seller, key);
-        let begun = slot.begin(now, || self.start_fetch(&slot, seller, key));
+        let begun = slot.begin(now, op, || self.start_fetch(&slot, seller, key));
         match begun {
             Begin::Ready(header) => {
                 self.counters.bump(Counter::Hits);
@@ -138,7 +188,11 @@ impl Core {
                 let wait = self.settings.wait_timeout;
                 Plan::Wait(Box::pin(async move {
                     match tokio::time::timeout(wait, fetch).await {
-                        Ok(Ok(token)) => Ok(token.grant()),
+                        Ok(Ok(token)) => match token.coverage(op) {
+                            Coverage::Covered => Ok(token.grant()),
+                            Coverage::Denied(e) => Err(Error::from_fetch(e)),
+                            Coverage::Uncovered => Err(Error::from_fetch(FetchError::NotCovered)),
+                        },
                         Ok(Err(e)) => Err(Error::from_fetch(e)),
                         Err(_) => {
                             core.counters.bump(Counter::Timeouts);
@@ -175,13 +229,31 @@ impl Core {
         key: SlotKeyRef<'_>,
     ) -> SharedFetch {
         let request = self.token_request(seller, key);
+        let bundle = match key.scope {
+            ScopeRef::Bundle { chunk } => Some(chunk),
+            _ => None,
+        };
         let core = Arc::clone(self);
         let slot = Arc::clone(slot);
         let task = tokio::spawn(async move {
             let started = Instant::now();
             let deadline = started + core.settings.fetch_timeout;
-            let attempt =
-                AssertUnwindSafe(core.fetch_with_retries(&request, deadline)).catch_unwind();
+            let attempt = AssertUnwindSafe(async {
+                let (token, info) = match bundle {
+                    Some(chunk) => {
+                        let (token, info) = core
+                            .fetch_bundle(&request, chunk, slot.current(), deadline)
+                            .await?;
+                        (token, Some(info))
+                    }
+                    None => (core.fetch_with_retries(&request, deadline).await?, None),
+                };
+                let entry = core
+                    .cache
+                    .entry(token, Instant::now(), &core.settings.windows, info);
+                Ok(Arc::new(entry))
+            })
+            .catch_unwind();
             let outcome: FetchOutcome = match tokio::time::timeout_at(deadline, attempt).await {
                 Ok(Ok(result)) => result,
                 Ok(Err(_panic)) => Err(FetchError::Aborted),
@@ -215,7 +287,7 @@ impl Core {
         &self,
         request: &TokenRequest,
         deadline: Instant,
-    ) -> Result<Arc<CachedToken>, FetchError> {
+    ) -> Result<IssuedToken, FetchError> {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -234,12 +306,7 @@ impl Core {
             }
             self.counters.bump(Counter::Fetches);
             let error = match self.source.fetch(request.clone()).await {
-                Ok(token) => {
-                    let entry = self
-                        .cache
-                        .entry(token, Instant::now(), &self.settings.windows);
-                    return Ok(Arc::new(entry));
-                }
+                Ok(token) => return Ok(token),
                 Err(e) => e.with_attempts(attempt),
             };
             if !error.is_transient() || attempt >= self.settings.max_attempts {
@@ -265,26 +332,184 @@ impl Core {
     }
 
     fn token_request(&self, seller: &SellerId, key: SlotKeyRef<'_>) -> TokenRequest {
-        let resource = match key.scope {
-            ScopeRef::Operation { index, elements } => {
-                match self.matcher.catalog().operations().get(index as usize) {
-                    Some(op) => {
-                        RestrictedResource::new(op.method().clone(), op.template(), elements)
-                    }
-                    // Indexes come from this matcher, so this arm is never taken.
-                    None => RestrictedResource::new(Method::GET, "/", DataElements::NONE),
-                }
-            }
+        let resources = match key.scope {
+            ScopeRef::Operation { index, elements } => self.resource(index, elements),
             ScopeRef::Path { method, path } => {
-                RestrictedResource::new(method.clone(), path, DataElements::NONE)
+                vec![RestrictedResource::new(
+                    method.clone(),
+                    path,
+                    DataElements::NONE,
+                )]
             }
+            ScopeRef::Bundle { chunk } => self.bundle_resources(
+                self.bundles
+                    .chunks
+                    .get(usize::from(chunk))
+                    .map_or(&[][..], Vec::as_slice),
+            ),
         };
         let origin = self.origins[usize::from(key.origin)].clone();
-        let request = TokenRequest::new(seller.clone(), origin, [resource]);
+        let request = TokenRequest::new(seller.clone(), origin, resources);
         match key.target {
             Some(app) => request.with_target_application(app),
             None => request,
         }
+    }
+
+    /// The resource for catalogue operation `index` (empty for an index the catalogue lacks).
+    fn resource(&self, index: u32, elements: DataElements) -> Vec<RestrictedResource> {
+        let op = self.matcher.catalog().operations().get(index as usize);
+        op.map(|op| RestrictedResource::new(op.method().clone(), op.template(), elements))
+            .into_iter()
+            .collect()
+    }
+
+    /// The resources of a bundle: each operation with the configured data elements it accepts.
+    fn bundle_resources(&self, indexes: &[u32]) -> Vec<RestrictedResource> {
+        let catalog = self.matcher.catalog().operations();
+        let wanted = self.settings.data_elements;
+        indexes
+            .iter()
+            .filter_map(|i| catalog.get(*i as usize))
+            .map(|op| {
+                let elements = op.data_elements().intersection(wanted);
+                RestrictedResource::new(op.method().clone(), op.template(), elements)
+            })
+            .collect()
+    }
+
+    /// `base` (seller, origin, target application) for the operations `ops` of a bundle.
+    fn subset_request(&self, base: &TokenRequest, ops: &[u32]) -> TokenRequest {
+        let request = TokenRequest::new(
+            base.seller().clone(),
+            base.origin().clone(),
+            self.bundle_resources(ops),
+        );
+        match base.target_application() {
+            Some(app) => request.with_target_application(app),
+            None => request,
+        }
+    }
+
+    /// Fetches a bundled token for group `chunk`. Operations refused within the last
+    /// `bundle_recheck` stay out; when Amazon refuses the bundle for a resource, the offenders are
+    /// isolated by splitting, left out, and the rest is fetched again.
+    async fn fetch_bundle(
+        &self,
+        base: &TokenRequest,
+        chunk: u16,
+        previous: Option<Arc<CachedToken>>,
+        deadline: Instant,
+    ) -> Result<(IssuedToken, BundleInfo), FetchError> {
+        let now = Instant::now();
+        let mut denied: Vec<Denied> = previous
+            .as_deref()
+            .and_then(|t| t.bundle.as_deref())
+            .map(|b| {
+                b.denied
+                    .iter()
+                    .filter(|d| {
+                        now.saturating_duration_since(d.since) < self.settings.bundle_recheck
+                    })
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut good: Vec<u32> = self
+            .bundles
+            .chunks
+            .get(usize::from(chunk))
+            .map(|ops| {
+                ops.iter()
+                    .copied()
+                    .filter(|op| !denied.iter().any(|d| d.op == *op))
+                    .collect()
+            })
+            .unwrap_or_default();
+        loop {
+            if good.is_empty() {
+                return Err(denied
+                    .first()
+                    .map_or(FetchError::NotCovered, |d| d.error.clone()));
+            }
+            let error = match self
+                .fetch_with_retries(&self.subset_request(base, &good), deadline)
+                .await
+            {
+                Ok(token) => {
+                    good.sort_unstable();
+                    let info = BundleInfo {
+                        covers: good,
+                        denied,
+                    };
+                    return Ok((token, info));
+                }
+                Err(e) if refused_input(&e) => e,
+                Err(e) => return Err(e),
+            };
+            let offenders = self.isolate(base, good.clone(), error, deadline).await?;
+            for (op, error) in offenders {
+                let name = self
+                    .matcher
+                    .catalog()
+                    .operations()
+                    .get(op as usize)
+                    .map(|o| format!("{} {}", o.api(), o.name()))
+                    .unwrap_or_default();
+                tracing::warn!(
+                    seller = %base.seller(),
+                    operation = %name,
+                    error = %Error::from_fetch(error.clone()),
+                    "Amazon refused a restricted operation inside the token bundle: it is left out"
+                );
+                good.retain(|g| *g != op);
+                denied.push(Denied {
+                    op,
+                    error,
+                    since: Instant::now(),
+                });
+            }
+        }
+    }
+
+    /// Finds the operations of `refused` (a set Amazon refused with `error`) that Amazon refuses on
+    /// their own, by splitting in halves: about two token calls for each offender and halving.
+    async fn isolate(
+        &self,
+        base: &TokenRequest,
+        refused: Vec<u32>,
+        error: FetchError,
+        deadline: Instant,
+    ) -> Result<Vec<(u32, FetchError)>, FetchError> {
+        let mut offenders = Vec::new();
+        let mut suspects = vec![(refused, error)];
+        while let Some((set, error)) = suspects.pop() {
+            if set.len() <= 1 {
+                offenders.extend(set.first().map(|op| (*op, error)));
+                continue;
+            }
+            let (left, right) = set.split_at(set.len() / 2);
+            match self
+                .fetch_with_retries(&self.subset_request(base, left), deadline)
+                .await
+            {
+                // The left half passes, so the offenders are all on the right.
+                Ok(_) => suspects.push((right.to_vec(), error)),
+                Err(e) if refused_input(&e) => {
+                    suspects.push((left.to_vec(), e));
+                    match self
+                        .fetch_with_retries(&self.subset_request(base, right), deadline)
+                        .await
+                    {
+                        Ok(_) => {}
+                        Err(e) if refused_input(&e) => suspects.push((right.to_vec(), e)),
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(offenders)
     }
 
     pub(crate) fn stats(&self) -> Stats {
@@ -305,7 +530,7 @@ impl Core {
         ext: &Extensions,
         generation: Option<u64>,
     ) -> bool {
-        let Some((seller, key)) = self.key_of(method, uri, ext) else {
+        let Some((seller, key, _)) = self.key_of(method, uri, ext) else {
             return false;
         };
         let dropped = self.cache.with_slot(seller, key, |slot| {
@@ -329,25 +554,33 @@ impl Core {
         method: &'a Method,
         uri: &'a Uri,
         ext: &'a Extensions,
-    ) -> Option<(&'a SellerId, SlotKeyRef<'a>)> {
+    ) -> Option<(&'a SellerId, SlotKeyRef<'a>, Option<u32>)> {
         let mode = ext.get::<TokenMode>().copied().unwrap_or_default();
         if mode == TokenMode::Skip {
             return None;
         }
         let path = uri.path();
+        let mut bundled = None;
         let scope = match (self.matcher.classify(method, path), mode) {
             (Some(hit), _) => {
                 let op = hit.operation();
                 match op.path_kind() {
                     PathKind::Generic => {
-                        let wanted = ext
-                            .get::<DataElements>()
-                            .copied()
-                            .unwrap_or(self.settings.data_elements);
-                        ScopeRef::Operation {
-                            // The catalogue is far smaller than u32::MAX operations.
-                            index: hit.index() as u32,
-                            elements: op.data_elements().intersection(wanted),
+                        // The catalogue is far smaller than u32::MAX operations.
+                        let index = hit.index() as u32;
+                        let narrowed = ext.get::<DataElements>().copied();
+                        let chunk = self.bundles.chunk_of.get(hit.index()).copied().flatten();
+                        match (self.settings.strategy, narrowed, chunk) {
+                            (Strategy::Bundle, None, Some(chunk)) => {
+                                bundled = Some(index);
+                                ScopeRef::Bundle { chunk }
+                            }
+                            _ => ScopeRef::Operation {
+                                index,
+                                elements: op
+                                    .data_elements()
+                                    .intersection(narrowed.unwrap_or(self.settings.data_elements)),
+                            },
                         }
                     }
                     PathKind::SpecificOnly => {
@@ -385,7 +618,18 @@ impl Core {
                 .get::<TargetApplication>()
                 .map(TargetApplication::as_str),
         };
-        Some((seller, key))
+        Some((seller, key, bundled))
+    }
+}
+
+/// Whether Amazon refused a token request's input (a resource or data element the application has
+/// no role for): the error that bundle isolation looks for.
+fn refused_input(error: &FetchError) -> bool {
+    match error {
+        FetchError::Source(e) => {
+            e.kind() == ErrorKind::Permanent && e.status() == Some(http::StatusCode::BAD_REQUEST)
+        }
+        _ => false,
     }
 }
 

@@ -38,6 +38,7 @@ enum Kind {
     FetchAborted,
     NoRuntime,
     PolledAfterCompletion,
+    NotCovered,
 }
 
 impl Error {
@@ -47,6 +48,7 @@ impl Error {
             FetchError::RateLimited { needed } => Kind::RateLimited { needed },
             FetchError::TimedOut(d) => Kind::FetchTimedOut(d),
             FetchError::Aborted => Kind::FetchAborted,
+            FetchError::NotCovered => Kind::NotCovered,
         };
         Error { kind }
     }
@@ -115,6 +117,7 @@ impl fmt::Display for Error {
             Kind::PolledAfterCompletion => {
                 f.write_str("the response future was polled after it completed")
             }
+            Kind::NotCovered => f.write_str("the bundled token does not cover this operation"),
         }
     }
 }
@@ -130,6 +133,7 @@ impl fmt::Debug for Error {
             Kind::FetchAborted => d.field("fetch_aborted", &true),
             Kind::NoRuntime => d.field("no_runtime", &true),
             Kind::PolledAfterCompletion => d.field("polled_after_completion", &true),
+            Kind::NotCovered => d.field("not_covered", &true),
         };
         d.finish()
     }

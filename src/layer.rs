@@ -8,8 +8,9 @@ use tower_layer::Layer;
 
 use crate::cache::TokenCache;
 use crate::catalog::{Catalog, DataElements};
+use crate::control::Strategy;
 use crate::control::{ReportPolicy, SandboxPolicy};
-use crate::core::{Core, Settings};
+use crate::core::{Bundles, Core, Settings};
 use crate::limit::{TokenQuota, TokenRateLimiter};
 use crate::matcher::{CatalogError, Matcher};
 use crate::resource::{Origin, Region, SellerId};
@@ -260,6 +261,19 @@ impl RestrictedDataTokenLayerBuilder {
         self
     }
 
+    /// Whether tokens are per operation (the default) or bundled per seller; see [`Strategy`].
+    pub fn strategy(mut self, strategy: Strategy) -> Self {
+        self.settings.strategy = strategy;
+        self
+    }
+
+    /// Under [`Strategy::Bundle`], how long an operation Amazon refused stays out of the bundle
+    /// before it is tried again (after a role grant and re-authorization, say). Default: 1 hour.
+    pub fn bundle_recheck(mut self, period: Duration) -> Self {
+        self.settings.bundle_recheck = period;
+        self
+    }
+
     /// Builds the layer.
     pub fn build(self) -> Result<RestrictedDataTokenLayer, BuildError> {
         let bad = |name, reason| Err(BuildError::Setting { name, reason });
@@ -283,6 +297,7 @@ impl RestrictedDataTokenLayerBuilder {
 
     fn into_core(self, matcher: Matcher) -> Core {
         Core {
+            bundles: Bundles::new(&matcher),
             matcher,
             origins: self.origins,
             source: self.source,

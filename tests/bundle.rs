@@ -1,0 +1,169 @@
+//! The bundling strategy: one token per seller for every generic operation, and isolation of an
+//! operation Amazon refuses.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{echo_token, get};
+use futures::future::join_all;
+use http::StatusCode;
+use spapi_rdt::catalog::{Catalog, PathKind};
+use spapi_rdt::control::Strategy;
+use spapi_rdt::{
+    BoxError, Error, IssuedToken, RestrictedDataTokenLayer, SecretToken, SourceError, TokenRequest,
+    source_fn,
+};
+use tower::{Layer, ServiceExt};
+
+/// A source that refuses, like Amazon, any request naming one of `denied` paths.
+fn source(
+    denied: &'static [&'static str],
+) -> (
+    impl spapi_rdt::TokenSource,
+    Arc<AtomicUsize>,
+    Arc<Mutex<Vec<TokenRequest>>>,
+) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (c, s) = (Arc::clone(&calls), Arc::clone(&seen));
+    let source = source_fn(move |request: TokenRequest| {
+        let n = c.fetch_add(1, Ordering::SeqCst) + 1;
+        s.lock().unwrap().push(request.clone());
+        async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            if let Some(r) = request
+                .resources()
+                .iter()
+                .find(|r| denied.contains(&r.path()))
+            {
+                return Err(SourceError::permanent(format!(
+                    "Application does not have access to one or more requested data elements: {}",
+                    r.path()
+                ))
+                .with_status(StatusCode::BAD_REQUEST)
+                .with_code("InvalidInput"));
+            }
+            let token = SecretToken::new(format!("Atz.sprdt|bundle-{n}")).unwrap();
+            Ok::<_, SourceError>(IssuedToken::new(token, Duration::from_secs(3600)))
+        }
+    });
+    (source, calls, seen)
+}
+
+/// A sample request path for every generic operation of the catalogue.
+fn generic_paths() -> Vec<(http::Method, String)> {
+    Catalog::amazon()
+        .operations()
+        .iter()
+        .filter(|op| op.path_kind() == PathKind::Generic)
+        .map(|op| (op.method().clone(), op.template().replace(['{', '}'], "")))
+        .collect()
+}
+
+async fn call(
+    layer: &RestrictedDataTokenLayer,
+    method: &http::Method,
+    path: &str,
+) -> Result<String, BoxError> {
+    let mut request = get(path);
+    *request.method_mut() = method.clone();
+    layer.layer(echo_token()).oneshot(request).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_thousand_calls_across_the_catalogue_make_one_token_call() {
+    let (source, calls, seen) = source(&[]);
+    let layer = RestrictedDataTokenLayer::builder(source)
+        .strategy(Strategy::Bundle)
+        .build()
+        .unwrap();
+    let paths = generic_paths();
+    assert_eq!(paths.len(), 31);
+    let results = join_all((0..1000).map(|i| {
+        let (method, path) = &paths[i % paths.len()];
+        call(&layer, method, path)
+    }))
+    .await;
+    assert!(
+        results
+            .iter()
+            .all(|r| r.as_deref().ok() == Some("Atz.sprdt|bundle-1"))
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let request = &seen.lock().unwrap()[0];
+    assert_eq!(request.resources().len(), 31);
+    let get_order = request
+        .resources()
+        .iter()
+        .find(|r| r.path() == "/orders/v0/orders/{orderId}")
+        .unwrap();
+    assert_eq!(
+        get_order.data_elements().len(),
+        2,
+        "the usual data elements are asked for"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_operation_is_isolated_and_the_rest_still_work() {
+    let denied = "/orders/v0/orders/{orderId}/regulatedInfo";
+    let (source, calls, seen) = source(&["/orders/v0/orders/{orderId}/regulatedInfo"]);
+    let layer = RestrictedDataTokenLayer::builder(source)
+        .strategy(Strategy::Bundle)
+        .build()
+        .unwrap();
+    let paths = generic_paths();
+    let results = join_all((0..310).map(|i| {
+        let (method, path) = &paths[i % paths.len()];
+        call(&layer, method, path)
+    }))
+    .await;
+    let mut failed = 0;
+    for (i, r) in results.iter().enumerate() {
+        let (_, path) = &paths[i % paths.len()];
+        if path.ends_with("/regulatedInfo") {
+            let err = r.as_ref().unwrap_err().downcast_ref::<Error>().unwrap();
+            let source = err.source_error().unwrap();
+            assert!(source.message().contains("regulatedInfo"), "{source}");
+            assert_eq!(source.code(), Some("InvalidInput"));
+            failed += 1;
+        } else {
+            assert!(
+                r.as_deref().unwrap().starts_with("Atz.sprdt|bundle-"),
+                "{path}: {r:?}"
+            );
+        }
+    }
+    assert_eq!(failed, 10);
+    // One refused bundle, a few halvings, one final bundle: far fewer calls than operations.
+    let n = calls.load(Ordering::SeqCst);
+    assert!((3..=12).contains(&n), "{n} token calls");
+    let last = seen.lock().unwrap().last().unwrap().clone();
+    assert_eq!(last.resources().len(), 30);
+    assert!(last.resources().iter().all(|r| r.path() != denied));
+    // The refusal is remembered: more calls for it do not reach the source.
+    for _ in 0..5 {
+        assert!(
+            call(
+                &layer,
+                &http::Method::GET,
+                "/orders/v0/orders/1/regulatedInfo"
+            )
+            .await
+            .is_err()
+        );
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), n);
+    // The refresh an hour later leaves it out without asking again.
+    tokio::time::advance(Duration::from_secs(3400)).await;
+    call(&layer, &http::Method::GET, "/orders/v0/orders/1/address")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(calls.load(Ordering::SeqCst), n + 1);
+    assert_eq!(seen.lock().unwrap().last().unwrap().resources().len(), 30);
+}
