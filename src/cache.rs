@@ -190,6 +190,8 @@ pub(crate) type SharedFetch = Shared<BoxFuture<'static, FetchOutcome>>;
 pub(crate) struct Granted {
     pub(crate) header: HeaderValue,
     pub(crate) generation: u64,
+    /// When the layer stops using the token.
+    pub(crate) usable_until: Instant,
 }
 
 impl CachedToken {
@@ -197,6 +199,7 @@ impl CachedToken {
         Granted {
             header: self.header.clone(),
             generation: self.generation,
+            usable_until: self.hard,
         }
     }
 }

@@ -516,6 +516,17 @@ impl Core {
         self.counters.snapshot()
     }
 
+    /// The token request a request like `method uri` maps to, if it gets a token.
+    pub(crate) fn token_request_for(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        ext: &Extensions,
+    ) -> Option<TokenRequest> {
+        let (seller, key, _) = self.key_of(method, uri, ext)?;
+        Some(self.token_request(seller, key))
+    }
+
     /// Whether `method uri` gets a token from this layer.
     pub(crate) fn is_restricted(&self, method: &Method, uri: &Uri, ext: &Extensions) -> bool {
         self.key_of(method, uri, ext).is_some()

@@ -64,6 +64,7 @@ mod cache;
 pub mod catalog;
 pub mod control;
 mod core;
+pub mod delegate;
 pub mod error;
 pub mod future;
 mod layer;

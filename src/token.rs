@@ -44,6 +44,12 @@ impl SecretToken {
         self.0.to_str().unwrap_or_default()
     }
 
+    pub(crate) fn from_header(header: HeaderValue) -> Self {
+        let mut header = header;
+        header.set_sensitive(true);
+        SecretToken(header)
+    }
+
     /// The token as a header value marked sensitive.
     pub fn header_value(&self) -> &HeaderValue {
         &self.0
