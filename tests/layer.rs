@@ -612,3 +612,78 @@ async fn a_403_on_a_body_that_cannot_be_replayed_is_returned_after_invalidation(
     assert_eq!(second.status(), http::StatusCode::OK);
     assert_eq!(source.calls(), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn works_under_buffer_and_load_shed() {
+    let source = ScriptedSource::new().delay(Duration::from_millis(20));
+    let layer = layer(&source);
+    // Buffer outside: requests queue in a worker task that drives the layer.
+    let buffered = tower::ServiceBuilder::new()
+        .buffer(64)
+        .layer(layer.clone())
+        .service(echo_token());
+    let results = join_all((0..200).map(|i| {
+        buffered
+            .clone()
+            .oneshot(get(&format!("/orders/v0/orders/{i}/address")))
+    }))
+    .await;
+    assert!(
+        results
+            .iter()
+            .all(|r| r.as_deref().ok() == Some(token_value(1).as_str()))
+    );
+    // Load shedding inside, over a service that is never ready: requests are shed, not hung.
+    let shed = tower::ServiceBuilder::new()
+        .layer(layer.clone())
+        .load_shed()
+        .concurrency_limit(1)
+        .service(tower::service_fn(|_r: http::Request<()>| {
+            std::future::pending::<Result<String, std::convert::Infallible>>()
+        }));
+    let first = tokio::spawn(shed.clone().oneshot(get("/mfn/v0/shipments/1")));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let second = shed.clone().oneshot(get("/mfn/v0/shipments/2")).await;
+    let err = second.unwrap_err();
+    assert!(err.is::<tower::load_shed::error::Overloaded>(), "{err}");
+    first.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn ten_thousand_requests_while_the_source_fails_all_end_and_nothing_leaks() {
+    let source = ScriptedSource::new()
+        .delay(Duration::from_millis(200))
+        .fail_calls(1..=10_000, SourceErrorSpec::Transient);
+    let layer = RestrictedDataTokenLayer::builder(source.source())
+        .wait_timeout(Duration::from_secs(5))
+        .max_attempts(2)
+        .build()
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    let results =
+        join_all((0..10_000).map(|i| call(&layer, get(&format!("/orders/v0/orders/{i}/address")))))
+            .await;
+    assert!(results.iter().all(Result::is_err));
+    assert!(start.elapsed() <= Duration::from_secs(5));
+    // One fetch (two attempts) for all of them.
+    assert_eq!(source.calls(), 2);
+    // During the back-off, more requests are answered from the remembered failure.
+    assert!(
+        call(&layer, get("/orders/v0/orders/x/address"))
+            .await
+            .is_err()
+    );
+    assert_eq!(source.calls(), 2);
+    // After it, exactly one more fetch.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let again =
+        join_all((0..100).map(|i| call(&layer, get(&format!("/orders/v0/orders/{i}/address")))))
+            .await;
+    assert!(again.iter().all(Result::is_err));
+    assert_eq!(source.calls(), 4);
+    // Drop the layer while a background fetch could still run: once it ends, nothing holds the
+    // source any more (no task outlives its work, no reference cycle keeps the core alive).
+    drop(layer);
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert_eq!(Arc::strong_count(&source.calls), 1);
+}
