@@ -516,6 +516,21 @@ impl Core {
         self.counters.snapshot()
     }
 
+    /// The token for `method uri`, waiting for it if needed: `Ok(None)` when the request needs none.
+    pub(crate) async fn grant(
+        self: &Arc<Self>,
+        method: &Method,
+        uri: &Uri,
+        ext: &Extensions,
+    ) -> Result<Option<Granted>, Error> {
+        match self.plan(method, uri, ext) {
+            Plan::PassThrough => Ok(None),
+            Plan::Ready(granted) => Ok(Some(granted)),
+            Plan::Wait(wait) => wait.await.map(Some),
+            Plan::Fail(error) => Err(error),
+        }
+    }
+
     /// The token request a request like `method uri` maps to, if it gets a token.
     pub(crate) fn token_request_for(
         &self,

@@ -38,7 +38,6 @@ use std::time::Duration;
 use http::Method;
 use tokio::time::Instant;
 
-use crate::core::Plan;
 use crate::error::Error;
 use crate::layer::RestrictedDataTokenLayer;
 use crate::resource::{RestrictedResource, SellerId, TokenRequest};
@@ -83,11 +82,8 @@ impl RestrictedDataTokenLayer {
         let Some(token_request) = core.token_request_for(method, uri, ext) else {
             return Ok(None);
         };
-        let granted = match core.plan(method, uri, ext) {
-            Plan::PassThrough => return Ok(None),
-            Plan::Ready(granted) => granted,
-            Plan::Wait(wait) => wait.await?,
-            Plan::Fail(error) => return Err(error),
+        let Some(granted) = core.grant(method, uri, ext).await? else {
+            return Ok(None);
         };
         Ok(Some(DelegatedToken {
             token: SecretToken::from_header(granted.header),

@@ -54,6 +54,8 @@
 //! # Features
 //! - `reqwest` (default): `SpApiTokenSource`, the source that calls Amazon's Tokens API with an LWA
 //!   access token, over reqwest with rustls.
+//! - `reqwest-middleware`: [`RestrictedDataTokenLayer::middleware`], the same layer as a
+//!   `reqwest_middleware::Middleware`.
 //! - `testing`: `spapi_rdt::testing`, an SP-API emulator on loopback for tests and examples.
 //!
 //! [tower]: https://docs.rs/tower
@@ -70,6 +72,8 @@ pub mod future;
 mod layer;
 mod limit;
 pub mod matcher;
+#[cfg(feature = "reqwest-middleware")]
+pub mod middleware;
 pub mod recover;
 mod resource;
 mod service;

@@ -75,7 +75,9 @@ replay_by_clone!(
 #[cfg(feature = "reqwest")]
 impl ReplayBody for reqwest::Body {
     fn try_clone(&self) -> Option<Self> {
-        reqwest::Body::try_clone(self)
+        // In-memory bodies can be copied; streams cannot.
+        self.as_bytes()
+            .map(|bytes| reqwest::Body::from(bytes::Bytes::copy_from_slice(bytes)))
     }
 }
 

@@ -1,0 +1,113 @@
+//! The reqwest-middleware front end: the same core (cache, limiter, counters) as
+//! [`RestrictedDataTokenLayer`], for `reqwest_middleware::ClientWithMiddleware`.
+//!
+//! ```no_run
+//! use spapi_rdt::{RestrictedDataTokenLayer, SellerId};
+//! # fn source() -> impl spapi_rdt::TokenSource { spapi_rdt::delegate::SuppliedTokens::new() }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let layer = RestrictedDataTokenLayer::new(source());
+//! let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+//!     // A retry middleware goes before (outside) this one, so each attempt is checked again.
+//!     .with(layer.middleware())
+//!     .build();
+//! let response = client
+//!     .get("https://sellingpartnerapi-eu.amazon.com/orders/v0/orders/305-1234567-1234567/address")
+//!     .with_extension(SellerId::new("my-seller"))
+//!     .send()
+//!     .await?;
+//! # let _ = response;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Per-request control uses the request's extensions (`with_extension`), as with the tower layer.
+//! Put a retry middleware such as `reqwest-retry` *before* this one (`.with(retry).with(rdt)`): each
+//! attempt then goes through the token cache again, and one that follows an invalidated token gets
+//! a fresh one. A 403 on a restricted call invalidates exactly the token used and, when the request
+//! body can be cloned, replays the request once with a new token.
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::{Extensions, StatusCode};
+use reqwest_middleware::{Middleware, Next, Result};
+
+use crate::core::Core;
+use crate::layer::RestrictedDataTokenLayer;
+use crate::service::X_AMZ_ACCESS_TOKEN;
+
+/// Injects Restricted Data Tokens into a reqwest-middleware client; made by
+/// [`RestrictedDataTokenLayer::middleware`].
+#[derive(Clone)]
+pub struct RestrictedDataTokenMiddleware {
+    core: Arc<Core>,
+}
+
+impl RestrictedDataTokenLayer {
+    /// The reqwest-middleware front end, sharing this layer's cache, limiter and counters.
+    pub fn middleware(&self) -> RestrictedDataTokenMiddleware {
+        RestrictedDataTokenMiddleware {
+            core: Arc::clone(self.core()),
+        }
+    }
+}
+
+impl fmt::Debug for RestrictedDataTokenMiddleware {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RestrictedDataTokenMiddleware")
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl Middleware for RestrictedDataTokenMiddleware {
+    async fn handle(
+        &self,
+        mut request: reqwest::Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> Result<reqwest::Response> {
+        let Ok(uri) = request.url().as_str().parse::<http::Uri>() else {
+            return next.run(request, extensions).await;
+        };
+        let method = request.method().clone();
+        let granted = self
+            .core
+            .grant(&method, &uri, extensions)
+            .await
+            .map_err(reqwest_middleware::Error::middleware)?;
+        let Some(granted) = granted else {
+            return next.run(request, extensions).await;
+        };
+        let replay = request.try_clone();
+        request
+            .headers_mut()
+            .insert(X_AMZ_ACCESS_TOKEN, granted.header);
+        let response = next.clone().run(request, extensions).await?;
+        if response.status() != StatusCode::FORBIDDEN {
+            return Ok(response);
+        }
+        self.core
+            .invalidate(&method, &uri, extensions, Some(granted.generation));
+        let Some(mut replay) = replay else {
+            return Ok(response);
+        };
+        let fresh = self
+            .core
+            .grant(&method, &uri, extensions)
+            .await
+            .map_err(reqwest_middleware::Error::middleware)?;
+        let Some(fresh) = fresh else {
+            return Ok(response);
+        };
+        tracing::debug!(
+            path = uri.path(),
+            "403 with a cached token: invalidated it, replaying once"
+        );
+        replay
+            .headers_mut()
+            .insert(X_AMZ_ACCESS_TOKEN, fresh.header);
+        next.run(replay, extensions).await
+    }
+}
