@@ -12,5 +12,10 @@ pub use resource::{Origin, OriginError, Region, RestrictedResource, SellerId, To
 pub use source::{ErrorKind, SourceError, TokenFuture, TokenSource, source_fn};
 pub use token::{InvalidToken, IssuedToken, SecretToken};
 
+#[cfg(feature = "reqwest")]
+pub use source::{
+    BuildError, CredentialsError, LwaCredentials, SpApiTokenSource, SpApiTokenSourceBuilder,
+};
+
 /// The boxed error type of the layer's service, as in tower.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
