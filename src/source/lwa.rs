@@ -68,7 +68,7 @@ const CURE_CLIENT: &str = "check the client id and secret (LWA credentials of th
 /// );
 /// let shown = format!("{credentials:?}");
 /// assert!(shown.contains("amzn1.application-oa2-client.0123"));
-/// assert!(!shown.contains("secret") && !shown.contains("Atzr|"));
+/// assert!(!shown.contains("amzn1.oa2-cs") && !shown.contains("Atzr|"));
 /// ```
 #[derive(Clone)]
 pub struct LwaCredentials {
@@ -429,9 +429,9 @@ pub(super) struct SellerSlot {
     margin: Duration,
     /// The current token: read without a lock.
     current: ArcSwapOption<Cached>,
-    /// Held while one LWA call is in flight; holds that call's failure for the callers that queued
-    /// behind it.
-    flight: tokio::sync::Mutex<Option<SourceError>>,
+    /// Held while one LWA call is in flight; holds the last call's outcome for the callers that
+    /// queued behind it.
+    flight: tokio::sync::Mutex<Option<Result<SecretToken, SourceError>>>,
     /// How many LWA calls have completed (successfully or not).
     completed: AtomicU64,
 }
@@ -485,11 +485,14 @@ impl SellerSlot {
             return Ok(token);
         }
         let seen = self.completed.load(Ordering::Acquire);
-        let mut last_failure = self.flight.lock().await;
+        let mut last = self.flight.lock().await;
         if self.completed.load(Ordering::Acquire) != seen {
-            // A call completed while this one waited: share its outcome.
-            if let Some(err) = last_failure.as_ref() {
-                return Err(share(err));
+            // A call completed while this one waited: its outcome is this caller's too, fresh or
+            // not (a token shorter-lived than the call itself must not make every waiter call again).
+            match last.as_ref() {
+                Some(Ok(token)) => return Ok(token.clone()),
+                Some(Err(err)) => return Err(share(err)),
+                None => {}
             }
         }
         if let Some(token) = self.fresh(Instant::now()) {
@@ -505,11 +508,11 @@ impl SellerSlot {
                     token: grant.token.clone(),
                     refresh_at,
                 })));
-                *last_failure = None;
+                *last = Some(Ok(grant.token.clone()));
                 Ok(grant.token)
             }
             Err(err) => {
-                *last_failure = Some(share(&err));
+                *last = Some(Err(share(&err)));
                 Err(err)
             }
         };
@@ -833,6 +836,17 @@ mod tests {
         assert_eq!(lwa.calls(), 1);
         let first = tokens[0].as_ref().unwrap();
         assert!(tokens.iter().all(|t| t.as_ref().unwrap() == first));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiters_share_a_token_that_outlived_its_refresh_time_during_the_call() {
+        // The call takes 100 ms and the token's refresh is due 5 ms after it started.
+        let slot = SellerSlot::new(creds(), Duration::from_secs(300));
+        let lwa = FakeLwa::new(Duration::from_millis(10));
+        let calls = (0..8).map(|_| slot.access_token(|| lwa.call()));
+        let tokens = futures_util::future::join_all(calls).await;
+        assert_eq!(lwa.calls(), 1);
+        assert!(tokens.iter().all(|t| t.is_ok()));
     }
 
     #[tokio::test(start_paused = true)]

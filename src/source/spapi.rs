@@ -1,59 +1,4 @@
-//! The default [`TokenSource`]: Amazon's Tokens API, authenticated with LWA, over reqwest.
-//!
-//! ```
-//! use spapi_rdt::{LwaCredentials, SellerId, SpApiTokenSource};
-//!
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let source = SpApiTokenSource::builder()
-//!     // The default seller (requests that name none)...
-//!     .credentials(LwaCredentials::new("amzn1.application-oa2-client.0123", "secret", "Atzr|one"))
-//!     // ...and others, by the `SellerId` their requests carry.
-//!     .seller(
-//!         SellerId::new("A2EUQ1WTGCTBG2"),
-//!         LwaCredentials::new("amzn1.application-oa2-client.0123", "secret", "Atzr|two"),
-//!     )
-//!     .build()?;
-//! // Or read the default seller's credentials from SPAPI_CLIENT_ID, SPAPI_CLIENT_SECRET and
-//! // SPAPI_REFRESH_TOKEN with `LwaCredentials::from_env()`.
-//! # let _ = source;
-//! # Ok(())
-//! # }
-//! ```
-//!
-//! # What one `fetch` does
-//!
-//! It gets the seller's LWA access token (cached, refreshed ahead of expiry, one LWA call at a time
-//! per seller), then makes one `POST {origin}/tokens/2021-03-01/restrictedDataToken` call. Rate
-//! limiting, retries with back-off and caching of the tokens are the layer's job, so there is no
-//! other retry, with one exception: when the Tokens API refuses the LWA token (401 or 403), the LWA
-//! token is dropped, a new one is fetched and the call is made once more.
-//!
-//! # How answers map to errors
-//!
-//! | answer | result |
-//! | --- | --- |
-//! | 2xx with `restrictedDataToken` and `expiresIn` (bare or inside `payload`) | the token |
-//! | 400 `InvalidInput` | permanent, with Amazon's message and the cure for a missing role |
-//! | other 400, 404, 415, other 4xx, redirects | permanent |
-//! | 401 / 403 | new LWA token and one more call; a second refusal is permanent |
-//! | 408, 429, 5xx | transient (`Retry-After` in seconds is kept when sent) |
-//! | timeout, connection failure, unreadable or malformed body | transient |
-//! | LWA `invalid_grant` / `invalid_client` / other 4xx | permanent, with the cure |
-//! | LWA 429 / 5xx / timeout / connection failure / malformed body | transient |
-//!
-//! `expiresIn` (and LWA's `expires_in`) is taken as stated between 1 second and 1 day. Missing, or
-//! more than a day, it is taken to be [`SpApiTokenSource::ASSUMED_TOKEN_LIFETIME`] (one hour, the
-//! documented lifetime) and a warning is logged: a token that dies earlier is recovered by the
-//! layer's retry on 403. Zero, negative or not a number, the answer is a transient error, as is a
-//! token that cannot be sent in a header.
-//!
-//! Errors and logs never hold a token, a refresh token or a client secret; Amazon's own messages
-//! are kept (with any of those secrets scrubbed out).
-//!
-//! Redirects are not followed by the client this source builds, since a followed redirect would
-//! carry the `x-amz-access-token` header to another host. A client given with
-//! [`SpApiTokenSourceBuilder::http_client`] should be built with
-//! `reqwest::redirect::Policy::none()` too.
+//! The Tokens API source, [`SpApiTokenSource`].
 
 use std::fmt;
 use std::sync::Arc;
@@ -86,10 +31,73 @@ const CURE_CREDENTIALS: &str = "check that the LWA credentials (client id, clien
      this application's and this seller's, and that the origin is the seller's region; if the seller \
      revoked the authorization, the seller must authorize the application again";
 
-/// A [`TokenSource`] that asks Amazon's Tokens API for Restricted Data Tokens, authenticated with
-/// each seller's LWA access token. See the [module documentation](self) for its behaviour.
+/// The default [`TokenSource`]: Amazon's Tokens API, authenticated with each seller's LWA access
+/// token, over reqwest. Cloning is cheap, and clones share the LWA token cache.
 ///
-/// Cloning is cheap and clones share the LWA token cache.
+/// ```
+/// use spapi_rdt::{LwaCredentials, SellerId, SpApiTokenSource};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let source = SpApiTokenSource::builder()
+///     // The default seller (requests that name none)...
+///     .credentials(LwaCredentials::new("amzn1.application-oa2-client.0123", "secret", "Atzr|one"))
+///     // ...and others, by the `SellerId` their requests carry.
+///     .seller(
+///         SellerId::new("A2EUQ1WTGCTBG2"),
+///         LwaCredentials::new("amzn1.application-oa2-client.0123", "secret", "Atzr|two"),
+///     )
+///     .build()?;
+/// // Or read the default seller's credentials from SPAPI_CLIENT_ID, SPAPI_CLIENT_SECRET and
+/// // SPAPI_REFRESH_TOKEN with `LwaCredentials::from_env()`.
+/// # let _ = source;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # What one `fetch` does
+///
+/// It gets the seller's LWA access token (cached, refreshed ahead of expiry, one LWA call at a time
+/// per seller), then makes one `POST {origin}/tokens/2021-03-01/restrictedDataToken` call. Rate
+/// limiting, retries with back-off and caching of the tokens are the layer's job, so there is no
+/// other retry, with one exception: when the Tokens API refuses the LWA token (401 or 403), the LWA
+/// token is dropped, a new one is fetched and the call is made once more.
+///
+/// # How answers map to errors
+///
+/// | answer | result |
+/// | --- | --- |
+/// | 2xx with `restrictedDataToken` and `expiresIn` (bare or inside `payload`) | the token |
+/// | 400 `InvalidInput` | permanent, with Amazon's message and the cure for a missing role |
+/// | other 400, 404, 415, other 4xx, redirects | permanent |
+/// | 401 / 403 | new LWA token and one more call; a second refusal is permanent |
+/// | 408, 429, 5xx | transient (`Retry-After` in seconds is kept when sent) |
+/// | timeout, connection failure, unreadable or malformed body | transient |
+/// | LWA `invalid_grant` / `invalid_client` / other 4xx | permanent, with the cure |
+/// | LWA 429 / 5xx / timeout / connection failure / malformed body | transient |
+///
+/// # LWA access tokens
+///
+/// Each seller's access token is cached and refreshed
+/// [`lwa_refresh_margin`](SpApiTokenSourceBuilder::lwa_refresh_margin) before its expiry (5
+/// minutes by default), but never before half its life, so a short-lived token cannot cause a
+/// refresh storm. Concurrent callers for one seller share one LWA call, and callers that waited
+/// for a failed call get its error rather than calling again. Time is `tokio::time::Instant`.
+///
+/// # Token lifetimes
+///
+/// `expiresIn` (and LWA's `expires_in`) is taken as stated when above zero and at most a day. Missing, or
+/// more than a day, it is taken to be [`SpApiTokenSource::ASSUMED_TOKEN_LIFETIME`] (one hour, the
+/// documented lifetime) and a warning is logged: a token that dies earlier is recovered by the
+/// layer's retry on 403. Zero, negative or not a number, the answer is a transient error, as is a
+/// token that cannot be sent in a header.
+///
+/// Errors and logs never hold a token, a refresh token or a client secret; Amazon's own messages
+/// are kept (with any of those secrets scrubbed out).
+///
+/// Redirects are not followed by the client this source builds, since a followed redirect would
+/// carry the `x-amz-access-token` header to another host. A client given with
+/// [`SpApiTokenSourceBuilder::http_client`] should be built with
+/// `reqwest::redirect::Policy::none()` too.
 #[derive(Clone)]
 pub struct SpApiTokenSource {
     inner: Arc<Inner>,
