@@ -90,5 +90,10 @@ pub use source::{ErrorKind, SourceError, SourceFn, TokenFuture, TokenSource, sou
 pub use stats::Stats;
 pub use token::{InvalidToken, IssuedToken, SecretToken};
 
+#[cfg(feature = "reqwest")]
+pub use source::{
+    CredentialsError, LwaCredentials, SourceBuildError, SpApiTokenSource, SpApiTokenSourceBuilder,
+};
+
 /// The boxed error type of the layer's service, as in tower.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

@@ -185,7 +185,7 @@ impl Origin {
     }
 }
 
-fn is_loopback(host: &str) -> bool {
+pub(crate) fn is_loopback(host: &str) -> bool {
     if host == "localhost" {
         return true;
     }

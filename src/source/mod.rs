@@ -30,6 +30,16 @@ use crate::BoxError;
 use crate::resource::TokenRequest;
 use crate::token::IssuedToken;
 
+#[cfg(feature = "reqwest")]
+mod lwa;
+#[cfg(feature = "reqwest")]
+mod spapi;
+
+#[cfg(feature = "reqwest")]
+pub use lwa::{CredentialsError, LwaCredentials};
+#[cfg(feature = "reqwest")]
+pub use spapi::{SourceBuildError, SpApiTokenSource, SpApiTokenSourceBuilder};
+
 /// The future a [`TokenSource`] returns.
 pub type TokenFuture = Pin<Box<dyn Future<Output = Result<IssuedToken, SourceError>> + Send>>;
 
