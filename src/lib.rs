@@ -6,6 +6,8 @@ pub mod catalog;
 pub mod matcher;
 mod resource;
 pub mod source;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod token;
 
 pub use resource::{Origin, OriginError, Region, RestrictedResource, SellerId, TokenRequest};
