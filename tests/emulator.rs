@@ -1,5 +1,6 @@
 //! The SP-API emulator, driven over real loopback sockets with reqwest.
 #![cfg(all(feature = "testing", feature = "reqwest"))]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -119,12 +120,15 @@ async fn lwa_refresh_grant_issues_an_access_token() {
     assert_eq!(counters.access_tokens_issued, 2);
 }
 
+/// A form, the status it gets, and the OAuth2 error code.
+type LwaCase<'a> = (Vec<(&'a str, &'a str)>, StatusCode, &'static str);
+
 #[tokio::test]
 async fn lwa_errors_are_oauth2_errors() {
     let em = Emulator::start().await.unwrap();
     let (id, secret) = (em.client_id().to_owned(), em.client_secret().to_owned());
     let refresh = em.refresh_token("default").unwrap();
-    let cases: Vec<(Vec<(&str, &str)>, StatusCode, &str)> = vec![
+    let cases: Vec<LwaCase<'_>> = vec![
         (
             vec![
                 ("grant_type", "refresh_token"),

@@ -56,7 +56,9 @@ pub(crate) fn handle(
         let now = Instant::now();
         let seller = match inner.access.get(token) {
             None => {
-                return forbidden("The access token you provided is revoked, malformed or invalid.");
+                return forbidden(
+                    "The access token you provided is revoked, malformed or invalid.",
+                );
             }
             Some(grant) if !live(grant.expires_at, now) => {
                 return forbidden("The access token you provided has expired.");
