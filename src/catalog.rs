@@ -152,16 +152,13 @@ impl DataElements {
 
     /// The elements, in canonical order.
     pub fn iter(self) -> impl Iterator<Item = DataElement> {
-        DataElement::ALL
-            .into_iter()
-            .filter(move |e| self.contains(*e))
+        DataElement::ALL.into_iter().filter(move |e| self.contains(*e))
     }
 }
 
 impl FromIterator<DataElement> for DataElements {
     fn from_iter<I: IntoIterator<Item = DataElement>>(iter: I) -> Self {
-        iter.into_iter()
-            .fold(DataElements::NONE, DataElements::with)
+        iter.into_iter().fold(DataElements::NONE, DataElements::with)
     }
 }
 

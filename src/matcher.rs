@@ -254,9 +254,7 @@ mod tests {
         // An encoded slash stays inside its segment.
         let hit = m.classify(&Method::GET, "/orders/v0/orders/a%2Fb/address");
         assert_eq!(hit.map(|h| h.operation().name()), Some("getOrderAddress"));
-        let uri: Uri = "https://h/orders/v0/orders?CreatedAfter=2020"
-            .parse()
-            .unwrap();
+        let uri: Uri = "https://h/orders/v0/orders?CreatedAfter=2020".parse().unwrap();
         assert!(m.classify_uri(&Method::GET, &uri).is_some());
     }
 
@@ -283,10 +281,7 @@ mod tests {
         let mut c = Catalog::amazon();
         c.retain(|op| op.api() != "Orders v0");
         let m = Matcher::new(c).unwrap();
-        assert!(
-            m.classify(&Method::GET, "/orders/v0/orders/1/address")
-                .is_none()
-        );
+        assert!(m.classify(&Method::GET, "/orders/v0/orders/1/address").is_none());
         assert!(m.classify(&Method::GET, "/mfn/v0/shipments/1").is_some());
     }
 }
