@@ -79,6 +79,8 @@ mod resource;
 mod service;
 pub mod source;
 mod stats;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod token;
 
 pub use error::Error;

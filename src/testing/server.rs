@@ -1,0 +1,273 @@
+//! The HTTP side: routing, fault rendering and the response shapes every endpoint shares.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use serde_json::{Value, json};
+
+use super::api::{self, Unrestricted};
+use super::fault::{Fault, Target};
+use super::state::Shared;
+use super::{lwa, tokens};
+
+pub(crate) const LWA_PATH: &str = "/auth/o2/token";
+pub(crate) const TOKENS_PATH: &str = "/tokens/2021-03-01/restrictedDataToken";
+
+pub(crate) const ACCESS_TOKEN: HeaderName = HeaderName::from_static("x-amz-access-token");
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-amzn-requestid");
+pub(crate) const RATE_LIMIT: HeaderName = HeaderName::from_static("x-amzn-ratelimit-limit");
+pub(crate) const SELLER: HeaderName = HeaderName::from_static("x-emulator-seller");
+pub(crate) const PII: HeaderName = HeaderName::from_static("x-emulator-pii");
+pub(crate) const TARGET_APPLICATION: HeaderName =
+    HeaderName::from_static("x-emulator-target-application");
+
+/// Where a request goes.
+#[derive(Debug)]
+enum Route<'p> {
+    Lwa,
+    Tokens,
+    Restricted(usize),
+    Unrestricted(Unrestricted<'p>),
+    Unknown,
+}
+
+impl Route<'_> {
+    fn target(&self) -> Target {
+        match self {
+            Route::Lwa => Target::Lwa,
+            Route::Tokens => Target::Tokens,
+            Route::Restricted(_) => Target::Restricted,
+            Route::Unrestricted(_) => Target::Unrestricted,
+            Route::Unknown => Target::Unknown,
+        }
+    }
+}
+
+/// The one handler: every request of every endpoint comes through here.
+pub(crate) async fn handle(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path();
+    let route = if path == LWA_PATH {
+        Route::Lwa
+    } else if path == TOKENS_PATH {
+        Route::Tokens
+    } else if let Some(hit) = shared.matcher.classify(&method, path) {
+        Route::Restricted(hit.index())
+    } else if let Some(op) = Unrestricted::route(&method, path) {
+        Route::Unrestricted(op)
+    } else {
+        Route::Unknown
+    };
+    let target = route.target();
+    count_request(&shared, target, &headers);
+
+    let plan = shared.take_faults(target);
+    if let Some(delay) = plan.delay {
+        tokio::time::sleep(delay).await;
+    }
+    let (fault, expires_in) = match plan.fault {
+        Some(Fault::ExpiresIn(value)) => (None, Some(value)),
+        other => (other, None),
+    };
+    let response = match fault {
+        Some(fault) => render_fault(&shared, target, &fault),
+        None => match route {
+            Route::Lwa => lwa::handle(&shared, &method, &headers, &body, expires_in),
+            Route::Tokens => tokens::handle(&shared, &method, &headers, &body, expires_in),
+            Route::Restricted(index) => api::restricted(&shared, &method, path, index, &headers),
+            Route::Unrestricted(op) => api::unrestricted(&shared, op, &headers),
+            Route::Unknown => sp_error(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "The requested resource was not found.",
+                None,
+            ),
+        },
+    };
+    count_response(&shared, target, response.status());
+    response
+}
+
+fn count_request(shared: &Shared, target: Target, headers: &HeaderMap) {
+    let mut inner = shared.lock();
+    match target {
+        Target::Lwa => inner.counters.lwa_calls += 1,
+        Target::Tokens => {
+            inner.counters.token_calls += 1;
+            let seller = headers
+                .get(ACCESS_TOKEN)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|t| inner.access.get(t))
+                .and_then(|g| g.seller.clone());
+            if let Some(seller) = seller {
+                *inner
+                    .counters
+                    .token_calls_by_seller
+                    .entry(seller)
+                    .or_insert(0) += 1;
+            }
+        }
+        Target::Restricted => inner.counters.restricted_calls += 1,
+        Target::Unrestricted => inner.counters.unrestricted_calls += 1,
+        Target::Unknown => {}
+    }
+}
+
+fn count_response(shared: &Shared, target: Target, status: StatusCode) {
+    let mut inner = shared.lock();
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        inner.counters.throttled += 1;
+    }
+    if target == Target::Restricted && status == StatusCode::FORBIDDEN {
+        inner.counters.restricted_forbidden += 1;
+    }
+}
+
+/// The answer an injected fault replaces the endpoint's own with.
+fn render_fault(shared: &Shared, target: Target, fault: &Fault) -> Response {
+    match fault {
+        Fault::Status(status) if target == Target::Lwa => {
+            let error = match status.as_u16() {
+                401 => "invalid_client",
+                403 => "unauthorized_client",
+                503 => "temporarily_unavailable",
+                500..=599 => "server_error",
+                _ => "invalid_request",
+            };
+            oauth_error(*status, error, "Injected by the emulator.")
+        }
+        Fault::Status(status) => {
+            let code = match status.as_u16() {
+                400 => "InvalidInput",
+                401 | 403 => "Unauthorized",
+                404 => "NotFound",
+                413 => "RequestTooLarge",
+                415 => "UnsupportedMediaType",
+                429 => "QuotaExceeded",
+                503 => "ServiceUnavailable",
+                _ => "InternalFailure",
+            };
+            let message = status
+                .canonical_reason()
+                .unwrap_or("Injected by the emulator.");
+            sp_error(*status, code, message, Some("Injected by the emulator."))
+        }
+        Fault::MalformedBody => raw_json(
+            StatusCode::OK,
+            Body::from("<html><body><h1>502 Bad Gateway</h1></body></html>"),
+        ),
+        Fault::MissingFields => {
+            let body = match target {
+                Target::Lwa => json!({
+                    "token_type": "bearer",
+                    "expires_in": shared.config.lwa_lifetime.as_secs(),
+                }),
+                Target::Tokens => tokens::wrap(
+                    shared,
+                    json!({ "expiresIn": shared.config.rdt_lifetime.as_secs() }),
+                ),
+                _ => json!({}),
+            };
+            json_response(StatusCode::OK, &body)
+        }
+        Fault::DropConnection => {
+            let chunks: [Result<Bytes, std::io::Error>; 2] = [
+                Ok(Bytes::from_static(b"{\"payload\":{\"partial\":\"")),
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "connection dropped by the emulator",
+                )),
+            ];
+            let mut response = raw_json(
+                StatusCode::OK,
+                Body::from_stream(futures_util::stream::iter(chunks)),
+            );
+            response
+                .headers_mut()
+                .insert(CONTENT_LENGTH, HeaderValue::from_static("512"));
+            response
+        }
+        // Handled before rendering: a delay is waited out, an `expiresIn` goes to the endpoint.
+        Fault::Delay(_) | Fault::ExpiresIn(_) => sp_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalFailure",
+            "The emulator could not apply a fault.",
+            None,
+        ),
+    }
+}
+
+/// A random request id shaped like Amazon's (a UUID).
+pub(crate) fn request_id() -> String {
+    let hex = |n: usize| -> String {
+        std::iter::repeat_with(|| fastrand::digit(16))
+            .take(n)
+            .collect()
+    };
+    format!("{}-{}-{}-{}-{}", hex(8), hex(4), hex(4), hex(4), hex(12))
+}
+
+fn raw_json(status: StatusCode, body: Body) -> Response {
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    set_header(headers, REQUEST_ID, &request_id());
+    response
+}
+
+/// A JSON answer with a request id.
+pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
+    raw_json(status, Body::from(body.to_string()))
+}
+
+/// Amazon's SP-API error shape: `{"errors": [{"code", "message", "details"?}]}`.
+pub(crate) fn sp_error(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    details: Option<&str>,
+) -> Response {
+    sp_errors(
+        status,
+        &[(code, message.to_owned(), details.map(str::to_owned))],
+    )
+}
+
+/// As [`sp_error`], with several errors.
+pub(crate) fn sp_errors(status: StatusCode, errors: &[(&str, String, Option<String>)]) -> Response {
+    let list: Vec<Value> = errors
+        .iter()
+        .map(|(code, message, details)| {
+            let mut e = json!({ "code": code, "message": message });
+            if let (Some(details), Some(map)) = (details, e.as_object_mut()) {
+                map.insert("details".to_owned(), Value::from(details.as_str()));
+            }
+            e
+        })
+        .collect();
+    json_response(status, &json!({ "errors": list }))
+}
+
+/// OAuth2's error shape, as LWA answers.
+pub(crate) fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    json_response(
+        status,
+        &json!({ "error": error, "error_description": description }),
+    )
+}
+
+/// Sets a header when `value` can be one (it always can for the values the emulator makes).
+pub(crate) fn set_header(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(name, value);
+    }
+}
