@@ -687,3 +687,21 @@ async fn ten_thousand_requests_while_the_source_fails_all_end_and_nothing_leaks(
     tokio::time::sleep(Duration::from_secs(120)).await;
     assert_eq!(Arc::strong_count(&source.calls), 1);
 }
+
+#[tokio::test]
+async fn the_injected_header_is_marked_sensitive() {
+    let source = ScriptedSource::new();
+    let layer = RestrictedDataTokenLayer::new(source.source());
+    let inner = tower::service_fn(|request: http::Request<()>| async move {
+        let value = request.headers().get("x-amz-access-token").cloned();
+        Ok::<_, std::convert::Infallible>(value)
+    });
+    let value = layer
+        .layer(inner)
+        .oneshot(get("/orders/v0/orders/1/address"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(value.is_sensitive());
+    assert_eq!(format!("{value:?}"), "Sensitive");
+}
