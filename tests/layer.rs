@@ -705,3 +705,26 @@ async fn the_injected_header_is_marked_sensitive() {
     assert!(value.is_sensitive());
     assert_eq!(format!("{value:?}"), "Sensitive");
 }
+
+#[tokio::test(start_paused = true)]
+async fn sources_can_be_shared_or_boxed_trait_objects() {
+    let source = ScriptedSource::new();
+    let shared: Arc<dyn spapi_rdt::TokenSource> = Arc::new(source.source());
+    let boxed: Box<dyn spapi_rdt::TokenSource> = Box::new(Arc::clone(&shared));
+    let a = RestrictedDataTokenLayer::new(Arc::clone(&shared));
+    let b = RestrictedDataTokenLayer::new(boxed);
+    assert_eq!(
+        call(&a, get("/mfn/v0/shipments/1")).await.unwrap(),
+        token_value(1)
+    );
+    assert_eq!(
+        call(&b, get("/mfn/v0/shipments/1")).await.unwrap(),
+        token_value(2)
+    );
+    // Two layers are two caches; clones of one layer share one.
+    assert_eq!(
+        call(&a.clone(), get("/mfn/v0/shipments/2")).await.unwrap(),
+        token_value(1)
+    );
+    assert_eq!(source.calls(), 2);
+}
