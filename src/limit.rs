@@ -137,7 +137,8 @@ impl TokenRateLimiter {
     }
 
     /// Takes one cell for `seller` on `origin`, sleeping on tokio time until one is free, but not
-    /// past `max_wait`. Returns how long it waited.
+    /// past `max_wait`. Returns how long it waited (zero when a cell was free at once, even on the
+    /// wall clock, where some time always passes).
     pub(crate) async fn acquire(
         &self,
         seller: &SellerId,
@@ -146,8 +147,10 @@ impl TokenRateLimiter {
     ) -> Result<Duration, WouldWaitTooLong> {
         let key = (seller.clone(), origin.clone());
         let start = tokio::time::Instant::now();
+        let mut slept = false;
         loop {
             match self.limiter.check_key(&key) {
+                Ok(()) if !slept => return Ok(Duration::ZERO),
                 Ok(()) => return Ok(start.elapsed()),
                 Err(not_until) => {
                     let wait = not_until.wait_time_from(TokioClock.now());
@@ -158,6 +161,7 @@ impl TokenRateLimiter {
                         });
                     }
                     tokio::time::sleep(wait).await;
+                    slept = true;
                 }
             }
         }
@@ -176,6 +180,16 @@ impl fmt::Debug for TokenRateLimiter {
 mod tests {
     use super::*;
     use crate::resource::Region;
+
+    #[tokio::test]
+    async fn a_free_cell_is_no_wait_on_the_wall_clock() {
+        let limiter = TokenRateLimiter::new(TokenQuota::default());
+        let (s, o) = (SellerId::default(), Region::Europe.origin());
+        for _ in 0..3 {
+            let waited = limiter.acquire(&s, &o, Duration::ZERO).await.unwrap();
+            assert_eq!(waited, Duration::ZERO);
+        }
+    }
 
     #[tokio::test(start_paused = true)]
     async fn burst_then_one_a_second_on_paused_time() {
