@@ -46,8 +46,12 @@ use crate::service::X_AMZ_ACCESS_TOKEN;
 
 /// Request bodies that can be sent twice.
 ///
-/// Implemented for the common in-memory bodies; implement it for your own body type, returning
-/// `None` when a body cannot be replayed (a stream).
+/// Implemented for the common in-memory bodies (`String`, `Vec<u8>`, `Bytes`, `()`, http-body-util's
+/// `Full` and `Empty`, and `reqwest::Body` when it is not a stream); implement it for your own body
+/// type, returning `None` when a body cannot be replayed (a stream). Streaming bodies that belong to
+/// other crates (hyper's `Incoming`, axum's `Body`) cannot be replayed: convert them first, or leave
+/// recovery out (a 403 is then returned as it is, and the token stays cached until it expires or
+/// [`RestrictedDataTokenLayer::invalidate`] drops it).
 pub trait ReplayBody: Sized {
     /// A copy of the body for a second attempt, if one can be made.
     fn try_clone(&self) -> Option<Self>;
@@ -71,6 +75,18 @@ replay_by_clone!(
     &'static str,
     &'static [u8]
 );
+
+impl<D: Clone> ReplayBody for http_body_util::Full<D> {
+    fn try_clone(&self) -> Option<Self> {
+        Some(self.clone())
+    }
+}
+
+impl<D> ReplayBody for http_body_util::Empty<D> {
+    fn try_clone(&self) -> Option<Self> {
+        Some(http_body_util::Empty::new())
+    }
+}
 
 #[cfg(feature = "reqwest")]
 impl ReplayBody for reqwest::Body {
