@@ -617,6 +617,69 @@ mod tests {
         assert_eq!(layer.stats().fleet_waits, 1);
     }
 
+    /// Counts the warnings fleet mode logs.
+    struct CountWarnings(Arc<AtomicUsize>);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CountWarnings {
+        fn on_event(
+            &self,
+            event: &tracing::Event<'_>,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            let meta = event.metadata();
+            if *meta.level() == tracing::Level::WARN && meta.target() == "spapi_rdt::fleet::run" {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    #[test]
+    fn a_store_that_keeps_failing_is_warned_about_once_a_minute() {
+        use tracing_subscriber::layer::SubscriberExt;
+
+        let warnings = Arc::new(AtomicUsize::new(0));
+        let subscriber = tracing_subscriber::registry().with(CountWarnings(Arc::clone(&warnings)));
+        // This thread only: the runtime below runs every task on it.
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (calls, store) = (Arc::default(), Arc::new(Memory::default()));
+            store.set_mode(Mode::Fails);
+            let layer = replica(&calls, &store);
+            let fetch = |seller: u32| {
+                let mut request = get("/orders/v0/orders/1/address");
+                request
+                    .extensions_mut()
+                    .insert(SellerId::new(format!("seller-{seller}")));
+                let core = Arc::clone(layer.core());
+                async move {
+                    core.grant(request.method(), request.uri(), request.extensions())
+                        .await
+                        .unwrap()
+                        .unwrap()
+                }
+            };
+            // Eight fetches in 48 s, each one asking the store again (the retry period is 5 s):
+            // eight failures, one warning.
+            for seller in 0..8 {
+                fetch(seller).await;
+                tokio::time::advance(Duration::from_secs(6)).await;
+            }
+            assert_eq!(store.calls.load(Ordering::SeqCst), 8);
+            assert_eq!(warnings.load(Ordering::SeqCst), 1);
+            // A minute after the first warning, the next failure warns again.
+            tokio::time::advance(Duration::from_secs(13)).await;
+            fetch(8).await;
+            assert_eq!(warnings.load(Ordering::SeqCst), 2);
+            assert_eq!(layer.stats().fleet_fallbacks, 9);
+            assert_eq!(calls.load(Ordering::SeqCst), 9);
+        });
+    }
+
     #[test]
     fn the_shared_quota_is_spaced_by_the_margin() {
         let state = FleetState::new(
