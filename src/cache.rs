@@ -229,6 +229,9 @@ struct SlotState {
     inflight: Option<SharedFetch>,
     failure: Option<(FetchError, Instant)>,
     failures_in_a_row: u32,
+    /// The last token `invalidate` dropped, so that a copy of it held elsewhere (fleet mode's shared
+    /// store) is not taken back.
+    revoked: Option<HeaderValue>,
 }
 
 /// One cache entry.
@@ -351,17 +354,21 @@ impl Slot {
 
     /// Drops the current token if it is still generation `generation`. Returns whether it did.
     pub(crate) fn invalidate(&self, generation: u64) -> bool {
-        let _state = self.state();
+        let mut state = self.state();
         let current = self.current.load();
-        if current
-            .as_deref()
-            .is_some_and(|t| t.generation == generation)
-        {
-            self.current.store(None);
-            true
-        } else {
-            false
+        match current.as_deref() {
+            Some(t) if t.generation == generation => {
+                state.revoked = Some(t.header.clone());
+                self.current.store(None);
+                true
+            }
+            _ => false,
         }
+    }
+
+    /// The value of the last token dropped by [`invalidate`](Self::invalidate), if any.
+    pub(crate) fn revoked(&self) -> Option<HeaderValue> {
+        self.state().revoked.clone()
     }
 }
 
@@ -536,9 +543,20 @@ impl TokenCache {
         bundle: Option<BundleInfo>,
     ) -> CachedToken {
         let (soft, hard) = windows.deadlines(now, token.expires_in());
+        self.entry_with_deadlines(token.token().header_value().clone(), soft, hard, bundle)
+    }
+
+    /// A cache entry with deadlines decided elsewhere (fleet mode: by the replica that fetched it).
+    pub(crate) fn entry_with_deadlines(
+        &self,
+        header: HeaderValue,
+        soft: Instant,
+        hard: Instant,
+        bundle: Option<BundleInfo>,
+    ) -> CachedToken {
         CachedToken {
-            header: token.token().header_value().clone(),
-            soft,
+            header,
+            soft: soft.min(hard),
             hard,
             generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
             bundle: bundle.map(Box::new),

@@ -20,6 +20,7 @@ use crate::control::{
     ReportPolicy, RestrictedReport, SandboxPolicy, Strategy, TargetApplication, TokenMode,
 };
 use crate::error::Error;
+use crate::fleet::run::FleetState;
 use crate::limit::TokenRateLimiter;
 use crate::matcher::Matcher;
 use crate::resource::{Origin, RestrictedResource, SellerId, TokenRequest};
@@ -87,6 +88,8 @@ pub(crate) struct Core {
     pub(crate) settings: Settings,
     /// Under [`Strategy::Bundle`]: the groups of generic operations, and each operation's group.
     pub(crate) bundles: Bundles,
+    /// Fleet mode: the shared token store and rate limiter consulted on a local miss.
+    pub(crate) fleet: Option<FleetState>,
 }
 
 /// The generic operations of the catalogue in groups of at most 50.
@@ -239,18 +242,18 @@ impl Core {
             let started = Instant::now();
             let deadline = started + core.settings.fetch_timeout;
             let attempt = AssertUnwindSafe(async {
-                let (token, info) = match bundle {
-                    Some(chunk) => {
-                        let (token, info) = core
-                            .fetch_bundle(&request, chunk, slot.current(), deadline)
-                            .await?;
-                        (token, Some(info))
+                let entry = match &core.fleet {
+                    Some(fleet) => {
+                        core.fetch_via_fleet(fleet, &request, bundle, &slot, deadline)
+                            .await?
                     }
-                    None => (core.fetch_with_retries(&request, deadline).await?, None),
+                    None => {
+                        let (token, info) =
+                            core.fetch_fresh(&request, bundle, &slot, deadline).await?;
+                        core.cache
+                            .entry(token, Instant::now(), &core.settings.windows, info)
+                    }
                 };
-                let entry = core
-                    .cache
-                    .entry(token, Instant::now(), &core.settings.windows, info);
                 Ok(Arc::new(entry))
             })
             .catch_unwind();
@@ -283,6 +286,25 @@ impl Core {
             .shared()
     }
 
+    /// Calls the source for `request` (a bundle's when `bundle` names one), with retries.
+    pub(crate) async fn fetch_fresh(
+        &self,
+        request: &TokenRequest,
+        bundle: Option<u16>,
+        slot: &Slot,
+        deadline: Instant,
+    ) -> Result<(IssuedToken, Option<BundleInfo>), FetchError> {
+        match bundle {
+            Some(chunk) => {
+                let (token, info) = self
+                    .fetch_bundle(request, chunk, slot.current(), deadline)
+                    .await?;
+                Ok((token, Some(info)))
+            }
+            None => Ok((self.fetch_with_retries(request, deadline).await?, None)),
+        }
+    }
+
     async fn fetch_with_retries(
         &self,
         request: &TokenRequest,
@@ -303,6 +325,9 @@ impl Core {
                 }
                 Ok(_) => {}
                 Err(e) => return Err(FetchError::RateLimited { needed: e.needed }),
+            }
+            if let Some(fleet) = &self.fleet {
+                self.fleet_admit(fleet, request, deadline).await?;
             }
             self.counters.bump(Counter::Fetches);
             let error = match self.source.fetch(request.clone()).await {
@@ -667,6 +692,7 @@ impl fmt::Debug for Core {
             .field("limiter", &self.limiter)
             .field("cache", &self.cache)
             .field("settings", &self.settings)
+            .field("fleet", &self.fleet.as_ref().map(FleetState::config))
             .finish_non_exhaustive()
     }
 }

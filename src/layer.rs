@@ -11,6 +11,8 @@ use crate::catalog::{Catalog, DataElements};
 use crate::control::Strategy;
 use crate::control::{ReportPolicy, SandboxPolicy};
 use crate::core::{Bundles, Core, Settings};
+use crate::fleet::Fleet;
+use crate::fleet::run::FleetState;
 use crate::limit::{TokenQuota, TokenRateLimiter};
 use crate::matcher::{CatalogError, Matcher};
 use crate::resource::{Origin, Region, SellerId};
@@ -127,6 +129,7 @@ pub struct RestrictedDataTokenLayerBuilder {
     origins: Vec<Origin>,
     quota: TokenQuota,
     settings: Settings,
+    fleet: Option<Fleet>,
 }
 
 impl RestrictedDataTokenLayerBuilder {
@@ -141,6 +144,7 @@ impl RestrictedDataTokenLayerBuilder {
             origins,
             quota: TokenQuota::default(),
             settings: Settings::default(),
+            fleet: None,
         }
     }
 
@@ -274,6 +278,15 @@ impl RestrictedDataTokenLayerBuilder {
         self
     }
 
+    /// Fleet mode: share tokens and the rate limit with the other replicas of this service through
+    /// a shared store, such as [`RedisFleet`](crate::fleet::RedisFleet) (feature `redis`). The local
+    /// cache and limiter stay in front; the shared ones are consulted on a local miss only, and
+    /// when they fail, this replica goes on alone. See [`fleet`](crate::fleet). Default: off.
+    pub fn fleet(mut self, fleet: impl Into<Fleet>) -> Self {
+        self.fleet = Some(fleet.into());
+        self
+    }
+
     /// Builds the layer.
     pub fn build(self) -> Result<RestrictedDataTokenLayer, BuildError> {
         let bad = |name, reason| Err(BuildError::Setting { name, reason });
@@ -288,6 +301,17 @@ impl RestrictedDataTokenLayerBuilder {
         }
         if self.settings.fetch_timeout.is_zero() {
             return bad("fetch_timeout", "must be more than zero");
+        }
+        if let Some(fleet) = &self.fleet {
+            if fleet.lease_ttl.is_zero() {
+                return bad("fleet.lease_ttl", "must be more than zero");
+            }
+            if fleet.poll_interval.is_zero() {
+                return bad("fleet.poll_interval", "must be more than zero");
+            }
+            if fleet.call_timeout.is_zero() {
+                return bad("fleet.call_timeout", "must be more than zero");
+            }
         }
         let matcher = Matcher::new(self.catalog.clone())?;
         Ok(RestrictedDataTokenLayer {
@@ -305,6 +329,7 @@ impl RestrictedDataTokenLayerBuilder {
             limiter: TokenRateLimiter::new(self.quota),
             counters: Counters::default(),
             settings: self.settings,
+            fleet: self.fleet.map(|f| FleetState::new(f, self.quota)),
         }
     }
 }
@@ -316,6 +341,7 @@ impl fmt::Debug for RestrictedDataTokenLayerBuilder {
             .field("origins", &self.origins)
             .field("quota", &self.quota)
             .field("settings", &self.settings)
+            .field("fleet", &self.fleet)
             .finish_non_exhaustive()
     }
 }

@@ -57,6 +57,8 @@
 //! - `reqwest-middleware`: [`RestrictedDataTokenLayer::middleware`], the same layer as a
 //!   `reqwest_middleware::Middleware`.
 //! - `testing`: `spapi_rdt::testing`, an SP-API emulator on loopback for tests and examples.
+//! - `redis`: `spapi_rdt::fleet::RedisFleet`, fleet mode on Redis: replicas share one token fetch
+//!   per key and one rate limit per seller, with tokens encrypted at rest ([`fleet`]).
 //!
 //! [tower]: https://docs.rs/tower
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
@@ -68,6 +70,7 @@ pub mod control;
 mod core;
 pub mod delegate;
 pub mod error;
+pub mod fleet;
 pub mod future;
 mod layer;
 mod limit;

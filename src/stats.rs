@@ -42,6 +42,14 @@ pub struct Stats {
     pub invalidations: u64,
     /// Requests that passed through without a token.
     pub passed_through: u64,
+    /// Fleet mode: fetches answered from the shared store with a token another replica fetched,
+    /// without calling the source.
+    pub fleet_hits: u64,
+    /// Fleet mode: fetches that waited for another replica's fetch of the same token (its lease).
+    pub fleet_waits: u64,
+    /// Fleet mode: times a fetch went on with this replica's own cache and rate limiter alone,
+    /// because the shared store or limiter failed, timed out, or had failed moments before.
+    pub fleet_fallbacks: u64,
 }
 
 /// Counter slots, each on its own cache line, so threads bumping counters do not contend.
@@ -51,7 +59,7 @@ const STRIPES: usize = 8;
 #[derive(Default)]
 struct Stripe([AtomicU64; FIELDS]);
 
-const FIELDS: usize = 12;
+const FIELDS: usize = 15;
 
 #[derive(Clone, Copy)]
 #[repr(usize)]
@@ -68,6 +76,9 @@ pub(crate) enum Counter {
     Timeouts,
     Invalidations,
     PassedThrough,
+    FleetHits,
+    FleetWaits,
+    FleetFallbacks,
 }
 
 #[derive(Default)]
@@ -118,6 +129,9 @@ impl Counters {
             timeouts: self.sum(Counter::Timeouts),
             invalidations: self.sum(Counter::Invalidations),
             passed_through: self.sum(Counter::PassedThrough),
+            fleet_hits: self.sum(Counter::FleetHits),
+            fleet_waits: self.sum(Counter::FleetWaits),
+            fleet_fallbacks: self.sum(Counter::FleetFallbacks),
         }
     }
 }

@@ -1,0 +1,174 @@
+//! Records at rest: AES-256-GCM with a random 96-bit nonce per write, the storage key as associated
+//! data (a record copied under another key does not open), and a version byte in front.
+
+use std::fmt;
+
+use aes_gcm::Aes256Gcm;
+use aes_gcm::aead::{Aead, Generate, KeyInit, Nonce, Payload};
+use zeroize::Zeroizing;
+
+use super::FleetError;
+
+const VERSION: u8 = 1;
+const NONCE_LEN: usize = 12;
+
+/// The 256-bit key that encrypts tokens in the shared store. Give every replica the same one.
+///
+/// Keep it with your other secrets (a secret manager, an environment variable); make one with
+/// `openssl rand -hex 32`. It is zeroed when dropped, and `Debug` never shows it.
+///
+/// ```
+/// use spapi_rdt::fleet::EncryptionKey;
+///
+/// let key = EncryptionKey::from_hex(&"0f".repeat(32)).unwrap();
+/// assert_eq!(format!("{key:?}"), "EncryptionKey(<redacted>)");
+/// assert!(EncryptionKey::from_hex("too short").is_err());
+/// assert!(EncryptionKey::from_slice(&[0; 16]).is_err());
+/// ```
+pub struct EncryptionKey(Zeroizing<[u8; 32]>);
+
+/// A key that is not 32 bytes (64 hex digits). The message never repeats the input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("an encryption key must be exactly 32 bytes (64 hexadecimal digits)")]
+pub struct InvalidKey(());
+
+impl EncryptionKey {
+    /// A key from its 32 bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        EncryptionKey(Zeroizing::new(bytes))
+    }
+
+    /// A key from a slice that must be 32 bytes long.
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, InvalidKey> {
+        let mut key = Zeroizing::new([0u8; 32]);
+        if bytes.len() != key.len() {
+            return Err(InvalidKey(()));
+        }
+        key.copy_from_slice(bytes);
+        Ok(EncryptionKey(key))
+    }
+
+    /// A key from 64 hexadecimal digits (surrounding white space is ignored).
+    pub fn from_hex(hex: &str) -> Result<Self, InvalidKey> {
+        let hex = hex.trim().as_bytes();
+        let mut key = Zeroizing::new([0u8; 32]);
+        if hex.len() != 2 * key.len() {
+            return Err(InvalidKey(()));
+        }
+        for (byte, pair) in key.iter_mut().zip(hex.chunks_exact(2)) {
+            let high = digit(pair[0]).ok_or(InvalidKey(()))?;
+            let low = digit(pair[1]).ok_or(InvalidKey(()))?;
+            *byte = (high << 4) | low;
+        }
+        Ok(EncryptionKey(key))
+    }
+}
+
+fn digit(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+impl fmt::Debug for EncryptionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("EncryptionKey(<redacted>)")
+    }
+}
+
+/// Seals and opens records.
+pub(crate) struct Cipher(Aes256Gcm);
+
+impl Cipher {
+    pub(crate) fn new(key: &EncryptionKey) -> Result<Self, InvalidKey> {
+        Aes256Gcm::new_from_slice(&key.0[..])
+            .map(Cipher)
+            .map_err(|_| InvalidKey(()))
+    }
+
+    /// `VERSION | nonce | ciphertext and tag`, bound to `aad`.
+    pub(crate) fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, FleetError> {
+        let nonce = Nonce::<Aes256Gcm>::try_generate()
+            .map_err(|e| FleetError::new("no random nonce for encryption").with_source(e))?;
+        let sealed = self
+            .0
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
+            .map_err(|_| FleetError::new("the record could not be encrypted"))?;
+        let mut out = Vec::with_capacity(1 + NONCE_LEN + sealed.len());
+        out.push(VERSION);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        Ok(out)
+    }
+
+    /// The plaintext, or `None` when the bytes were not sealed with this key for `aad`.
+    pub(crate) fn open(&self, sealed: &[u8], aad: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+        let (&version, rest) = sealed.split_first()?;
+        if version != VERSION || rest.len() < NONCE_LEN {
+            return None;
+        }
+        let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
+        let nonce = Nonce::<Aes256Gcm>::try_from(nonce).ok()?;
+        self.0
+            .decrypt(
+                &nonce,
+                Payload {
+                    msg: ciphertext,
+                    aad,
+                },
+            )
+            .ok()
+            .map(Zeroizing::new)
+    }
+}
+
+impl fmt::Debug for Cipher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Cipher(AES-256-GCM)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_records_open_only_with_their_key_and_place() {
+        let cipher = Cipher::new(&EncryptionKey::from_bytes([7; 32])).unwrap();
+        let secret = b"Atz.sprdt|the-secret-token";
+        let a = cipher.seal(secret, b"key-a").unwrap();
+        let b = cipher.seal(secret, b"key-a").unwrap();
+        // A fresh nonce each time: equal plaintexts give different bytes.
+        assert_ne!(a, b);
+        assert!(!a.windows(secret.len()).any(|w| w == secret));
+        assert_eq!(&cipher.open(&a, b"key-a").unwrap()[..], secret);
+        assert!(cipher.open(&a, b"key-b").is_none());
+        let other = Cipher::new(&EncryptionKey::from_bytes([8; 32])).unwrap();
+        assert!(other.open(&a, b"key-a").is_none());
+        let mut tampered = a.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        assert!(cipher.open(&tampered, b"key-a").is_none());
+        for cut in 0..a.len() {
+            assert!(cipher.open(&a[..cut], b"key-a").is_none());
+        }
+    }
+
+    #[test]
+    fn hex_keys() {
+        let key = EncryptionKey::from_hex(&format!(" {} ", "aB".repeat(32))).unwrap();
+        assert_eq!(*key.0, [0xab; 32]);
+        assert!(EncryptionKey::from_hex(&"g0".repeat(32)).is_err());
+        assert!(EncryptionKey::from_hex(&"00".repeat(31)).is_err());
+        assert!(EncryptionKey::from_slice(&[1; 32]).is_ok());
+    }
+}

@@ -1,0 +1,510 @@
+//! Fleet mode on Redis: the token store, the fetch lease and a fleet-wide GCRA rate limiter.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, RedisError, Script};
+use sha2::{Digest, Sha256};
+use tokio::sync::OnceCell;
+
+use super::cipher::{Cipher, EncryptionKey};
+use super::{
+    Admission, FleetError, FleetFuture, FleetKey, SharedRateLimiter, SharedTokenStore, TokenRecord,
+};
+use crate::TokenQuota;
+use crate::resource::{Origin, SellerId};
+
+/// Takes or extends a lease: `KEYS[1]` the lease, `ARGV[1]` the holder, `ARGV[2]` the time to live
+/// in milliseconds. 1 when the holder has it.
+const LEASE: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+elseif current then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+";
+
+/// Gives a lease back if `ARGV[1]` still holds it.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+/// GCRA on the server's clock: `KEYS[1]` holds the theoretical arrival time (microseconds),
+/// `ARGV[1]` the emission interval (microseconds), `ARGV[2]` the burst. Returns 0 when a call may
+/// go (and books it), or the microseconds to wait.
+const GCRA: &str = r"
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+local tat = tonumber(redis.call('GET', KEYS[1]))
+if not tat or tat < now then
+  tat = now
+end
+local allow_at = tat - (burst - 1) * interval
+if now < allow_at then
+  return math.max(1, math.ceil(allow_at - now))
+end
+local next_tat = tat + interval
+redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX', math.ceil((next_tat - now) / 1000) + 1000)
+return 0
+";
+
+/// Fleet mode on Redis: a [`SharedTokenStore`] and a [`SharedRateLimiter`] in one value (feature
+/// `redis`). Cloning is cheap; clones share one connection.
+///
+/// - **Tokens** are stored under `{prefix}:tok:{seller}:{digest}` (the digest is SHA-256 of the
+///   key's [name](FleetKey::name), cut to 128 bits), encrypted with AES-256-GCM under the
+///   [`EncryptionKey`] (a fresh random nonce per write, the Redis key as associated data), and
+///   expire with the token. A value that does not decrypt (another key, tampering) counts as
+///   missing: the replica fetches a token and writes it over.
+/// - **Leases** are `{prefix}:lease:{seller}:{digest}`, taken, extended and released by Lua
+///   scripts that check the holder.
+/// - **The rate limit** is GCRA in a Lua script on the server's clock, under
+///   `{prefix}:rate:{seller}:{origin}`: atomic, whatever the number of replicas.
+///
+/// Seller ids made of letters, digits, `.`, `_` and `-` (up to 64) appear as they are; others are
+/// digested. The connection is made on first use and remade after a failure (redis-rs's
+/// `ConnectionManager`); nothing connects before the first token fetch, so a replica starts even
+/// while Redis is down.
+///
+/// ```
+/// use spapi_rdt::fleet::{EncryptionKey, RedisFleet};
+///
+/// let fleet = RedisFleet::builder("redis://:secret-password@127.0.0.1:6379/2")
+///     .encryption_key(EncryptionKey::from_bytes([7; 32]))
+///     .key_prefix("orders-service")
+///     .build()
+///     .unwrap();
+/// // Neither the password nor the key shows.
+/// let shown = format!("{fleet:?}");
+/// assert!(shown.contains("127.0.0.1:6379") && !shown.contains("secret-password"));
+/// ```
+#[derive(Clone)]
+pub struct RedisFleet {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client,
+    manager: OnceCell<ConnectionManager>,
+    prefix: String,
+    cipher: Cipher,
+    command_timeout: Duration,
+    connect_timeout: Duration,
+    /// `host:port/db`, for `Debug`: never the password.
+    endpoint: String,
+    lease: Script,
+    release: Script,
+    gcra: Script,
+}
+
+/// Why a [`RedisFleet`] could not be built. Never holds the URL's password or the key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RedisFleetError {
+    /// The URL does not parse as a Redis URL.
+    #[error("invalid Redis URL: {0}")]
+    InvalidUrl(String),
+    /// No [`RedisFleetBuilder::encryption_key`]: tokens are never stored in clear.
+    #[error("fleet mode on Redis needs an encryption key (RedisFleetBuilder::encryption_key)")]
+    MissingKey,
+    /// A setting is out of range.
+    #[error("invalid setting `{name}`: {reason}")]
+    Setting {
+        /// The builder method.
+        name: &'static str,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+/// Configures a [`RedisFleet`]; from [`RedisFleet::builder`].
+pub struct RedisFleetBuilder {
+    client: Result<Client, String>,
+    key: Option<EncryptionKey>,
+    prefix: String,
+    command_timeout: Duration,
+    connect_timeout: Duration,
+}
+
+impl RedisFleet {
+    /// A builder for the Redis server at `url` (`redis://[user:password@]host[:port][/db]`).
+    pub fn builder(url: &str) -> RedisFleetBuilder {
+        RedisFleetBuilder {
+            client: Client::open(url).map_err(|e| e.to_string()),
+            key: None,
+            prefix: "spapi-rdt".to_owned(),
+            command_timeout: Duration::from_millis(200),
+            connect_timeout: Duration::from_secs(1),
+        }
+    }
+
+    /// The Redis key a token for `key` is stored under.
+    pub fn token_key(&self, key: &FleetKey) -> String {
+        format!(
+            "{}:tok:{}:{}",
+            self.inner.prefix,
+            seller_part(key.seller()),
+            digest(key.name())
+        )
+    }
+
+    /// The Redis key of the fetch lease for `key`.
+    pub fn lease_key(&self, key: &FleetKey) -> String {
+        format!(
+            "{}:lease:{}:{}",
+            self.inner.prefix,
+            seller_part(key.seller()),
+            digest(key.name())
+        )
+    }
+
+    /// The Redis key of the rate limit of `seller` on `origin`.
+    pub fn rate_key(&self, seller: &SellerId, origin: &Origin) -> String {
+        format!(
+            "{}:rate:{}:{}",
+            self.inner.prefix,
+            seller_part(seller),
+            origin
+        )
+    }
+
+    /// The shared connection, made on first use.
+    async fn connection(&self) -> Result<ConnectionManager, FleetError> {
+        let inner = &self.inner;
+        let manager = inner
+            .manager
+            .get_or_try_init(|| async {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(inner.connect_timeout))
+                    .set_response_timeout(Some(inner.command_timeout))
+                    .set_number_of_retries(2)
+                    .set_min_delay(Duration::from_millis(50))
+                    .set_max_delay(Duration::from_secs(1));
+                ConnectionManager::new_lazy_with_config(inner.client.clone(), config)
+                    .map_err(failed("connect"))
+            })
+            .await?;
+        Ok(manager.clone())
+    }
+
+    async fn get_record(&self, key: &FleetKey) -> Result<Option<TokenRecord>, FleetError> {
+        let name = self.token_key(key);
+        let mut con = self.connection().await?;
+        let (value, ttl): (Option<Vec<u8>>, i64) = redis::pipe()
+            .atomic()
+            .get(&name)
+            .pttl(&name)
+            .query_async(&mut con)
+            .await
+            .map_err(failed("GET"))?;
+        let (Some(sealed), Ok(ttl)) = (value, u64::try_from(ttl)) else {
+            // Missing, or (-1) kept without expiry, which this crate never writes.
+            return Ok(None);
+        };
+        match self.inner.cipher.open(&sealed, name.as_bytes()) {
+            Some(plain) => Ok(Some(TokenRecord::new(
+                plain.to_vec(),
+                Duration::from_millis(ttl),
+            ))),
+            None => {
+                tracing::debug!(key = %name, "a token record in Redis does not decrypt with this key: ignored");
+                Ok(None)
+            }
+        }
+    }
+
+    async fn put_record(&self, key: &FleetKey, record: TokenRecord) -> Result<(), FleetError> {
+        let name = self.token_key(key);
+        let ttl = millis(record.ttl()).max(1);
+        let sealed = self.inner.cipher.seal(record.as_bytes(), name.as_bytes())?;
+        let mut con = self.connection().await?;
+        redis::cmd("SET")
+            .arg(&name)
+            .arg(sealed)
+            .arg("PX")
+            .arg(ttl)
+            .exec_async(&mut con)
+            .await
+            .map_err(failed("SET"))
+    }
+
+    async fn lease(&self, key: &FleetKey, holder: &str, ttl: Duration) -> Result<bool, FleetError> {
+        let name = self.lease_key(key);
+        let mut con = self.connection().await?;
+        let held: i64 = self
+            .inner
+            .lease
+            .key(&name)
+            .arg(holder)
+            .arg(millis(ttl).max(1))
+            .invoke_async(&mut con)
+            .await
+            .map_err(failed("lease"))?;
+        Ok(held == 1)
+    }
+
+    async fn unlease(&self, key: &FleetKey, holder: &str) -> Result<(), FleetError> {
+        let name = self.lease_key(key);
+        let mut con = self.connection().await?;
+        let _: i64 = self
+            .inner
+            .release
+            .key(&name)
+            .arg(holder)
+            .invoke_async(&mut con)
+            .await
+            .map_err(failed("release"))?;
+        Ok(())
+    }
+
+    async fn admit(
+        &self,
+        seller: &SellerId,
+        origin: &Origin,
+        quota: TokenQuota,
+    ) -> Result<Admission, FleetError> {
+        let name = self.rate_key(seller, origin);
+        let interval = (1e6 / quota.per_second()).ceil().clamp(1.0, 1e15) as u64;
+        let mut con = self.connection().await?;
+        let wait: i64 = self
+            .inner
+            .gcra
+            .key(&name)
+            .arg(interval)
+            .arg(quota.burst())
+            .invoke_async(&mut con)
+            .await
+            .map_err(failed("rate limit"))?;
+        Ok(match u64::try_from(wait) {
+            Ok(0) | Err(_) => Admission::Granted,
+            Ok(micros) => Admission::RetryAfter(Duration::from_micros(micros)),
+        })
+    }
+}
+
+impl RedisFleetBuilder {
+    /// The key that encrypts tokens at rest. Required.
+    pub fn encryption_key(mut self, key: EncryptionKey) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// The prefix of every Redis key, so that services sharing a Redis stay apart. Default:
+    /// `spapi-rdt`.
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// How long the client waits for one answer before it gives up (the layer also bounds each
+    /// call, with [`Fleet::call_timeout`](super::Fleet::call_timeout)). Default: 200 ms.
+    pub fn command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout = timeout;
+        self
+    }
+
+    /// How long one connection attempt may take. Default: 1 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Builds the fleet. Does not connect: the connection is made on first use.
+    pub fn build(self) -> Result<RedisFleet, RedisFleetError> {
+        let client = self.client.map_err(RedisFleetError::InvalidUrl)?;
+        let key = self.key.ok_or(RedisFleetError::MissingKey)?;
+        if self.command_timeout.is_zero() {
+            return Err(RedisFleetError::Setting {
+                name: "command_timeout",
+                reason: "must be more than zero",
+            });
+        }
+        if self.connect_timeout.is_zero() {
+            return Err(RedisFleetError::Setting {
+                name: "connect_timeout",
+                reason: "must be more than zero",
+            });
+        }
+        let cipher = Cipher::new(&key).map_err(|_| RedisFleetError::MissingKey)?;
+        let info = client.get_connection_info();
+        let endpoint = format!("{}/{}", info.addr(), info.redis_settings().db());
+        Ok(RedisFleet {
+            inner: Arc::new(Inner {
+                client,
+                manager: OnceCell::new(),
+                prefix: self.prefix,
+                cipher,
+                command_timeout: self.command_timeout,
+                connect_timeout: self.connect_timeout,
+                endpoint,
+                lease: Script::new(LEASE),
+                release: Script::new(RELEASE),
+                gcra: Script::new(GCRA),
+            }),
+        })
+    }
+}
+
+impl SharedTokenStore for RedisFleet {
+    fn get<'a>(&'a self, key: &'a FleetKey) -> FleetFuture<'a, Option<TokenRecord>> {
+        Box::pin(self.get_record(key))
+    }
+
+    fn put<'a>(&'a self, key: &'a FleetKey, record: TokenRecord) -> FleetFuture<'a, ()> {
+        Box::pin(self.put_record(key, record))
+    }
+
+    fn try_lease<'a>(
+        &'a self,
+        key: &'a FleetKey,
+        holder: &'a str,
+        ttl: Duration,
+    ) -> FleetFuture<'a, bool> {
+        Box::pin(self.lease(key, holder, ttl))
+    }
+
+    fn release<'a>(&'a self, key: &'a FleetKey, holder: &'a str) -> FleetFuture<'a, ()> {
+        Box::pin(self.unlease(key, holder))
+    }
+}
+
+impl SharedRateLimiter for RedisFleet {
+    fn acquire<'a>(
+        &'a self,
+        seller: &'a SellerId,
+        origin: &'a Origin,
+        quota: TokenQuota,
+    ) -> FleetFuture<'a, Admission> {
+        Box::pin(self.admit(seller, origin, quota))
+    }
+}
+
+impl From<RedisFleet> for super::Fleet {
+    /// Fleet mode with Redis as both the store and the limiter, and default timings.
+    fn from(redis: RedisFleet) -> Self {
+        super::Fleet::new(redis.clone(), redis)
+    }
+}
+
+impl fmt::Debug for RedisFleet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisFleet")
+            .field("endpoint", &self.inner.endpoint)
+            .field("prefix", &self.inner.prefix)
+            .field("command_timeout", &self.inner.command_timeout)
+            .field("connect_timeout", &self.inner.connect_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for RedisFleetBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisFleetBuilder")
+            .field("prefix", &self.prefix)
+            .field("has_key", &self.key.is_some())
+            .field("command_timeout", &self.command_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A mapper from a Redis error to a [`FleetError`]. Redis errors name commands and kinds, never
+/// the values sent.
+fn failed(what: &'static str) -> impl Fn(RedisError) -> FleetError {
+    move |e| FleetError::new(format!("redis {what} failed")).with_source(e)
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// SHA-256 of `text`, the first 128 bits in hex.
+fn digest(text: &str) -> String {
+    use std::fmt::Write;
+    let hash = Sha256::digest(text.as_bytes());
+    let mut out = String::with_capacity(32);
+    for byte in &hash[..16] {
+        let _ = write!(out, "{byte:02x}");
+    }
+    out
+}
+
+/// The seller as it appears in keys: as is when short and plain, else `#` and its digest (`#` is
+/// not a plain character, so the two forms never meet).
+fn seller_part(seller: &SellerId) -> String {
+    let id = seller.as_str();
+    let plain = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if plain {
+        id.to_owned()
+    } else {
+        format!("#{}", digest(id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resource::{Region, RestrictedResource, TokenRequest};
+
+    fn fleet() -> RedisFleet {
+        RedisFleet::builder("redis://127.0.0.1:1/")
+            .encryption_key(EncryptionKey::from_bytes([1; 32]))
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn keys_name_the_seller_and_digest_the_rest() {
+        let fleet = fleet();
+        let request = TokenRequest::new(
+            SellerId::new("A2EUQ1WTGCTBG2"),
+            Region::Europe.origin(),
+            [RestrictedResource::new(
+                http::Method::GET,
+                "/orders/v0/orders/{orderId}/address",
+                crate::catalog::DataElements::NONE,
+            )],
+        );
+        let key = FleetKey::for_request(&request);
+        let token_key = fleet.token_key(&key);
+        assert!(token_key.starts_with("spapi-rdt:tok:A2EUQ1WTGCTBG2:"));
+        assert_eq!(token_key.len(), "spapi-rdt:tok:A2EUQ1WTGCTBG2:".len() + 32);
+        assert_eq!(fleet.lease_key(&key).replace(":lease:", ":tok:"), token_key);
+        let odd = SellerId::new("tenant 42 / eu");
+        assert!(seller_part(&odd).starts_with('#'));
+        assert_eq!(seller_part(&odd).len(), 33);
+        assert_eq!(
+            fleet.rate_key(&SellerId::new("s-1"), &Region::Europe.origin()),
+            "spapi-rdt:rate:s-1:https://sellingpartnerapi-eu.amazon.com"
+        );
+    }
+
+    #[test]
+    fn builder_requires_a_key_and_a_url() {
+        assert!(matches!(
+            RedisFleet::builder("redis://127.0.0.1/").build(),
+            Err(RedisFleetError::MissingKey)
+        ));
+        let err = RedisFleet::builder("http://user:hunter2@host/")
+            .encryption_key(EncryptionKey::from_bytes([1; 32]))
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, RedisFleetError::InvalidUrl(_)));
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+}

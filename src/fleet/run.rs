@@ -1,0 +1,675 @@
+//! The fetch path in fleet mode: look in the shared store, else lease, fetch under the shared rate
+//! limit, store and release; and fall back to this replica alone when the shared store fails.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use http::HeaderValue;
+use tokio::time::Instant;
+
+use super::{Admission, Fleet, FleetError, FleetFuture, FleetKey, TokenRecord, record};
+use crate::cache::{CachedToken, FetchError, Slot};
+use crate::core::Core;
+use crate::limit::TokenQuota;
+use crate::resource::TokenRequest;
+use crate::stats::Counter;
+
+/// How often, at most, a warning says that the shared store is failing.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// Fleet mode's configuration and the shared store's health, as the core holds them.
+pub(crate) struct FleetState {
+    config: Fleet,
+    /// The quota the shared limiter enforces: the layer's, spaced by the rate margin.
+    quota: TokenQuota,
+    health: Mutex<Health>,
+}
+
+#[derive(Default)]
+struct Health {
+    /// While set and in the future, the shared store is not called.
+    down_until: Option<Instant>,
+    /// Whether the last call failed (so that a success is worth a log line).
+    degraded: bool,
+    last_warning: Option<Instant>,
+    /// Failures since the last warning.
+    unreported: u64,
+    /// Warnings logged so far (tests read it: tracing's process-wide interest cache makes counting
+    /// log events unreliable while other tests run in parallel).
+    warnings: u64,
+}
+
+impl FleetState {
+    pub(crate) fn new(config: Fleet, quota: TokenQuota) -> Self {
+        // The interval between admitted calls grows by the margin; the burst stays.
+        let interval = Duration::from_secs_f64(1.0 / quota.per_second()) + config.rate_margin;
+        let quota = TokenQuota::new(1.0 / interval.as_secs_f64(), quota.burst()).unwrap_or(quota);
+        FleetState {
+            config,
+            quota,
+            health: Mutex::new(Health::default()),
+        }
+    }
+
+    pub(crate) fn config(&self) -> &Fleet {
+        &self.config
+    }
+
+    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+        // Every update is a few plain assignments: a poisoned lock is still consistent.
+        self.health.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the shared store may be called now (it has not failed within `retry_after`).
+    fn available(&self) -> bool {
+        self.health()
+            .down_until
+            .is_none_or(|until| Instant::now() >= until)
+    }
+
+    /// Runs one shared call, bounded by the call timeout, and keeps the health up to date.
+    async fn call<T>(&self, what: &'static str, call: FleetFuture<'_, T>) -> Result<T, ()> {
+        let timeout = self.config.call_timeout;
+        let result = match tokio::time::timeout(timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(FleetError::timed_out(what, timeout)),
+        };
+        match result {
+            Ok(value) => {
+                self.succeeded();
+                Ok(value)
+            }
+            Err(error) => {
+                self.failed(what, &error);
+                Err(())
+            }
+        }
+    }
+
+    fn succeeded(&self) {
+        let mut health = self.health();
+        if health.degraded {
+            health.degraded = false;
+            health.down_until = None;
+            drop(health);
+            tracing::info!("fleet mode: the shared token store answers again; back to shared mode");
+        }
+    }
+
+    fn failed(&self, what: &'static str, error: &FleetError) {
+        let now = Instant::now();
+        let retry_after = self.config.retry_after;
+        let mut health = self.health();
+        health.degraded = true;
+        health.down_until = Some(now + retry_after);
+        health.unreported += 1;
+        let due = health
+            .last_warning
+            .is_none_or(|at| now.saturating_duration_since(at) >= WARN_EVERY);
+        if due {
+            let failures = std::mem::take(&mut health.unreported);
+            health.last_warning = Some(now);
+            health.warnings += 1;
+            drop(health);
+            tracing::warn!(
+                call = what, %error, failures, ?retry_after,
+                "fleet mode: the shared token store failed; this replica uses its own cache and rate limiter until it answers again"
+            );
+        } else {
+            drop(health);
+            tracing::debug!(call = what, %error, "fleet mode: shared token store call failed");
+        }
+    }
+}
+
+/// A random id for one fetch's lease. Not a secret: it only tells leases apart.
+fn lease_holder() -> String {
+    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
+/// `base` jittered between half and one and a half of it.
+fn jittered(base: Duration) -> Duration {
+    base.mul_f64(0.5 + fastrand::f64())
+}
+
+impl Core {
+    /// A token for `request` in fleet mode: another replica's from the shared store, or one this
+    /// replica fetches under the key's lease and shares. Falls back to a plain fetch when the shared
+    /// store fails.
+    pub(crate) async fn fetch_via_fleet(
+        &self,
+        fleet: &FleetState,
+        request: &TokenRequest,
+        bundle: Option<u16>,
+        slot: &Slot,
+        deadline: Instant,
+    ) -> Result<CachedToken, FetchError> {
+        let key = match bundle {
+            Some(chunk) => {
+                let ops = self.bundles.chunks.get(usize::from(chunk));
+                FleetKey::for_bundle(request, ops.map_or(&[][..], Vec::as_slice))
+            }
+            None => FleetKey::for_request(request),
+        };
+        let revoked = slot.revoked();
+        let store = &fleet.config.store;
+        if !fleet.available() {
+            return self.fetch_alone(request, bundle, slot, deadline).await;
+        }
+
+        // Another replica's token?
+        match fleet.call("get", store.get(&key)).await {
+            Ok(found) => {
+                if let Some(entry) = self.shared_entry(found, revoked.as_ref()) {
+                    self.counters.bump(Counter::FleetHits);
+                    tracing::debug!(seller = %request.seller(), "token taken from the shared store");
+                    return Ok(entry);
+                }
+            }
+            Err(()) => return self.fetch_alone(request, bundle, slot, deadline).await,
+        }
+
+        // Take the lease, or wait for its holder's token.
+        let holder = lease_holder();
+        let ttl = fleet.config.lease_ttl;
+        let mut waited = false;
+        loop {
+            match fleet
+                .call("lease", store.try_lease(&key, &holder, ttl))
+                .await
+            {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(()) => return self.fetch_alone(request, bundle, slot, deadline).await,
+            }
+            if !waited {
+                waited = true;
+                self.counters.bump(Counter::FleetWaits);
+                tracing::debug!(seller = %request.seller(), "another replica is fetching this token: waiting for it");
+            }
+            // The fetch's own deadline bounds the wait (the caller times the whole fetch out).
+            tokio::time::sleep(jittered(fleet.config.poll_interval)).await;
+            match fleet.call("get", store.get(&key)).await {
+                Ok(found) => {
+                    if let Some(entry) = self.shared_entry(found, revoked.as_ref()) {
+                        self.counters.bump(Counter::FleetHits);
+                        return Ok(entry);
+                    }
+                }
+                Err(()) => return self.fetch_alone(request, bundle, slot, deadline).await,
+            }
+        }
+
+        // We hold the lease. The previous holder may have stored its token just before letting go.
+        if let Ok(found) = fleet.call("get", store.get(&key)).await {
+            if let Some(entry) = self.shared_entry(found, revoked.as_ref()) {
+                let _ = fleet.call("release", store.release(&key, &holder)).await;
+                self.counters.bump(Counter::FleetHits);
+                return Ok(entry);
+            }
+        }
+
+        // Fetch, renewing the lease while it runs.
+        let fetched = tokio::select! {
+            biased;
+            fetched = self.fetch_fresh(request, bundle, slot, deadline) => fetched,
+            () = renew_lease(fleet, &key, &holder) => Err(FetchError::Aborted),
+        };
+        let entry = fetched.map(|(token, info)| {
+            self.cache
+                .entry(token, Instant::now(), &self.settings.windows, info)
+        });
+        if let Ok(entry) = &entry {
+            if fleet.available() {
+                let now = Instant::now();
+                let usable = entry.hard.saturating_duration_since(now);
+                let fresh = entry.soft.saturating_duration_since(now);
+                let bytes =
+                    record::encode(&entry.header, fresh, usable, entry.bundle.as_deref(), now);
+                if !usable.is_zero() {
+                    let record = TokenRecord::new(bytes, usable);
+                    let _ = fleet.call("put", store.put(&key, record)).await;
+                }
+            }
+        }
+        if fleet.available() {
+            let _ = fleet.call("release", store.release(&key, &holder)).await;
+        }
+        entry
+    }
+
+    /// A fetch by this replica alone, because the shared store failed now or moments ago.
+    async fn fetch_alone(
+        &self,
+        request: &TokenRequest,
+        bundle: Option<u16>,
+        slot: &Slot,
+        deadline: Instant,
+    ) -> Result<CachedToken, FetchError> {
+        self.counters.bump(Counter::FleetFallbacks);
+        tracing::debug!(seller = %request.seller(), "fleet mode unavailable: fetching with this replica's cache and limiter");
+        let (token, info) = self.fetch_fresh(request, bundle, slot, deadline).await?;
+        Ok(self
+            .cache
+            .entry(token, Instant::now(), &self.settings.windows, info))
+    }
+
+    /// Turns a record from the shared store into a cache entry, if it is still fresh and is not the
+    /// token this replica last found stale (a 403 made it drop it).
+    fn shared_entry(
+        &self,
+        found: Option<TokenRecord>,
+        revoked: Option<&HeaderValue>,
+    ) -> Option<CachedToken> {
+        let found = found?;
+        let now = Instant::now();
+        let left = found.ttl();
+        let decoded = record::decode(found.as_bytes(), now);
+        let Some(mut record) = decoded else {
+            tracing::debug!("unreadable record in the shared store: fetching anew");
+            return None;
+        };
+        let left = left.min(record.usable);
+        let elapsed = record.usable - left;
+        let fresh_left = record.fresh.saturating_sub(elapsed);
+        if fresh_left.is_zero() || revoked == Some(&record.token) {
+            return None;
+        }
+        if let Some(bundle) = &mut record.bundle {
+            for denied in &mut bundle.denied {
+                denied.since = denied.since.checked_sub(elapsed).unwrap_or(denied.since);
+            }
+        }
+        Some(self.cache.entry_with_deadlines(
+            record.token,
+            now + fresh_left,
+            now + left,
+            record.bundle,
+        ))
+    }
+
+    /// Takes a cell of the shared rate limit for `request`'s seller and origin, waiting for one
+    /// until `deadline`. When the shared limiter fails, the local limiter (already passed) is all
+    /// there is.
+    pub(crate) async fn fleet_admit(
+        &self,
+        fleet: &FleetState,
+        request: &TokenRequest,
+        deadline: Instant,
+    ) -> Result<(), FetchError> {
+        let start = Instant::now();
+        let mut counted = false;
+        loop {
+            if !fleet.available() {
+                return Ok(());
+            }
+            let call =
+                fleet
+                    .config
+                    .limiter
+                    .acquire(request.seller(), request.origin(), fleet.quota);
+            match fleet.call("rate limit", call).await {
+                Ok(Admission::Granted) => {
+                    if counted {
+                        tracing::debug!(seller = %request.seller(), waited = ?start.elapsed(), "waited for the fleet's token-call rate limit");
+                    }
+                    return Ok(());
+                }
+                Ok(Admission::RetryAfter(wait)) => {
+                    let wait = wait.max(Duration::from_millis(1));
+                    let now = Instant::now();
+                    if now + wait > deadline {
+                        return Err(FetchError::RateLimited {
+                            needed: now.saturating_duration_since(start) + wait,
+                        });
+                    }
+                    if !counted {
+                        counted = true;
+                        self.counters.bump(Counter::RateLimitWaits);
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+                Err(()) => {
+                    self.counters.bump(Counter::FleetFallbacks);
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// Renews `holder`'s lease on `key` every third of its time to live. Never returns: it runs beside
+/// the fetch it covers and stops with it.
+async fn renew_lease(fleet: &FleetState, key: &FleetKey, holder: &str) {
+    let ttl = fleet.config.lease_ttl;
+    loop {
+        tokio::time::sleep(ttl / 3).await;
+        if fleet.available() {
+            let _ = fleet
+                .call("lease", fleet.config.store.try_lease(key, holder, ttl))
+                .await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The fleet path against an in-memory store on paused time: sharing, a failing store, a slow
+    //! store, and a token a replica found stale. The Redis store has its own tests in
+    //! `tests/fleet.rs`, on a real server.
+
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::fleet::SharedRateLimiter;
+    use crate::fleet::SharedTokenStore;
+    use crate::resource::{Origin, SellerId};
+    use crate::{
+        IssuedToken, RestrictedDataTokenLayer, SecretToken, SourceError, TokenSource, source_fn,
+    };
+
+    /// What the in-memory store does with each call.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Mode {
+        Works,
+        Fails,
+        Hangs,
+    }
+
+    #[derive(Default)]
+    struct Memory {
+        records: Mutex<HashMap<String, (Vec<u8>, Instant)>>,
+        leases: Mutex<HashMap<String, (String, Instant)>>,
+        mode: Mutex<Option<Mode>>,
+        calls: AtomicUsize,
+    }
+
+    impl Memory {
+        fn set_mode(&self, mode: Mode) {
+            *self.mode.lock().unwrap() = Some(mode);
+        }
+
+        /// Runs `f` as the store would, or fails, or hangs.
+        fn run<'a, T: Send + 'a>(
+            &'a self,
+            f: impl FnOnce() -> T + Send + 'a,
+        ) -> FleetFuture<'a, T> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let mode = self.mode.lock().unwrap().unwrap_or(Mode::Works);
+            Box::pin(async move {
+                match mode {
+                    Mode::Works => Ok(f()),
+                    Mode::Fails => Err(FleetError::new("connection refused")),
+                    Mode::Hangs => {
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                        Ok(f())
+                    }
+                }
+            })
+        }
+    }
+
+    impl SharedTokenStore for Memory {
+        fn get<'a>(&'a self, key: &'a FleetKey) -> FleetFuture<'a, Option<TokenRecord>> {
+            self.run(move || {
+                let now = Instant::now();
+                let records = self.records.lock().unwrap();
+                let (bytes, until) = records.get(key.name()).filter(|(_, until)| now < *until)?;
+                Some(TokenRecord::new(bytes.clone(), *until - now))
+            })
+        }
+        fn put<'a>(&'a self, key: &'a FleetKey, record: TokenRecord) -> FleetFuture<'a, ()> {
+            self.run(move || {
+                let until = Instant::now() + record.ttl();
+                let mut records = self.records.lock().unwrap();
+                records.insert(key.name().to_owned(), (record.into_bytes(), until));
+            })
+        }
+        fn try_lease<'a>(
+            &'a self,
+            key: &'a FleetKey,
+            holder: &'a str,
+            ttl: Duration,
+        ) -> FleetFuture<'a, bool> {
+            self.run(move || {
+                let now = Instant::now();
+                let mut leases = self.leases.lock().unwrap();
+                match leases.get(key.name()) {
+                    Some((h, until)) if now < *until && h != holder => false,
+                    _ => {
+                        leases.insert(key.name().to_owned(), (holder.to_owned(), now + ttl));
+                        true
+                    }
+                }
+            })
+        }
+        fn release<'a>(&'a self, key: &'a FleetKey, holder: &'a str) -> FleetFuture<'a, ()> {
+            self.run(move || {
+                let mut leases = self.leases.lock().unwrap();
+                if leases.get(key.name()).is_some_and(|(h, _)| h == holder) {
+                    leases.remove(key.name());
+                }
+            })
+        }
+    }
+
+    impl SharedRateLimiter for Memory {
+        fn acquire<'a>(
+            &'a self,
+            _: &'a SellerId,
+            _: &'a Origin,
+            _: TokenQuota,
+        ) -> FleetFuture<'a, Admission> {
+            self.run(|| Admission::Granted)
+        }
+    }
+
+    /// A source that numbers its tokens, shared by every replica of a test.
+    fn source(calls: &Arc<AtomicUsize>) -> impl TokenSource {
+        let calls = Arc::clone(calls);
+        source_fn(move |_| {
+            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let token = SecretToken::new(format!("Atz.sprdt|token-{n}")).unwrap();
+                Ok::<_, SourceError>(IssuedToken::new(token, Duration::from_secs(3600)))
+            }
+        })
+    }
+
+    fn replica(calls: &Arc<AtomicUsize>, store: &Arc<Memory>) -> RestrictedDataTokenLayer {
+        RestrictedDataTokenLayer::builder(source(calls))
+            .fleet(Fleet::new(Arc::clone(store), Arc::clone(store)))
+            .build()
+            .unwrap()
+    }
+
+    fn get(path: &str) -> http::Request<()> {
+        http::Request::get(format!("https://sellingpartnerapi-na.amazon.com{path}"))
+            .body(())
+            .unwrap()
+    }
+
+    async fn token(layer: &RestrictedDataTokenLayer, path: &str) -> String {
+        let request = get(path);
+        let granted = layer
+            .core()
+            .grant(request.method(), request.uri(), request.extensions())
+            .await
+            .unwrap()
+            .unwrap();
+        granted.header.to_str().unwrap().to_owned()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn replicas_share_one_fetch_per_key() {
+        let (calls, store) = (Arc::default(), Arc::new(Memory::default()));
+        let replicas: Vec<_> = (0..5).map(|_| replica(&calls, &store)).collect();
+        let tokens = futures_util::future::join_all(
+            replicas
+                .iter()
+                .map(|r| token(r, "/orders/v0/orders/1/address")),
+        )
+        .await;
+        assert!(
+            tokens.iter().all(|t| t == "Atz.sprdt|token-1"),
+            "{tokens:?}"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        let stats: Vec<_> = replicas.iter().map(|r| r.stats()).collect();
+        assert_eq!(stats.iter().map(|s| s.fleet_hits).sum::<u64>(), 4);
+        assert_eq!(stats.iter().map(|s| s.fleet_fallbacks).sum::<u64>(), 0);
+        // A local hit never asks the store.
+        let before = store.calls.load(Ordering::SeqCst);
+        token(&replicas[0], "/orders/v0/orders/2/address").await;
+        assert_eq!(store.calls.load(Ordering::SeqCst), before);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_store_fails_no_request_and_is_retried_later() {
+        let (calls, store) = (Arc::default(), Arc::new(Memory::default()));
+        store.set_mode(Mode::Fails);
+        let layer = replica(&calls, &store);
+        assert_eq!(
+            token(&layer, "/orders/v0/orders/1/address").await,
+            "Atz.sprdt|token-1"
+        );
+        assert_eq!(layer.stats().fleet_fallbacks, 1);
+        assert_eq!(store.calls.load(Ordering::SeqCst), 1);
+        // Within the retry period the store is left alone.
+        assert_eq!(
+            token(&layer, "/mfn/v0/shipments/1").await,
+            "Atz.sprdt|token-2"
+        );
+        assert_eq!(store.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(layer.stats().fleet_fallbacks, 2);
+        // After it, the store is asked again, and used once it works.
+        store.set_mode(Mode::Works);
+        tokio::time::advance(Duration::from_secs(6)).await;
+        token(&layer, "/shipping/v1/shipments/1").await;
+        assert!(store.calls.load(Ordering::SeqCst) > 1);
+        assert_eq!(layer.stats().fleet_fallbacks, 2);
+        let other = replica(&calls, &store);
+        token(&other, "/shipping/v1/shipments/9").await;
+        assert_eq!(other.stats().fleet_hits, 1);
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hanging_store_is_cut_off_at_the_call_timeout() {
+        let (calls, store) = (Arc::default(), Arc::new(Memory::default()));
+        store.set_mode(Mode::Hangs);
+        let layer = replica(&calls, &store);
+        let started = Instant::now();
+        assert_eq!(
+            token(&layer, "/orders/v0/orders/1/address").await,
+            "Atz.sprdt|token-1"
+        );
+        // One bounded store call (200 ms), then the source (20 ms): on paused time, exactly.
+        assert_eq!(started.elapsed(), Duration::from_millis(220));
+        assert_eq!(layer.stats().fleet_fallbacks, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_found_stale_is_not_taken_back_from_the_store() {
+        let (calls, store) = (Arc::default(), Arc::new(Memory::default()));
+        let a = replica(&calls, &store);
+        let b = replica(&calls, &store);
+        let path = "/orders/v0/orders/1/address";
+        assert_eq!(token(&a, path).await, "Atz.sprdt|token-1");
+        assert_eq!(token(&b, path).await, "Atz.sprdt|token-1");
+        // Amazon answered 403 to A with token 1: A drops it, and does not take it back from the
+        // store, but fetches a new one and shares it.
+        assert!(a.invalidate(&get(path)));
+        assert_eq!(token(&a, path).await, "Atz.sprdt|token-2");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        // B meets the 403 later: it finds token 2 in the store.
+        assert!(b.invalidate(&get(path)));
+        assert_eq!(token(&b, path).await, "Atz.sprdt|token-2");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_lease_makes_others_wait_then_take_over() {
+        let (calls, store) = (Arc::default(), Arc::new(Memory::default()));
+        let layer = replica(&calls, &store);
+        let request = get("/orders/v0/orders/1/address");
+        let token_request = layer
+            .core()
+            .token_request_for(request.method(), request.uri(), request.extensions())
+            .unwrap();
+        let key = FleetKey::for_request(&token_request);
+        assert!(
+            store
+                .try_lease(&key, "dead-replica", Duration::from_secs(5))
+                .await
+                .unwrap()
+        );
+        let started = Instant::now();
+        assert_eq!(
+            token(&layer, "/orders/v0/orders/1/address").await,
+            "Atz.sprdt|token-1"
+        );
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_secs(5), "{waited:?}");
+        assert!(
+            waited < Duration::from_secs(5) + Duration::from_millis(200),
+            "{waited:?}"
+        );
+        assert_eq!(layer.stats().fleet_waits, 1);
+    }
+
+    #[test]
+    fn a_store_that_keeps_failing_is_warned_about_once_a_minute() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (calls, store) = (Arc::default(), Arc::new(Memory::default()));
+            store.set_mode(Mode::Fails);
+            let layer = replica(&calls, &store);
+            let fetch = |seller: u32| {
+                let mut request = get("/orders/v0/orders/1/address");
+                request
+                    .extensions_mut()
+                    .insert(SellerId::new(format!("seller-{seller}")));
+                let core = Arc::clone(layer.core());
+                async move {
+                    core.grant(request.method(), request.uri(), request.extensions())
+                        .await
+                        .unwrap()
+                        .unwrap()
+                }
+            };
+            // Eight fetches in 48 s, each one asking the store again (the retry period is 5 s):
+            // eight failures, one warning.
+            for seller in 0..8 {
+                fetch(seller).await;
+                tokio::time::advance(Duration::from_secs(6)).await;
+            }
+            let warnings = || layer.core().fleet.as_ref().unwrap().health().warnings;
+            assert_eq!(store.calls.load(Ordering::SeqCst), 8);
+            assert_eq!(warnings(), 1);
+            // A minute after the first warning, the next failure warns again.
+            tokio::time::advance(Duration::from_secs(13)).await;
+            fetch(8).await;
+            assert_eq!(warnings(), 2);
+            assert_eq!(layer.stats().fleet_fallbacks, 9);
+            assert_eq!(calls.load(Ordering::SeqCst), 9);
+        });
+    }
+
+    #[test]
+    fn the_shared_quota_is_spaced_by_the_margin() {
+        let state = FleetState::new(
+            Fleet::new(Memory::default(), Memory::default()),
+            TokenQuota::default(),
+        );
+        assert_eq!(state.quota.burst(), 10);
+        assert!((1.0 / state.quota.per_second() - 1.1).abs() < 1e-9);
+    }
+}
