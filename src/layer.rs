@@ -128,6 +128,7 @@ pub struct RestrictedDataTokenLayerBuilder {
     catalog: Catalog,
     origins: Vec<Origin>,
     quota: TokenQuota,
+    rate_margin: Duration,
     settings: Settings,
     fleet: Option<Fleet>,
 }
@@ -143,6 +144,7 @@ impl RestrictedDataTokenLayerBuilder {
             catalog: Catalog::amazon(),
             origins,
             quota: TokenQuota::default(),
+            rate_margin: Duration::from_millis(100),
             settings: Settings::default(),
             fleet: None,
         }
@@ -189,6 +191,16 @@ impl RestrictedDataTokenLayerBuilder {
     /// The token-call quota per seller and origin. Default: Amazon's, 1 a second with a burst of 10.
     pub fn quota(mut self, quota: TokenQuota) -> Self {
         self.quota = quota;
+        self
+    }
+
+    /// Extra time between two token calls of a seller once its burst is spent, on top of what the
+    /// quota asks. Amazon counts from when a call arrives and the layer from when it leaves, so at
+    /// exactly the quota a call on a warm connection can arrive early and meet a 429 (measured on
+    /// loopback: 1 in 15). Default: 100 ms (1 call every 1.1 s at Amazon's quota); bursts are
+    /// unchanged.
+    pub fn rate_margin(mut self, margin: Duration) -> Self {
+        self.rate_margin = margin;
         self
     }
 
@@ -326,7 +338,7 @@ impl RestrictedDataTokenLayerBuilder {
             origins: self.origins,
             source: self.source,
             cache: TokenCache::new(),
-            limiter: TokenRateLimiter::new(self.quota),
+            limiter: TokenRateLimiter::new(self.quota, self.rate_margin),
             counters: Counters::default(),
             settings: self.settings,
             fleet: self.fleet.map(|f| FleetState::new(f, self.quota)),

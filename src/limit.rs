@@ -58,8 +58,10 @@ impl TokenQuota {
         self.burst.get()
     }
 
-    fn to_governor(self) -> Quota {
-        let period = Duration::from_secs_f64(1.0 / self.per_second).max(Duration::from_nanos(1));
+    /// governor's quota, with `margin` added between two calls (bursts are unchanged).
+    fn to_governor(self, margin: Duration) -> Quota {
+        let period =
+            (Duration::from_secs_f64(1.0 / self.per_second) + margin).max(Duration::from_nanos(1));
         Quota::with_period(period)
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
             .allow_burst(self.burst)
@@ -128,10 +130,13 @@ pub(crate) struct TokenRateLimiter {
 }
 
 impl TokenRateLimiter {
-    pub(crate) fn new(quota: TokenQuota) -> Self {
+    /// A limiter for `quota`, spacing calls after a burst by `margin` more than the quota asks:
+    /// Amazon's bucket starts when the first call arrives, ours when it leaves, so a later call on a
+    /// warm connection can arrive a hair early and meet a 429 at exactly the quota.
+    pub(crate) fn new(quota: TokenQuota, margin: Duration) -> Self {
         let store = HashMapStateStore::default();
         TokenRateLimiter {
-            limiter: RateLimiter::new(quota.to_governor(), store, TokioClock),
+            limiter: RateLimiter::new(quota.to_governor(margin), store, TokioClock),
             quota,
         }
     }
@@ -183,7 +188,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_free_cell_is_no_wait_on_the_wall_clock() {
-        let limiter = TokenRateLimiter::new(TokenQuota::default());
+        let limiter = TokenRateLimiter::new(TokenQuota::default(), Duration::ZERO);
         let (s, o) = (SellerId::default(), Region::Europe.origin());
         for _ in 0..3 {
             let waited = limiter.acquire(&s, &o, Duration::ZERO).await.unwrap();
@@ -193,7 +198,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn burst_then_one_a_second_on_paused_time() {
-        let limiter = TokenRateLimiter::new(TokenQuota::default());
+        let limiter = TokenRateLimiter::new(TokenQuota::default(), Duration::ZERO);
         let (s, o) = (SellerId::default(), Region::Europe.origin());
         for _ in 0..10 {
             let waited = limiter.acquire(&s, &o, Duration::ZERO).await.unwrap();

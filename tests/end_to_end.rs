@@ -399,18 +399,12 @@ async fn a_burst_of_fifteen_templates_with_amazons_quota_waits_for_the_limiter()
     );
     let beyond_burst = 15 - u64::from(quota.burst());
     // Without the limiter, every call beyond the burst would meet a 429. With it, the layer waits
-    // for its own limiter instead, but (as measured: 1 of 15 on loopback) the first call after the
-    // burst can still meet one: the layer's clock starts when the first call leaves and the
-    // server's when it arrives, so a later call on a warm connection arrives a little early. Such a
-    // 429 is retried transparently, at the cost of one more token call; a layer quota just under
-    // Amazon's makes none (next test).
-    assert!(counters.throttled < beyond_burst, "{counters:?}");
-    assert_eq!(counters.token_calls, 15 + counters.throttled);
-    assert_eq!(
-        stats.rate_limit_waits,
-        beyond_burst + counters.throttled,
-        "{stats:?}"
-    );
+    // for its own limiter instead, spacing calls by the quota plus its default 100 ms margin (at
+    // exactly the quota, measured on loopback, the first call after the burst met a 429 in 1 of 15:
+    // the layer's clock starts when a call leaves, Amazon's when it arrives).
+    assert_eq!(counters.throttled, 0, "{counters:?}");
+    assert_eq!(counters.token_calls, 15);
+    assert_eq!(stats.rate_limit_waits, beyond_burst, "{stats:?}");
     assert_eq!(stats.fetch_errors, 0);
 }
 
