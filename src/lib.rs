@@ -56,6 +56,8 @@
 //!   access token, over reqwest with rustls.
 //! - `reqwest-middleware`: [`RestrictedDataTokenLayer::middleware`], the same layer as a
 //!   `reqwest_middleware::Middleware`.
+//! - `redis`: `fleet::RedisFleet`, fleet mode on Redis (shared tokens and rate limit across
+//!   replicas).
 //! - `testing`: `spapi_rdt::testing`, an SP-API emulator on loopback for tests and examples.
 //! - `redis`: `spapi_rdt::fleet::RedisFleet`, fleet mode on Redis: replicas share one token fetch
 //!   per key and one rate limit per seller, with tokens encrypted at rest ([`fleet`]).
