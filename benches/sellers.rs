@@ -30,6 +30,7 @@ use spapi_rdt::{RestrictedDataTokenLayer, SellerId};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use support::{RESTRICTED, TOKEN_LEN, counting_source, drive, get, headers, inner};
 use tower::{Layer, ServiceExt};
+use tower_http::set_header::SetRequestHeaderLayer;
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
@@ -98,6 +99,28 @@ fn fill(runtime: &tokio::runtime::Runtime, uri: &Uri, n: usize) -> Filled {
     }
 }
 
+/// Allocations (and bytes) per request over `rounds` requests made by `request` through `service`;
+/// the request's own allocations included.
+fn allocations_per_request<S>(
+    service: &mut S,
+    rounds: usize,
+    mut request: impl FnMut() -> Request<()>,
+) -> (f64, f64)
+where
+    S: tower::Service<Request<()>>,
+    S::Error: std::fmt::Debug,
+{
+    let region = Region::new(GLOBAL);
+    for _ in 0..rounds {
+        black_box(drive(service, request()));
+    }
+    let change = region.change();
+    (
+        change.allocations as f64 / rounds as f64,
+        change.bytes_allocated as f64 / rounds as f64,
+    )
+}
+
 fn sellers(c: &mut Criterion) {
     let uri = Uri::from_static(RESTRICTED);
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -118,6 +141,7 @@ fn sellers(c: &mut Criterion) {
     });
 
     let mut memory = serde_json::Map::new();
+    let mut allocations = None;
     for n in [1usize, 1_000, 100_000] {
         let filled = fill(&runtime, &uri, n);
         println!(
@@ -137,6 +161,46 @@ fn sellers(c: &mut Criterion) {
 
         let _entered = runtime.enter();
         let mut service = filled.layer.layer(inner());
+        if n == 1 {
+            // What each kind of request allocates, request included.
+            let seller = filled.sellers[0].clone();
+            let unrestricted = Uri::from_static(support::UNRESTRICTED);
+            let header = http::HeaderValue::from_str(&support::token_value()).unwrap();
+            let mut set_header =
+                SetRequestHeaderLayer::overriding(spapi_rdt::X_AMZ_ACCESS_TOKEN, header)
+                    .layer(inner());
+            let counts = [
+                (
+                    "bare_passthrough",
+                    allocations_per_request(&mut bare, 1000, || get(&unrestricted)),
+                ),
+                (
+                    "layer_passthrough",
+                    allocations_per_request(&mut service, 1000, || get(&unrestricted)),
+                ),
+                (
+                    "bare_restricted",
+                    allocations_per_request(&mut bare, 1000, || for_seller(&uri, &seller)),
+                ),
+                (
+                    "layer_cached",
+                    allocations_per_request(&mut service, 1000, || for_seller(&uri, &seller)),
+                ),
+                (
+                    "set_request_header",
+                    allocations_per_request(&mut set_header, 1000, || for_seller(&uri, &seller)),
+                ),
+            ];
+            let mut figures = serde_json::Map::new();
+            for (name, (allocations, bytes)) in counts {
+                println!("allocations per request, {name}: {allocations:.2} ({bytes:.0} bytes)");
+                figures.insert(
+                    name.into(),
+                    serde_json::json!({ "allocations": allocations, "bytes": bytes }),
+                );
+            }
+            allocations = Some(serde_json::Value::Object(figures));
+        }
         let mut order = filled.sellers.clone();
         fastrand::Rng::with_seed(7).shuffle(&mut order);
         let hot = order[0].clone();
@@ -171,6 +235,7 @@ fn sellers(c: &mut Criterion) {
         serde_json::json!({
             "token_len": TOKEN_LEN,
             "memory": memory,
+            "allocations_per_request": allocations,
         }),
     );
 }

@@ -526,6 +526,23 @@ fn main() -> Result<(), Box<dyn Error>> {
     for row in targets(&results, &extra) {
         row.print();
     }
+    if let Some(counts) = extra["sellers"]["allocations_per_request"].as_object() {
+        println!();
+        let list: Vec<String> = counts
+            .iter()
+            .map(|(name, c)| {
+                format!(
+                    "{name} {} ({} B)",
+                    c["allocations"].as_f64().unwrap_or(f64::NAN),
+                    c["bytes"].as_f64().unwrap_or(f64::NAN)
+                )
+            })
+            .collect();
+        println!(
+            "Allocations per request, building the request included: {}.",
+            list.join(", ")
+        );
+    }
     println!();
     println!("All measurements (time per element: per request, per lookup, per caller):");
     println!();
