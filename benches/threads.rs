@@ -2,11 +2,16 @@
 //!
 //! One iteration is one request per worker: `iter_custom` spawns one task per worker, each driving
 //! `iters` warm restricted requests through its own clone of the service (no awaits in the loop),
-//! and times from the moment they all started to the moment the last finished. Throughput is in requests per second; with perfect scaling the time per
-//! iteration is the same for 1 and 2 workers. `set_request_header` (tower-http inserting a token of
-//! the same length) runs the same way, to tell the layer's own scaling from that of the shared
-//! token bytes and the allocator.
-// `criterion_group!` makes an undocumented public function; benches may unwrap.
+//! and times from the moment they all started to the moment the last finished. Throughput is in
+//! requests per second; with perfect scaling the time per iteration is the same for 1 and 2
+//! workers.
+//!
+//! - `layer`: the layer's warm path;
+//! - `set_request_header`: tower-http inserting a token of the same length, every worker cloning
+//!   the same header value (as every worker clones the one cached token in the layer), to tell the
+//!   layer's own scaling from that of the shared token bytes and the allocator;
+//! - `set_request_header_own_copy`: the same with a copy of the token per worker, so that nothing
+//!   at all is shared between the workers.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "support/mod.rs"]
@@ -46,13 +51,13 @@ const START_LINE_PATIENCE: Duration = Duration::from_millis(200);
 /// The wait is bounded, and a run where two tasks still ended up on one thread is logged.
 fn run<S>(
     runtime: &tokio::runtime::Runtime,
-    service: &S,
+    service: impl Fn() -> S,
     workers: usize,
     iters: u64,
     log: &Mutex<RunLog>,
 ) -> Duration
 where
-    S: Service<Request<()>, Response = Reply> + Clone + Send + 'static,
+    S: Service<Request<()>, Response = Reply> + Send + 'static,
     S::Error: std::fmt::Debug,
     S::Future: Send,
 {
@@ -60,7 +65,7 @@ where
     let arrived = Arc::new(AtomicUsize::new(0));
     let tasks: Vec<_> = (0..workers)
         .map(|_| {
-            let mut service = service.clone();
+            let mut service = service();
             let uri = uri.clone();
             let arrived = Arc::clone(&arrived);
             runtime.spawn(async move {
@@ -139,16 +144,30 @@ fn threads(c: &mut Criterion) {
         let mut logs = serde_json::Map::new();
         let log = Mutex::new(RunLog::default());
         group.bench_function(BenchmarkId::new("layer", workers), |b| {
-            b.iter_custom(|iters| run(&runtime, &layered, workers, iters, &log))
+            b.iter_custom(|iters| run(&runtime, || layered.clone(), workers, iters, &log))
         });
         assert_eq!(layer.stats().fetches, 1, "every measured request was a hit");
         logs.insert("layer".into(), summary(workers, &log.lock().unwrap()));
         let log = Mutex::new(RunLog::default());
         group.bench_function(BenchmarkId::new("set_request_header", workers), |b| {
-            b.iter_custom(|iters| run(&runtime, &set_header, workers, iters, &log))
+            b.iter_custom(|iters| run(&runtime, || set_header.clone(), workers, iters, &log))
         });
         logs.insert(
             "set_request_header".into(),
+            summary(workers, &log.lock().unwrap()),
+        );
+        // Each worker with its own copy of the token: no reference count shared between threads.
+        let own_copy = || {
+            let header = HeaderValue::from_bytes(header.as_bytes()).unwrap();
+            SetRequestHeaderLayer::overriding(X_AMZ_ACCESS_TOKEN, header).layer(inner())
+        };
+        let log = Mutex::new(RunLog::default());
+        group.bench_function(
+            BenchmarkId::new("set_request_header_own_copy", workers),
+            |b| b.iter_custom(|iters| run(&runtime, own_copy, workers, iters, &log)),
+        );
+        logs.insert(
+            "set_request_header_own_copy".into(),
             summary(workers, &log.lock().unwrap()),
         );
         report.insert(workers.to_string(), serde_json::Value::Object(logs));
