@@ -434,7 +434,11 @@ fn targets(r: &Results, extra: &Value) -> Vec<Row> {
     // 6. threads
     for (who, name) in [
         ("layer", "layer"),
-        ("set_request_header", "SetRequestHeader"),
+        ("set_request_header", "SetRequestHeader, one shared token"),
+        (
+            "set_request_header_own_copy",
+            "SetRequestHeader, a token copy per worker",
+        ),
     ] {
         let one = r.0.get(&format!("threads/{who}/1")).map(|m| m.ns);
         let two = r.0.get(&format!("threads/{who}/2")).map(|m| m.ns);
