@@ -1,0 +1,344 @@
+//! `classify`: the matcher that decides which requests need a token.
+//!
+//! Samples: one concrete path for every operation in Amazon's OpenAPI models (read from
+//! `../shared/spapi-models/*.json` beside the crate when it is there, else a small built-in list),
+//! each placeholder filled with an id. The restricted ones are hits, the rest misses.
+//!
+//! - `classify/lookup`: per-lookup time of `Matcher::classify` over all samples, the hits and the
+//!   misses, against a `regex::RegexSet` per method built from the same catalogue templates
+//!   (anchored, each `{x}` as `[^/]+`), the usual hand-rolled alternative;
+//! - `classify/catalogue_size`: the same lookups with the catalogue trimmed to 8 and 16 operations,
+//!   Amazon's 32, and grown with synthetic operations to 256 and 1024, for both; and
+//!   `matcher_same_work`: only the samples that hit one of the first 8 operations, which every
+//!   catalogue size holds, so that each size does the same work and only the catalogue changes
+//!   (with all samples, small catalogues reject most paths at their first byte).
+// `criterion_group!` makes an undocumented public function; benches may unwrap.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::hint::black_box;
+use std::path::Path;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use http::Method;
+use regex::RegexSet;
+use spapi_rdt::catalog::{Catalog, RestrictedOperation};
+use spapi_rdt::matcher::Matcher;
+
+/// One request to classify.
+struct Sample {
+    method: Method,
+    path: String,
+}
+
+/// Used when the models are not beside the crate: a few restricted and unrestricted calls.
+const BUILT_IN: &[(&str, &str)] = &[
+    ("GET", "/orders/v0/orders"),
+    ("GET", "/orders/v0/orders/902-3159896-1390916"),
+    ("GET", "/orders/v0/orders/902-3159896-1390916/address"),
+    ("GET", "/orders/v0/orders/902-3159896-1390916/orderItems"),
+    (
+        "POST",
+        "/orders/v0/orders/902-3159896-1390916/shipmentConfirmation",
+    ),
+    ("GET", "/mfn/v0/shipments/X1"),
+    ("POST", "/mfn/v0/eligibleShippingServices"),
+    ("GET", "/reports/2021-06-30/documents/X1"),
+    ("GET", "/reports/2021-06-30/reports"),
+    ("GET", "/catalog/2022-04-01/items/B0X"),
+    ("GET", "/catalog/2022-04-01/items"),
+    ("GET", "/fba/inventory/v1/summaries"),
+    ("PUT", "/listings/2021-08-01/items/A1/SKU1"),
+    (
+        "GET",
+        "/vendor/directFulfillment/shipping/v1/shippingLabels/X1",
+    ),
+    ("GET", "/vendor/orders/v1/purchaseOrders"),
+    ("POST", "/tokens/2021-03-01/restrictedDataToken"),
+];
+
+/// A sample path for `template`: every `{name}` becomes an id.
+fn fill(template: &str) -> String {
+    let mut path = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        path.push_str(&rest[..open]);
+        match rest[open..].find('}') {
+            Some(close) => {
+                path.push_str("A1B2C3D4E5");
+                rest = &rest[open + close + 1..];
+            }
+            None => {
+                rest = &rest[open..];
+                break;
+            }
+        }
+    }
+    path.push_str(rest);
+    path
+}
+
+/// One sample per operation of every model, or the built-in list. Also says where they came from.
+fn samples() -> (Vec<Sample>, String) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/spapi-models");
+    let mut samples = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    for file in &files {
+        let Some(model) = std::fs::read(file)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        else {
+            continue;
+        };
+        let Some(paths) = model.get("paths").and_then(|p| p.as_object()) else {
+            continue;
+        };
+        for (template, operations) in paths {
+            let Some(operations) = operations.as_object() else {
+                continue;
+            };
+            for method in operations.keys() {
+                let method = match method.as_str() {
+                    "get" => Method::GET,
+                    "put" => Method::PUT,
+                    "post" => Method::POST,
+                    "delete" => Method::DELETE,
+                    "patch" => Method::PATCH,
+                    "head" => Method::HEAD,
+                    "options" => Method::OPTIONS,
+                    _ => continue,
+                };
+                samples.push(Sample {
+                    method,
+                    path: fill(template),
+                });
+            }
+        }
+    }
+    if samples.is_empty() {
+        let built_in = BUILT_IN
+            .iter()
+            .map(|(m, p)| Sample {
+                method: m.parse().unwrap(),
+                path: (*p).to_owned(),
+            })
+            .collect();
+        return (built_in, "the built-in list".to_owned());
+    }
+    let from = format!("{} models in {}", files.len(), dir.display());
+    (samples, from)
+}
+
+/// The peer baseline: one `RegexSet` per method, one anchored pattern per template.
+struct RegexClassifier {
+    sets: Vec<(Method, RegexSet, Vec<usize>)>,
+}
+
+impl RegexClassifier {
+    fn new(catalog: &Catalog) -> Self {
+        let mut by_method: Vec<(Method, Vec<String>, Vec<usize>)> = Vec::new();
+        for (index, op) in catalog.operations().iter().enumerate() {
+            let mut pattern = String::from("^");
+            for segment in op.template().split('/').skip(1) {
+                pattern.push('/');
+                if segment.starts_with('{') && segment.ends_with('}') {
+                    pattern.push_str("[^/]+");
+                } else {
+                    pattern.push_str(&regex::escape(segment));
+                }
+            }
+            pattern.push('$');
+            match by_method.iter_mut().find(|(m, ..)| m == op.method()) {
+                Some((_, patterns, indexes)) => {
+                    patterns.push(pattern);
+                    indexes.push(index);
+                }
+                None => by_method.push((op.method().clone(), vec![pattern], vec![index])),
+            }
+        }
+        let sets = by_method
+            .into_iter()
+            .map(|(m, patterns, indexes)| (m, RegexSet::new(patterns).unwrap(), indexes))
+            .collect();
+        RegexClassifier { sets }
+    }
+
+    #[inline]
+    fn classify(&self, method: &Method, path: &str) -> Option<usize> {
+        let (_, set, indexes) = self.sets.iter().find(|(m, ..)| m == method)?;
+        set.matches(path).iter().next().map(|i| indexes[i])
+    }
+}
+
+/// Amazon's catalogue cut to its first `n` operations, or grown to `n` with synthetic operations
+/// shaped like SP-API ones (each synthetic API has eight operations under its own prefix).
+fn catalogue_of(n: usize) -> Catalog {
+    let mut catalog = Catalog::amazon();
+    let amazon = catalog.operations().len();
+    if n <= amazon {
+        let mut kept = 0;
+        catalog.retain(|_| {
+            kept += 1;
+            kept <= n
+        });
+        return catalog;
+    }
+    for i in 0..n - amazon {
+        let api = i / 8;
+        let (method, template) = match i % 8 {
+            0 => (Method::GET, format!("/synthetic{api}/2024-01-01/items")),
+            1 => (
+                Method::GET,
+                format!("/synthetic{api}/2024-01-01/items/{{id}}"),
+            ),
+            2 => (
+                Method::DELETE,
+                format!("/synthetic{api}/2024-01-01/items/{{id}}"),
+            ),
+            3 => (
+                Method::GET,
+                format!("/synthetic{api}/2024-01-01/items/{{id}}/buyerInfo"),
+            ),
+            4 => (Method::POST, format!("/synthetic{api}/2024-01-01/orders")),
+            5 => (
+                Method::GET,
+                format!("/synthetic{api}/2024-01-01/orders/{{id}}"),
+            ),
+            6 => (
+                Method::GET,
+                format!("/synthetic{api}/2024-01-01/orders/{{id}}/address"),
+            ),
+            _ => (
+                Method::PUT,
+                format!("/synthetic{api}/2024-01-01/orders/{{id}}/cancel"),
+            ),
+        };
+        catalog.push(RestrictedOperation::new(
+            "Synthetic",
+            format!("synthetic{i}"),
+            method,
+            template,
+        ));
+    }
+    catalog
+}
+
+fn classify(c: &mut Criterion) {
+    let (samples, from) = samples();
+    let matcher = Matcher::new(Catalog::amazon()).unwrap();
+    let regexes = RegexClassifier::new(matcher.catalog());
+
+    // The two classifiers must agree on every sample, or the race is not fair.
+    for s in &samples {
+        let by_matcher = matcher.classify(&s.method, &s.path).map(|h| h.index());
+        let by_regex = regexes.classify(&s.method, &s.path);
+        assert_eq!(by_matcher, by_regex, "{} {}", s.method, s.path);
+    }
+    let (hits, misses): (Vec<&Sample>, Vec<&Sample>) = samples
+        .iter()
+        .partition(|s| matcher.classify(&s.method, &s.path).is_some());
+    let all: Vec<&Sample> = samples.iter().collect();
+    let smallest = Matcher::new(catalogue_of(8)).unwrap();
+    let same_work: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| smallest.classify(&s.method, &s.path).is_some())
+        .collect();
+    println!(
+        "classify: {} samples from {from}: {} restricted (hits), {} not (misses)",
+        samples.len(),
+        hits.len(),
+        misses.len()
+    );
+    support::record_extra(
+        "classify",
+        serde_json::json!({
+            "samples": samples.len(),
+            "hits": hits.len(),
+            "misses": misses.len(),
+            "same_work": same_work.len(),
+            "from": from,
+        }),
+    );
+
+    let mut group = c.benchmark_group("classify/lookup");
+    group
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2));
+    for (name, set) in [("all", &all), ("hits", &hits), ("misses", &misses)] {
+        group.throughput(Throughput::Elements(set.len() as u64));
+        group.bench_with_input(BenchmarkId::new("matcher", name), set, |b, set| {
+            b.iter(|| {
+                for s in set.iter() {
+                    black_box(matcher.classify(black_box(&s.method), black_box(&s.path)));
+                }
+            })
+        });
+        group.bench_with_input(BenchmarkId::new("regex_set", name), set, |b, set| {
+            b.iter(|| {
+                for s in set.iter() {
+                    black_box(regexes.classify(black_box(&s.method), black_box(&s.path)));
+                }
+            })
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("classify/catalogue_size");
+    group
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2))
+        .throughput(Throughput::Elements(all.len() as u64));
+    for size in [8usize, 16, 32, 256, 1024] {
+        let catalog = catalogue_of(size);
+        assert_eq!(catalog.operations().len(), size);
+        let matcher = Matcher::new(catalog).unwrap();
+        let regexes = RegexClassifier::new(matcher.catalog());
+        group.bench_with_input(BenchmarkId::new("matcher", size), &all, |b, set| {
+            b.iter(|| {
+                for s in set.iter() {
+                    black_box(matcher.classify(black_box(&s.method), black_box(&s.path)));
+                }
+            })
+        });
+        group.bench_with_input(BenchmarkId::new("regex_set", size), &all, |b, set| {
+            b.iter(|| {
+                for s in set.iter() {
+                    black_box(regexes.classify(black_box(&s.method), black_box(&s.path)));
+                }
+            })
+        });
+        group.throughput(Throughput::Elements(same_work.len() as u64));
+        group.bench_with_input(
+            BenchmarkId::new("matcher_same_work", size),
+            &same_work,
+            |b, set| {
+                b.iter(|| {
+                    for s in set.iter() {
+                        assert!(
+                            matcher
+                                .classify(black_box(&s.method), black_box(&s.path))
+                                .is_some()
+                        );
+                    }
+                })
+            },
+        );
+        group.throughput(Throughput::Elements(all.len() as u64));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, classify);
+criterion_main!(benches);
