@@ -507,7 +507,11 @@ pub(crate) struct TokenCache {
 impl TokenCache {
     pub(crate) fn new() -> Self {
         TokenCache {
-            sellers: papaya::HashMap::new(),
+            // Blocking resizes: with the default incremental mode, lookups in a map filled by
+            // `get_or_insert_with` slowed from ~25 ns to ~600 ns at 100,000 sellers (measured).
+            sellers: papaya::HashMap::builder()
+                .resize_mode(papaya::ResizeMode::Blocking)
+                .build(),
             generation: AtomicU64::new(0),
         }
     }

@@ -128,7 +128,6 @@ impl Core {
     #[inline]
     pub(crate) fn plan(self: &Arc<Self>, method: &Method, uri: &Uri, ext: &Extensions) -> Plan {
         let Some((seller, key, op)) = self.key_of(method, uri, ext) else {
-            self.counters.bump(Counter::PassedThrough);
             return Plan::PassThrough;
         };
         let now = Instant::now();

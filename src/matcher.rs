@@ -137,8 +137,9 @@ impl Matcher {
     pub fn classify(&self, method: &Method, path: &str) -> Option<Classified<'_>> {
         let (_, router) = self.routers.iter().find(|(m, _)| m == method)?;
         let found = router.at(path).ok()?;
-        // A dot segment is a path operation, never an id.
-        if found.params.iter().any(|(_, v)| v == "." || v == "..") {
+        // A dot segment is a path operation, never an id. (The scan for `/.` is cheap; walking the
+        // parameters is not, so it is done only when the path has one.)
+        if path.contains("/.") && found.params.iter().any(|(_, v)| v == "." || v == "..") {
             return None;
         }
         let index = *found.value;

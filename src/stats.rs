@@ -40,8 +40,6 @@ pub struct Stats {
     pub timeouts: u64,
     /// Cached tokens dropped by `invalidate` (a 403 on a restricted call).
     pub invalidations: u64,
-    /// Requests that passed through without a token.
-    pub passed_through: u64,
     /// Fleet mode: fetches answered from the shared store with a token another replica fetched,
     /// without calling the source.
     pub fleet_hits: u64,
@@ -59,7 +57,7 @@ const STRIPES: usize = 8;
 #[derive(Default)]
 struct Stripe([AtomicU64; FIELDS]);
 
-const FIELDS: usize = 15;
+const FIELDS: usize = Counter::FleetFallbacks as usize + 1;
 
 #[derive(Clone, Copy)]
 #[repr(usize)]
@@ -75,7 +73,6 @@ pub(crate) enum Counter {
     RememberedErrors,
     Timeouts,
     Invalidations,
-    PassedThrough,
     FleetHits,
     FleetWaits,
     FleetFallbacks,
@@ -128,7 +125,6 @@ impl Counters {
             remembered_errors: self.sum(Counter::RememberedErrors),
             timeouts: self.sum(Counter::Timeouts),
             invalidations: self.sum(Counter::Invalidations),
-            passed_through: self.sum(Counter::PassedThrough),
             fleet_hits: self.sum(Counter::FleetHits),
             fleet_waits: self.sum(Counter::FleetWaits),
             fleet_fallbacks: self.sum(Counter::FleetFallbacks),
