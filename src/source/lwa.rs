@@ -307,6 +307,19 @@ impl LwaEndpoint {
     }
 }
 
+/// Maps an LWA answer as a real call does, for the fuzz targets in `fuzz/`: the answer to seller
+/// `fuzz` with `credentials`, as the access token and its lifetime. Compiled only with
+/// `--cfg fuzzing` (as `cargo fuzz` builds).
+#[cfg(fuzzing)]
+pub fn fuzz_lwa_answer(
+    status: StatusCode,
+    body: &[u8],
+    credentials: &LwaCredentials,
+) -> Result<(SecretToken, Duration), SourceError> {
+    lwa_answer(&SellerId::new("fuzz"), credentials, status, body, None)
+        .map(|grant| (grant.token, grant.expires_in))
+}
+
 /// Maps an LWA answer to a grant or an error.
 fn lwa_answer(
     seller: &SellerId,
