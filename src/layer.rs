@@ -45,6 +45,16 @@ use crate::stats::{Counters, Stats};
 /// # let _ = client;
 /// # Ok::<(), spapi_rdt::BuildError>(())
 /// ```
+///
+/// # Redirects
+///
+/// Tokens go only to the allowed origins, and the layer judges each request it is handed. It
+/// cannot see a redirect that the HTTP client *below* it follows: such a client sends the next
+/// request with the first one's headers, the token included, wherever `Location` points. reqwest's
+/// default policy and tower-http's `FollowRedirect` both do so to another host (they drop only
+/// `Authorization`, `Cookie` and the like). Build the client below the layer with
+/// `reqwest::redirect::Policy::none()` (or a policy that stops at another origin), or follow
+/// redirects *above* the layer, where every hop is checked again. hyper's client follows none.
 #[derive(Clone)]
 pub struct RestrictedDataTokenLayer {
     core: Arc<Core>,

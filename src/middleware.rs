@@ -7,7 +7,11 @@
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let layer = RestrictedDataTokenLayer::new(source());
-//! let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+//! // No redirects below the middleware: a followed redirect would carry the token along.
+//! let http = reqwest::Client::builder()
+//!     .redirect(reqwest::redirect::Policy::none())
+//!     .build()?;
+//! let client = reqwest_middleware::ClientBuilder::new(http)
 //!     // A retry middleware goes before (outside) this one, so each attempt is checked again.
 //!     .with(layer.middleware())
 //!     .build();
@@ -20,6 +24,10 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! The client's own redirect policy applies below this middleware, where the token is already in
+//! the request: build the `reqwest::Client` with `reqwest::redirect::Policy::none()`, since
+//! reqwest's default policy carries `x-amz-access-token` to another host.
 //!
 //! Per-request control uses the request's extensions (`with_extension`), as with the tower layer.
 //! Put a retry middleware such as `reqwest-retry` *before* this one (`.with(retry).with(rdt)`): each

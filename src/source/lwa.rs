@@ -203,13 +203,18 @@ impl Lifetime {
     ///
     /// - `1 s ..= 1 day` (fractions allowed): used as stated;
     /// - missing, or more than a day: [`ASSUMED_LIFETIME`] (one hour), with a warning;
-    /// - zero or negative: a transient error (the token would be dead on arrival);
+    /// - zero or negative (or so small it is zero as a `Duration`): a transient error (the token
+    ///   would be dead on arrival);
     /// - not a number: a transient error, like any malformed body.
     pub(super) fn resolve(self, what: &str) -> Result<Duration, SourceError> {
         match self {
-            Lifetime::Seconds(s) if s <= 0.0 => Err(SourceError::transient(format_args!(
-                "{what} came with a lifetime of {s} seconds, which is already over"
-            ))),
+            Lifetime::Seconds(s)
+                if Duration::try_from_secs_f64(s).map_or(s <= 0.0, |d| d.is_zero()) =>
+            {
+                Err(SourceError::transient(format_args!(
+                    "{what} came with a lifetime of {s} seconds, which is already over"
+                )))
+            }
             Lifetime::Seconds(s) if s > MAX_LIFETIME.as_secs_f64() => {
                 tracing::warn!(
                     stated_secs = s,
@@ -305,6 +310,19 @@ impl LwaEndpoint {
         })?;
         lwa_answer(seller, credentials, status, &body, retry_after)
     }
+}
+
+/// Maps an LWA answer as a real call does, for the fuzz targets in `fuzz/`: the answer to seller
+/// `fuzz` with `credentials`, as the access token and its lifetime. Compiled only with
+/// `--cfg fuzzing` (as `cargo fuzz` builds).
+#[cfg(fuzzing)]
+pub fn fuzz_lwa_answer(
+    status: StatusCode,
+    body: &[u8],
+    credentials: &LwaCredentials,
+) -> Result<(SecretToken, Duration), SourceError> {
+    lwa_answer(&SellerId::new("fuzz"), credentials, status, body, None)
+        .map(|grant| (grant.token, grant.expires_in))
 }
 
 /// Maps an LWA answer to a grant or an error.
@@ -731,6 +749,8 @@ mod tests {
         for bad in [
             serde_json::json!(0),
             serde_json::json!(-5),
+            // Above zero, but under a nanosecond: a zero `Duration`.
+            serde_json::json!(1e-300),
             serde_json::json!("soon"),
             serde_json::json!({}),
         ] {

@@ -40,6 +40,15 @@ pub use lwa::{CredentialsError, LwaCredentials};
 #[cfg(feature = "reqwest")]
 pub use spapi::{SourceBuildError, SpApiTokenSource, SpApiTokenSourceBuilder};
 
+/// Entry points for the fuzz targets in `fuzz/`, compiled only with `--cfg fuzzing` (as
+/// `cargo fuzz` builds): not part of the API.
+#[cfg(all(fuzzing, feature = "reqwest"))]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use super::lwa::fuzz_lwa_answer;
+    pub use super::spapi::fuzz_tokens_answer;
+}
+
 /// The future a [`TokenSource`] returns.
 pub type TokenFuture = Pin<Box<dyn Future<Output = Result<IssuedToken, SourceError>> + Send>>;
 

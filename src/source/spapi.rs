@@ -538,6 +538,38 @@ impl Inner {
     }
 }
 
+/// Maps a Tokens API answer as a real call does, for the fuzz targets in `fuzz/`: the answer to a
+/// request for `GET /orders/v0/orders/{orderId}/address` of seller `fuzz` on Europe's origin,
+/// made with the LWA access token `secrets[0]` by a seller whose refresh token is `secrets[1]` and
+/// client secret `secrets[2]`. Compiled only with `--cfg fuzzing` (as `cargo fuzz` builds).
+#[cfg(fuzzing)]
+pub fn fuzz_tokens_answer(
+    status: StatusCode,
+    body: &[u8],
+    secrets: [&str; 3],
+) -> Result<IssuedToken, SourceError> {
+    let request = TokenRequest::new(
+        SellerId::new("fuzz"),
+        crate::resource::Region::Europe.origin(),
+        [crate::resource::RestrictedResource::new(
+            Method::GET,
+            "/orders/v0/orders/{orderId}/address",
+            crate::catalog::DataElements::NONE,
+        )],
+    );
+    let answer = Answer {
+        request: &request,
+        secrets,
+        status,
+        retry_after: None,
+        request_id: None,
+    };
+    match answer.outcome(body) {
+        Outcome::Issued(token) => Ok(token),
+        Outcome::Refused(err) | Outcome::Failed(err) => Err(err),
+    }
+}
+
 /// A Tokens API answer and what is needed to describe it.
 struct Answer<'a> {
     request: &'a TokenRequest,
