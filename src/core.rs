@@ -310,6 +310,8 @@ impl Core {
         deadline: Instant,
     ) -> Result<IssuedToken, FetchError> {
         let mut attempt = 0u32;
+        // Calls the source reports making (it may make two in one attempt, after a refused LWA token).
+        let mut calls = 0u32;
         loop {
             attempt += 1;
             let budget = deadline.saturating_duration_since(Instant::now());
@@ -331,7 +333,10 @@ impl Core {
             self.counters.bump(Counter::Fetches);
             let error = match self.source.fetch(request.clone()).await {
                 Ok(token) => return Ok(token),
-                Err(e) => e.with_attempts(attempt),
+                Err(e) => {
+                    calls = calls.saturating_add(e.attempts().max(1));
+                    e.with_attempts(calls)
+                }
             };
             if !error.is_transient() || attempt >= self.settings.max_attempts {
                 return Err(FetchError::Source(Arc::new(error)));

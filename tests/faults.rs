@@ -201,7 +201,7 @@ fn rows() -> Vec<Row> {
             "Tokens 403",
             Setup::Tokens(Fault::Status(status(403))),
             with_cure(
-                fail(Permanent, Some(403), Some("Unauthorized"), "refused", 1),
+                fail(Permanent, Some(403), Some("Unauthorized"), "refused", 2),
                 "LWA credentials",
             ),
             // The source replaces the refused LWA token and calls once more.
