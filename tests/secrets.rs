@@ -4,37 +4,17 @@
 //! test running in parallel without the capturing subscriber could hide events from it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod capture;
+
+use capture::Captured;
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{ScriptedSource, SourceErrorSpec, echo_token, get, token_value};
 use futures::future::join_all;
 use spapi_rdt::{RestrictedDataTokenLayer, SecretToken};
 use tower::{Layer, Service, ServiceExt};
-use tracing_subscriber::fmt::MakeWriter;
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 #[tokio::test(start_paused = true)]
 async fn no_token_in_debug_output_errors_or_logs() {

@@ -14,9 +14,11 @@
 //! the subscriber is global so that events from runtime worker threads are captured.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod capture;
+
+use capture::Captured;
 mod stack;
 
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,28 +30,7 @@ use spapi_rdt::{
 };
 use stack::Upstream;
 use tower::{ServiceBuilder, ServiceExt};
-use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::util::SubscriberInitExt;
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 const SELLER_B: &str = "A2EUQ1WTGCTBG2";
 
