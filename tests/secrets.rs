@@ -5,12 +5,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod capture;
-
-use capture::Captured;
 mod common;
 
 use std::time::Duration;
 
+use capture::Captured;
 use common::{ScriptedSource, SourceErrorSpec, echo_token, get, token_value};
 use futures::future::join_all;
 use spapi_rdt::{RestrictedDataTokenLayer, SecretToken};

@@ -15,9 +15,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod capture;
+mod stack;
 
 use capture::Captured;
-mod stack;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -6,9 +6,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod capture;
+mod spapi_mock;
 
 use capture::Captured;
-mod spapi_mock;
 
 use spapi_mock::*;
 
