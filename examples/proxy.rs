@@ -506,10 +506,10 @@ impl Service<Request<reqwest::Body>> for Upstream {
                     request.headers().get(X_AMZ_ACCESS_TOKEN) == Some(sent.token.header_value())
                 });
             let response = http.execute(reqwest::Request::try_from(request)?).await?;
-            if let Some(sent) = lwa {
-                if matches!(response.status().as_u16(), 401 | 403) {
-                    source.invalidate_lwa_access_token(&sent.seller, &sent.token);
-                }
+            if let Some(sent) = lwa
+                && matches!(response.status().as_u16(), 401 | 403)
+            {
+                source.invalidate_lwa_access_token(&sent.seller, &sent.token);
             }
             Ok(Response::from(response))
         })

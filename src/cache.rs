@@ -301,10 +301,10 @@ impl Slot {
             }
             state.inflight = None;
         }
-        if let Some((error, until)) = &state.failure {
-            if now < *until {
-                return Begin::Remembered(error.clone());
-            }
+        if let Some((error, until)) = &state.failure
+            && now < *until
+        {
+            return Begin::Remembered(error.clone());
         }
         let fetch = start();
         state.inflight = Some(fetch.clone());

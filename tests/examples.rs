@@ -575,10 +575,11 @@ async fn gate_upload(State(gate): State<Gate>, headers: HeaderMap, body: AxumBod
         let Ok(data) = frame.unwrap().into_data() else {
             continue;
         };
-        if received.is_empty() && !data.is_empty() {
-            if let Some(tx) = gate.first_piece.lock().unwrap().take() {
-                let _ = tx.send(data.clone());
-            }
+        if received.is_empty()
+            && !data.is_empty()
+            && let Some(tx) = gate.first_piece.lock().unwrap().take()
+        {
+            let _ = tx.send(data.clone());
         }
         received.extend_from_slice(&data);
     }
@@ -593,10 +594,10 @@ async fn gate_large(State(gate): State<Gate>) -> AxumBody {
         if tx.send(Ok(chunk(0))).await.is_err() {
             return;
         }
-        if let Some(release) = release {
-            if release.await.is_err() {
-                return;
-            }
+        if let Some(release) = release
+            && release.await.is_err()
+        {
+            return;
         }
         for i in 1..CHUNKS {
             if tx.send(Ok(chunk(i))).await.is_err() {

@@ -201,12 +201,12 @@ impl Core {
         }
 
         // We hold the lease. The previous holder may have stored its token just before letting go.
-        if let Ok(found) = fleet.call("get", store.get(&key)).await {
-            if let Some(entry) = self.shared_entry(found, revoked.as_ref()) {
-                let _ = fleet.call("release", store.release(&key, &holder)).await;
-                self.counters.bump(Counter::FleetHits);
-                return Ok(entry);
-            }
+        if let Ok(found) = fleet.call("get", store.get(&key)).await
+            && let Some(entry) = self.shared_entry(found, revoked.as_ref())
+        {
+            let _ = fleet.call("release", store.release(&key, &holder)).await;
+            self.counters.bump(Counter::FleetHits);
+            return Ok(entry);
         }
 
         // Fetch, renewing the lease while it runs.
@@ -219,17 +219,16 @@ impl Core {
             self.cache
                 .entry(token, Instant::now(), &self.settings.windows, info)
         });
-        if let Ok(entry) = &entry {
-            if fleet.available() {
-                let now = Instant::now();
-                let usable = entry.hard.saturating_duration_since(now);
-                let fresh = entry.soft.saturating_duration_since(now);
-                let bytes =
-                    record::encode(&entry.header, fresh, usable, entry.bundle.as_deref(), now);
-                if !usable.is_zero() {
-                    let record = TokenRecord::new(bytes, usable);
-                    let _ = fleet.call("put", store.put(&key, record)).await;
-                }
+        if let Ok(entry) = &entry
+            && fleet.available()
+        {
+            let now = Instant::now();
+            let usable = entry.hard.saturating_duration_since(now);
+            let fresh = entry.soft.saturating_duration_since(now);
+            let bytes = record::encode(&entry.header, fresh, usable, entry.bundle.as_deref(), now);
+            if !usable.is_zero() {
+                let record = TokenRecord::new(bytes, usable);
+                let _ = fleet.call("put", store.put(&key, record)).await;
             }
         }
         if fleet.available() {

@@ -541,10 +541,10 @@ impl SellerSlot {
     /// Forgets `stale` if it is still the cached token (a newer one is kept).
     pub(super) fn invalidate(&self, stale: &SecretToken) {
         let current = self.current.load_full();
-        if let Some(c) = &current {
-            if &c.token == stale {
-                self.current.compare_and_swap(&current, None);
-            }
+        if let Some(c) = &current
+            && &c.token == stale
+        {
+            self.current.compare_and_swap(&current, None);
         }
     }
 }

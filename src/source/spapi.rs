@@ -633,10 +633,10 @@ impl Answer<'_> {
         if let Some(code) = &code {
             err = err.with_code(code.clone());
         }
-        if kind == ErrorKind::Transient {
-            if let Some(wait) = self.retry_after {
-                err = err.with_retry_after(wait);
-            }
+        if kind == ErrorKind::Transient
+            && let Some(wait) = self.retry_after
+        {
+            err = err.with_retry_after(wait);
         }
         match status {
             StatusCode::BAD_REQUEST if code.as_deref() == Some("InvalidInput") => {

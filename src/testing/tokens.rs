@@ -115,17 +115,14 @@ pub(crate) fn handle(
 
     let mut inner = shared.lock();
     let mut errors: Vec<ErrorEntry> = Vec::new();
-    if let Some(app) = &checked.target_application {
-        if !inner.target_applications.contains(app) {
-            errors.push((
-                "InvalidInput",
-                format!("Invalid targetApplication: {app}"),
-                Some(
-                    "The target application is not one this application may delegate to."
-                        .to_owned(),
-                ),
-            ));
-        }
+    if let Some(app) = &checked.target_application
+        && !inner.target_applications.contains(app)
+    {
+        errors.push((
+            "InvalidInput",
+            format!("Invalid targetApplication: {app}"),
+            Some("The target application is not one this application may delegate to.".to_owned()),
+        ));
     }
     for wanted in &checked.resources {
         let denied = inner
