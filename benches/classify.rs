@@ -1,8 +1,8 @@
 //! `classify`: the matcher that decides which requests need a token.
 //!
-//! Samples: one concrete path for every operation in Amazon's OpenAPI models (read from
-//! `../shared/spapi-models/*.json` beside the crate when it is there, else a small built-in list),
-//! each placeholder filled with an id. The restricted ones are hits, the rest misses.
+//! Samples: one concrete path for every operation in Amazon's OpenAPI models (the vendored
+//! `spapi-models/*.json`; the bench stops when they are missing), each placeholder filled with an id.
+//! The restricted ones are hits, the rest misses.
 //!
 //! - `classify/lookup`: per-lookup time of `Matcher::classify` over all samples, the hits and the
 //!   misses, against a `regex::RegexSet` per method built from the same catalogue templates
@@ -34,32 +34,6 @@ struct Sample {
     path: String,
 }
 
-/// Used when the models are not beside the crate: a few restricted and unrestricted calls.
-const BUILT_IN: &[(&str, &str)] = &[
-    ("GET", "/orders/v0/orders"),
-    ("GET", "/orders/v0/orders/902-3159896-1390916"),
-    ("GET", "/orders/v0/orders/902-3159896-1390916/address"),
-    ("GET", "/orders/v0/orders/902-3159896-1390916/orderItems"),
-    (
-        "POST",
-        "/orders/v0/orders/902-3159896-1390916/shipmentConfirmation",
-    ),
-    ("GET", "/mfn/v0/shipments/X1"),
-    ("POST", "/mfn/v0/eligibleShippingServices"),
-    ("GET", "/reports/2021-06-30/documents/X1"),
-    ("GET", "/reports/2021-06-30/reports"),
-    ("GET", "/catalog/2022-04-01/items/B0X"),
-    ("GET", "/catalog/2022-04-01/items"),
-    ("GET", "/fba/inventory/v1/summaries"),
-    ("PUT", "/listings/2021-08-01/items/A1/SKU1"),
-    (
-        "GET",
-        "/vendor/directFulfillment/shipping/v1/shippingLabels/X1",
-    ),
-    ("GET", "/vendor/orders/v1/purchaseOrders"),
-    ("POST", "/tokens/2021-03-01/restrictedDataToken"),
-];
-
 /// A sample path for `template`: every `{name}` becomes an id.
 fn fill(template: &str) -> String {
     let mut path = String::with_capacity(template.len());
@@ -81,30 +55,22 @@ fn fill(template: &str) -> String {
     path
 }
 
-/// One sample per operation of every model, or the built-in list. Also says where they came from.
+/// One sample per operation of every vendored model. Also says where they came from.
 fn samples() -> (Vec<Sample>, String) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/spapi-models");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("spapi-models");
     let mut samples = Vec::new();
     let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "json"))
-                .collect()
-        })
-        .unwrap_or_default();
+        .unwrap_or_else(|e| panic!("the vendored models {}: {e}", dir.display()))
+        .map(|entry| entry.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
     files.sort();
     for file in &files {
-        let Some(model) = std::fs::read(file)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        else {
-            continue;
-        };
-        let Some(paths) = model.get("paths").and_then(|p| p.as_object()) else {
-            continue;
-        };
+        let model: serde_json::Value = serde_json::from_slice(&std::fs::read(file).unwrap())
+            .unwrap_or_else(|e| panic!("{}: not JSON: {e}", file.display()));
+        let paths = model["paths"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{}: no `paths` object", file.display()));
         for (template, operations) in paths {
             let Some(operations) = operations.as_object() else {
                 continue;
@@ -127,16 +93,12 @@ fn samples() -> (Vec<Sample>, String) {
             }
         }
     }
-    if samples.is_empty() {
-        let built_in = BUILT_IN
-            .iter()
-            .map(|(m, p)| Sample {
-                method: m.parse().unwrap(),
-                path: (*p).to_owned(),
-            })
-            .collect();
-        return (built_in, "the built-in list".to_owned());
-    }
+    assert!(
+        samples.len() > 100,
+        "{}: only {} operations in the models",
+        dir.display(),
+        samples.len()
+    );
     let from = format!("{} models in {}", files.len(), dir.display());
     (samples, from)
 }

@@ -189,9 +189,11 @@ pub enum PathKind {
 ///
 /// let op = RestrictedOperation::new("Orders v0", "getOrder", Method::GET, "/orders/v0/orders/{orderId}")
 ///     .with_data_elements(DataElements::ALL)
-///     .deprecated("2027-03-27");
+///     .deprecated("2027-03-27")
+///     .replaced_by("Orders v2026-01-01 getOrder");
 /// assert_eq!(op.path_kind(), PathKind::Generic);
 /// assert_eq!(op.removal_date(), Some("2027-03-27"));
+/// assert_eq!(op.replacement(), Some("Orders v2026-01-01 getOrder"));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RestrictedOperation {
@@ -202,6 +204,7 @@ pub struct RestrictedOperation {
     data_elements: DataElements,
     path_kind: PathKind,
     removal_date: Option<Cow<'static, str>>,
+    replacement: Option<Cow<'static, str>>,
     in_model: bool,
 }
 
@@ -222,6 +225,7 @@ impl RestrictedOperation {
             data_elements: DataElements::NONE,
             path_kind: PathKind::Generic,
             removal_date: None,
+            replacement: None,
             in_model: true,
         }
     }
@@ -244,6 +248,14 @@ impl RestrictedOperation {
     #[must_use]
     pub fn deprecated(mut self, removal_date: impl Into<Cow<'static, str>>) -> Self {
         self.removal_date = Some(removal_date.into());
+        self
+    }
+
+    /// Names what replaces a deprecated operation, for the warning the layer logs the first time it
+    /// serves the operation (such as `"Orders v2026-01-01 getOrder with includedData=RECIPIENT"`).
+    #[must_use]
+    pub fn replaced_by(mut self, replacement: impl Into<Cow<'static, str>>) -> Self {
+        self.replacement = Some(replacement.into());
         self
     }
 
@@ -287,6 +299,11 @@ impl RestrictedOperation {
     /// When the operation is deprecated, the date Amazon announced for its removal.
     pub fn removal_date(&self) -> Option<&str> {
         self.removal_date.as_deref()
+    }
+
+    /// What replaces the operation, when it is deprecated and the catalogue says.
+    pub fn replacement(&self) -> Option<&str> {
+        self.replacement.as_deref()
     }
 
     /// Whether Amazon's current OpenAPI model still describes the operation.
@@ -342,20 +359,47 @@ impl Catalog {
     pub fn amazon() -> Self {
         use Method as M;
         type Op = RestrictedOperation;
-        let orders = |name: &'static str, path: &'static str| {
-            Op::new("Orders v0", name, M::GET, path).deprecated(ORDERS_V0_REMOVAL)
+        // Orders v0's PII operations are deprecated in favour of Orders v2026-01-01, whose buyer data
+        // needs roles, not RDTs.
+        let orders = |name: &'static str, path: &'static str, replacement: &'static str| {
+            Op::new("Orders v0", name, M::GET, path)
+                .deprecated(ORDERS_V0_REMOVAL)
+                .replaced_by(replacement)
         };
         let order_elements = DataElements::ALL;
         let mut ops = vec![
-            orders("getOrders", "/orders/v0/orders").with_data_elements(order_elements),
-            orders("getOrder", "/orders/v0/orders/{orderId}").with_data_elements(order_elements),
-            orders("getOrderItems", "/orders/v0/orders/{orderId}/orderItems")
-                .with_data_elements(DataElements::only(DataElement::BuyerInfo)),
-            orders("getOrderAddress", "/orders/v0/orders/{orderId}/address"),
-            orders("getOrderBuyerInfo", "/orders/v0/orders/{orderId}/buyerInfo"),
+            orders(
+                "getOrders",
+                "/orders/v0/orders",
+                "Orders v2026-01-01 searchOrders with includedData=BUYER,RECIPIENT",
+            )
+            .with_data_elements(order_elements),
+            orders(
+                "getOrder",
+                "/orders/v0/orders/{orderId}",
+                "Orders v2026-01-01 getOrder with includedData=BUYER,RECIPIENT",
+            )
+            .with_data_elements(order_elements),
+            orders(
+                "getOrderItems",
+                "/orders/v0/orders/{orderId}/orderItems",
+                "Orders v2026-01-01 getOrder (order items) with includedData=BUYER",
+            )
+            .with_data_elements(DataElements::only(DataElement::BuyerInfo)),
+            orders(
+                "getOrderAddress",
+                "/orders/v0/orders/{orderId}/address",
+                "Orders v2026-01-01 getOrder with includedData=RECIPIENT",
+            ),
+            orders(
+                "getOrderBuyerInfo",
+                "/orders/v0/orders/{orderId}/buyerInfo",
+                "Orders v2026-01-01 getOrder with includedData=BUYER",
+            ),
             orders(
                 "getOrderItemsBuyerInfo",
                 "/orders/v0/orders/{orderId}/orderItems/buyerInfo",
+                "Orders v2026-01-01 getOrder (order items) with includedData=BUYER",
             ),
             // Not marked deprecated in the model: it stays after the other PII operations go.
             Op::new(
@@ -509,6 +553,15 @@ mod tests {
             items.data_elements(),
             DataElements::only(DataElement::BuyerInfo)
         );
+        // Every deprecated operation says what replaces it, and only those do.
+        for op in catalog.operations() {
+            assert_eq!(
+                op.removal_date().is_some(),
+                op.replacement().is_some(),
+                "{}",
+                op.name()
+            );
+        }
         assert!(
             !catalog
                 .find("Merchant Fulfillment v0", "cancelShipmentOld")

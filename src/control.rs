@@ -42,13 +42,45 @@ pub enum TokenMode {
 pub struct RestrictedReport;
 
 /// Asks for a token on behalf of another application (`targetApplication`): delegation.
+///
+/// The value is sent to the Tokens API exactly as given. Send it only when delegating: Amazon answers
+/// a wrong one with a misleading 400.
+///
+/// A delegatee application that is still in draft or test state (not yet published) is named by its
+/// id followed by `&version=beta`; [`TargetApplication::beta`] writes that form, and
+/// [`TargetApplication::new`] takes it as it is. Switch to the plain id once the application is
+/// published.
+///
+/// ```
+/// use spapi_rdt::control::TargetApplication;
+///
+/// let published = TargetApplication::new("amzn1.sp.solution.0bf296b5-example");
+/// let draft = TargetApplication::beta("amzn1.sp.solution.0bf296b5-example");
+/// assert_eq!(draft.as_str(), "amzn1.sp.solution.0bf296b5-example&version=beta");
+/// assert_eq!(TargetApplication::new(draft.as_str()), draft);
+/// # let _ = published;
+/// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct TargetApplication(Arc<str>);
 
 impl TargetApplication {
-    /// The application id, such as `amzn1.sellerapps.app.0bf296b5-36a6-4942-a13e-example`.
+    /// The suffix Amazon wants after the id of an application in draft or test state.
+    pub const BETA_SUFFIX: &'static str = "&version=beta";
+
+    /// The application id, such as `amzn1.sp.solution.0bf296b5-36a6-4942-a13e-example`, or any form
+    /// Amazon accepts (such as the id followed by `&version=beta`), sent verbatim.
     pub fn new(app_id: impl Into<Arc<str>>) -> Self {
         TargetApplication(app_id.into())
+    }
+
+    /// An application still in draft or test state: its id followed by `&version=beta` (added
+    /// once: an id that already ends with it is kept as it is).
+    pub fn beta(app_id: &str) -> Self {
+        if app_id.ends_with(Self::BETA_SUFFIX) {
+            TargetApplication::new(app_id)
+        } else {
+            TargetApplication::new(format!("{app_id}{}", Self::BETA_SUFFIX))
+        }
     }
 
     /// The application id.

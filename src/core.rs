@@ -19,6 +19,7 @@ use crate::catalog::{DataElements, PathKind};
 use crate::control::{
     ReportPolicy, RestrictedReport, SandboxPolicy, Strategy, TargetApplication, TokenMode,
 };
+use crate::deprecation::DeprecationWarnings;
 use crate::error::Error;
 use crate::fleet::run::FleetState;
 use crate::limit::TokenRateLimiter;
@@ -90,6 +91,8 @@ pub(crate) struct Core {
     pub(crate) bundles: Bundles,
     /// Fleet mode: the shared token store and rate limiter consulted on a local miss.
     pub(crate) fleet: Option<FleetState>,
+    /// Which deprecated operations have been warned about.
+    pub(crate) deprecations: DeprecationWarnings,
 }
 
 /// The generic operations of the catalogue in groups of at most 50.
@@ -619,6 +622,7 @@ impl Core {
         let scope = match (self.matcher.classify(method, path), mode) {
             (Some(hit), _) => {
                 let op = hit.operation();
+                self.deprecations.note(hit.index(), op);
                 match op.path_kind() {
                     PathKind::Generic => {
                         // The catalogue is far smaller than u32::MAX operations.

@@ -11,6 +11,7 @@ use crate::catalog::{Catalog, DataElements};
 use crate::control::Strategy;
 use crate::control::{ReportPolicy, SandboxPolicy};
 use crate::core::{Bundles, Core, Settings};
+use crate::deprecation::DeprecationWarnings;
 use crate::fleet::Fleet;
 use crate::fleet::run::FleetState;
 use crate::limit::{TokenQuota, TokenRateLimiter};
@@ -344,6 +345,7 @@ impl RestrictedDataTokenLayerBuilder {
     fn into_core(self, matcher: Matcher) -> Core {
         Core {
             bundles: Bundles::new(&matcher),
+            deprecations: DeprecationWarnings::new(matcher.catalog()),
             matcher,
             origins: self.origins,
             source: self.source,

@@ -63,7 +63,7 @@
 //!   per key and one rate limit per seller, with tokens encrypted at rest ([`fleet`]).
 //!
 //! [tower]: https://docs.rs/tower
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod cache;
@@ -71,6 +71,7 @@ pub mod catalog;
 pub mod control;
 mod core;
 pub mod delegate;
+mod deprecation;
 pub mod error;
 pub mod fleet;
 pub mod future;

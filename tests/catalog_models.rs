@@ -1,27 +1,21 @@
 //! The restricted-operation catalogue, checked against Amazon's OpenAPI models.
 //!
 //! # Where the operations come from
-//! The tests read every `*.json` model (Swagger 2.0) in `$SPAPI_MODELS_DIR`, or, when that variable
-//! is unset, in `<CARGO_MANIFEST_DIR>/../shared/spapi-models` (the vendored copy of
-//! `amzn/selling-partner-api-models` that sits beside the repository). Each operation becomes one
-//! row: model file, `operationId`, method, path template, `deprecated`.
+//! The tests read every `*.json` model (Swagger 2.0) in the repository's `spapi-models/` folder (a
+//! vendored copy of `amzn/selling-partner-api-models`; `spapi-models/SOURCE` names the commit), or in
+//! `$SPAPI_MODELS_DIR` when that is set, to try a newer checkout before vendoring it. Each operation
+//! becomes one row: model file, `operationId`, method, path template, `deprecated`. A missing or
+//! unreadable model is a failure, never a reason to check less.
 //!
-//! A checkout without the models falls back to the committed snapshot of those rows,
-//! `tests/data/model_operations.tsv`. With the models present, `snapshot_matches_the_models`
-//! fails when the snapshot is stale; regenerate it with
-//!
-//! ```text
-//! UPDATE_MODEL_SNAPSHOT=1 cargo test --no-default-features --test catalog_models snapshot_matches_the_models
-//! ```
-//!
-//! or, equivalently, from the repository root (with the models in `../shared/spapi-models`),
+//! `tests/data/model_operations.tsv` lists those rows, one line per operation, so that a refresh of the
+//! models shows up in review as a readable diff; `snapshot_matches_the_models` fails when it is stale.
+//! `spapi-models/refresh.sh` refreshes the models and regenerates it; by hand:
 //!
 //! ```text
-//! cd ../shared/spapi-models && python3 -c "import json,glob; M={'get','put','post','delete','options','head','patch'}; R=sorted(((f,p,m.upper()),o['operationId'],o.get('deprecated') is True) for f in glob.glob('*.json') for p,i in json.load(open(f))['paths'].items() for m,o in i.items() if m in M); print('file\toperationId\tmethod\tpath\tdeprecated'); [print(f'{k[0]}\t{i}\t{k[2]}\t{k[1]}\t{str(d).lower()}') for k,i,d in R]" > "$OLDPWD/tests/data/model_operations.tsv"
+//! UPDATE_MODEL_SNAPSHOT=1 cargo test --all-features --test catalog_models snapshot_matches_the_models
 //! ```
 //!
-//! (rows sorted by file, path, method). Every test prints which source it used
-//! (`cargo test ... -- --nocapture` shows it).
+//! (rows sorted by file, path, method).
 //!
 //! # What is checked
 //! - the models hold 370 operations (this snapshot of the models), no two with the same method and
@@ -74,29 +68,17 @@ impl fmt::Display for ModelOperation {
     }
 }
 
-/// Where the operation list was read from.
+/// The folder the models were read from.
 #[derive(Debug)]
-enum Source {
-    /// The model files in this directory.
-    Live(PathBuf),
-    /// The committed snapshot (the models were not found).
-    Snapshot(PathBuf),
-}
+struct Source(PathBuf);
 
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Source::Live(dir) => write!(f, "live models in {}", dir.display()),
-            Source::Snapshot(file) => write!(
-                f,
-                "snapshot {} (models not found; set SPAPI_MODELS_DIR to use them)",
-                file.display()
-            ),
-        }
+        write!(f, "models in {}", self.0.display())
     }
 }
 
-/// The operations of every model, with their source and, when live, the parsed models by file name.
+/// The operations of every model, the folder they were read from, and the parsed models by file name.
 #[derive(Debug)]
 struct Models {
     source: Source,
@@ -112,20 +94,20 @@ fn snapshot_path() -> PathBuf {
     manifest_dir().join(SNAPSHOT)
 }
 
-/// The models directory: `$SPAPI_MODELS_DIR` (which must exist when set), else `../shared/spapi-models`
-/// if it exists.
-fn models_dir() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("SPAPI_MODELS_DIR").filter(|d| !d.is_empty()) {
-        let dir = PathBuf::from(dir);
-        assert!(
-            dir.is_dir(),
-            "SPAPI_MODELS_DIR={} is not a directory",
-            dir.display()
-        );
-        return Some(dir);
-    }
-    let dir = manifest_dir().join("../shared/spapi-models");
-    dir.is_dir().then_some(dir)
+/// The models directory: `$SPAPI_MODELS_DIR` when set, else the vendored `spapi-models/`. Either
+/// must exist: the catalogue is always checked against the full models.
+fn models_dir() -> PathBuf {
+    let dir = match std::env::var_os("SPAPI_MODELS_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => manifest_dir().join("spapi-models"),
+    };
+    assert!(
+        dir.is_dir(),
+        "the models folder {} is missing: it is part of the repository (spapi-models/), \
+         or set SPAPI_MODELS_DIR to a folder of Amazon's models",
+        dir.display()
+    );
+    dir
 }
 
 /// Reads every `*.json` model of `dir` and lists its operations.
@@ -239,35 +221,24 @@ fn parse_snapshot(text: &str) -> Vec<ModelOperation> {
         .collect()
 }
 
-/// The operations, read once for all tests: from the live models when present, else the snapshot.
+/// The operations, read once for all tests.
 fn models() -> &'static Models {
     static MODELS: OnceLock<Models> = OnceLock::new();
-    let models = MODELS.get_or_init(|| match models_dir() {
-        Some(dir) => {
-            let (operations, documents) = read_models(&dir);
-            Models {
-                source: Source::Live(dir),
-                operations,
-                documents,
-            }
+    MODELS.get_or_init(|| {
+        let dir = models_dir();
+        let (operations, documents) = read_models(&dir);
+        assert!(
+            documents.len() > 1,
+            "{}: expected Amazon's model files, found {}",
+            dir.display(),
+            documents.len()
+        );
+        Models {
+            source: Source(dir),
+            operations,
+            documents,
         }
-        None => {
-            let file = snapshot_path();
-            let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
-                panic!(
-                    "neither the models nor the snapshot {}: {e}",
-                    file.display()
-                )
-            });
-            Models {
-                source: Source::Snapshot(file),
-                operations: parse_snapshot(&text),
-                documents: BTreeMap::new(),
-            }
-        }
-    });
-    println!("model operations: {}", models.source);
-    models
+    })
 }
 
 /// The model file that describes each API of the catalogue.
@@ -375,10 +346,7 @@ fn models_hold_370_distinct_operations() {
 #[test]
 fn snapshot_matches_the_models() {
     let models = models();
-    let Source::Live(dir) = &models.source else {
-        println!("skipped: no models to compare the snapshot with");
-        return;
-    };
+    let Source(dir) = &models.source;
     let fresh = render_snapshot(&models.operations);
     let file = snapshot_path();
     if std::env::var_os("UPDATE_MODEL_SNAPSHOT").is_some_and(|v| v == "1") {
@@ -419,8 +387,8 @@ fn snapshot_matches_the_models() {
             });
         panic!(
             "{} is stale against {}: {first_difference}; regenerate it with \
-             UPDATE_MODEL_SNAPSHOT=1 cargo test --no-default-features --test catalog_models \
-             snapshot_matches_the_models",
+             UPDATE_MODEL_SNAPSHOT=1 cargo test --all-features --test catalog_models \
+             snapshot_matches_the_models (or run spapi-models/refresh.sh)",
             file.display(),
             dir.display()
         );
@@ -804,13 +772,6 @@ fn strings<'a>(value: &'a serde_json::Value, pointer: String, out: &mut Vec<(Str
 #[test]
 fn data_elements_agree_with_the_models() {
     let models = models();
-    if models.documents.is_empty() {
-        println!(
-            "skipped: the snapshot holds no descriptions ({})",
-            models.source
-        );
-        return;
-    }
     let catalog = Catalog::amazon();
 
     // Orders v0: does its model say anything about data elements? (In this snapshot it does not, so

@@ -59,3 +59,50 @@ async fn a_delegator_hands_out_and_a_delegatee_injects() {
     assert_eq!(after.unwrap(), token_value(1));
     assert!(!format!("{supplied:?} {handed:?}").contains(&token_value(1)));
 }
+
+/// An application in draft or test state is named `<id>&version=beta`: the layer sends that form to
+/// the Tokens API verbatim (JSON-escaped, not URL-encoded or cut at the `&`).
+#[cfg(all(feature = "testing", feature = "reqwest"))]
+#[tokio::test]
+async fn a_draft_application_is_sent_with_version_beta_verbatim() {
+    use spapi_rdt::testing::{Emulator, EmulatorConfig};
+    use spapi_rdt::{LwaCredentials, SpApiTokenSource};
+
+    let app = "amzn1.sp.solution.0bf296b5-draft";
+    let target = TargetApplication::beta(app);
+    assert_eq!(target.as_str(), format!("{app}&version=beta"));
+    let em = Emulator::start_with(EmulatorConfig::default().target_application(target.as_str()))
+        .await
+        .unwrap();
+    let source = SpApiTokenSource::builder()
+        .lwa_url(em.lwa_url())
+        .credentials(LwaCredentials::new(
+            em.client_id(),
+            em.client_secret(),
+            em.refresh_token("default").unwrap(),
+        ))
+        .build()
+        .unwrap();
+    let layer = RestrictedDataTokenLayer::builder(source)
+        .allow_origin(em.origin())
+        .build()
+        .unwrap();
+    let request = |target: TargetApplication| {
+        let mut request = http::Request::get(em.url("/orders/v0/orders/1/address"))
+            .body(())
+            .unwrap();
+        request.extensions_mut().insert(target);
+        request
+    };
+    let handed = layer.token_for(&request(target.clone())).await.unwrap();
+    let handed = handed.unwrap();
+    assert_eq!(handed.request().target_application(), Some(target.as_str()));
+    assert_eq!(em.counters().token_calls, 1);
+    // The emulator knows only the beta form: the bare id is refused, so the suffix did reach it.
+    assert!(
+        layer
+            .token_for(&request(TargetApplication::new(app)))
+            .await
+            .is_err()
+    );
+}

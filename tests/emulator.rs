@@ -345,16 +345,12 @@ async fn tokens_api_can_wrap_its_answer_in_a_payload() {
     assert!(body.get("restrictedDataToken").is_none());
 }
 
-/// Amazon's Tokens model: the shared copy beside the repository if there is one, else ours.
+/// Amazon's Tokens model, from the vendored models.
 fn tokens_model() -> Value {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let shared = root.join("../shared/spapi-models/tokens_2021-03-01.json");
-    let path = if shared.exists() {
-        shared
-    } else {
-        root.join("tests/data/tokens_2021-03-01.json")
-    };
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("spapi-models/tokens_2021-03-01.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
 }
 
 #[tokio::test]

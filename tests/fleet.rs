@@ -4,14 +4,12 @@
 //! its own `SpApiTokenSource` with its own HTTP client, and its own `RedisFleet` connection. They
 //! run in this one test process (not separate OS processes) and share only Redis and the emulator.
 //!
-//! The tests start `redis-server` from the system on a free port; without it they fail and say how
-//! to install it.
+//! The Redis comes from `SPAPI_RDT_REDIS_URL` or a `redis-server` the tests start; without either
+//! they are skipped with one line on stderr, or fail under `SPAPI_RDT_REQUIRE_REDIS=1` (see
+//! `tests/redis_server`).
 #![cfg(all(feature = "redis", feature = "testing", feature = "reqwest"))]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
@@ -26,114 +24,10 @@ use spapi_rdt::{
 };
 use tower::{Layer, ServiceExt};
 
-// ---------------------------------------------------------------------------------------------
-// A real redis-server
-// ---------------------------------------------------------------------------------------------
+#[path = "redis_server/mod.rs"]
+mod redis_server;
 
-/// A `redis-server` child process on 127.0.0.1, killed on drop.
-struct RedisServer {
-    port: u16,
-    child: Option<Child>,
-}
-
-const INSTALL_HINT: &str = "the fleet tests need a real Redis: `redis-server` was not found on PATH. \
-     Install it (Debian/Ubuntu: `apt-get update && apt-get install -y redis-server`; macOS: \
-     `brew install redis`) and run the tests again";
-
-impl RedisServer {
-    fn start() -> Self {
-        // Bind port 0, read the port the system chose, and let it go for redis-server.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        RedisServer::start_on(port)
-    }
-
-    fn start_on(port: u16) -> Self {
-        let mut server = RedisServer { port, child: None };
-        server.spawn();
-        server
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1"])
-            .args(["--save", ""])
-            .args(["--appendonly", "no"])
-            .args(["--dir", &std::env::temp_dir().display().to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let child = match child {
-            Ok(child) => child,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!("{INSTALL_HINT}"),
-            Err(e) => panic!("could not start redis-server: {e}"),
-        };
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.pings() {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "redis-server exited at start ({status}) on port {}",
-                    self.port
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not answer PING within 10 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn pings(&self) -> bool {
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-        if stream.write_all(b"PING\r\n").is_err() {
-            return false;
-        }
-        let mut answer = [0u8; 7];
-        stream.read_exact(&mut answer).is_ok() && &answer == b"+PONG\r\n"
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    /// Kills the server (as a crash would: SIGKILL) and waits for it to end.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts the server again on the same port, empty.
-    fn restart(&mut self) {
-        self.kill();
-        self.spawn();
-    }
-
-    /// A plain client of its own, for looking at what the replicas wrote.
-    async fn client(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+use redis_server::Redis;
 
 // ---------------------------------------------------------------------------------------------
 // Replicas
@@ -179,7 +73,7 @@ impl Default for Options {
     }
 }
 
-fn replica(em: &Emulator, redis: &RedisServer, options: Options) -> Replica {
+fn replica(em: &Emulator, redis: &Redis, options: Options) -> Replica {
     let client = http_client();
     let mut source = SpApiTokenSource::builder()
         .lwa_url(em.lwa_url())
@@ -192,8 +86,9 @@ fn replica(em: &Emulator, redis: &RedisServer, options: Options) -> Replica {
         );
         source = source.seller(SellerId::new(seller), credentials);
     }
-    let redis_fleet = RedisFleet::builder(&redis.url())
+    let redis_fleet = RedisFleet::builder(redis.url())
         .encryption_key(EncryptionKey::from_bytes(options.key))
+        .key_prefix(redis.prefix())
         .build()
         .unwrap();
     let mut builder = RestrictedDataTokenLayer::builder(source.build().unwrap())
@@ -297,7 +192,9 @@ fn total(replicas: &[Replica], f: fn(&spapi_rdt::Stats) -> u64) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_calls_across_four_replicas_make_one_token_call_per_key() {
-    let redis = RedisServer::start();
+    let Some(redis) = Redis::any() else {
+        return;
+    };
     let em = Emulator::start_with(emulator_config()).await.unwrap();
     let replicas: Vec<Replica> = (0..4)
         .map(|_| replica(&em, &redis, Options::default()))
@@ -346,8 +243,10 @@ async fn a_thousand_calls_across_four_replicas_make_one_token_call_per_key() {
 }
 
 /// N replicas × many keys of one seller, all at once, against Amazon's quota.
-async fn run_quota_load(fleet: bool) -> (spapi_rdt::testing::Counters, Vec<Replica>) {
-    let redis = RedisServer::start();
+async fn run_quota_load(
+    redis: &Redis,
+    fleet: bool,
+) -> (spapi_rdt::testing::Counters, Vec<Replica>) {
     // A faster quota than Amazon's 1/s (the same shape: a burst, then a steady rate), so that the
     // test takes seconds.
     let em = Emulator::start_with(emulator_config().token_quota(5.0, 5))
@@ -358,7 +257,7 @@ async fn run_quota_load(fleet: bool) -> (spapi_rdt::testing::Counters, Vec<Repli
         fleet,
         ..Options::default()
     };
-    let replicas: Vec<Replica> = (0..3).map(|_| replica(&em, &redis, options())).collect();
+    let replicas: Vec<Replica> = (0..3).map(|_| replica(&em, redis, options())).collect();
     let calls = replicas.iter().enumerate().flat_map(|(r, replica)| {
         (0..8).map({
             let em = &em;
@@ -376,7 +275,10 @@ async fn run_quota_load(fleet: bool) -> (spapi_rdt::testing::Counters, Vec<Repli
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_share_one_rate_limit_per_seller() {
-    let (counters, replicas) = run_quota_load(true).await;
+    let Some(redis) = Redis::any() else {
+        return;
+    };
+    let (counters, replicas) = run_quota_load(&redis, true).await;
     eprintln!(
         "3 replicas x 8 keys, quota 5/s burst 5, fleet: token calls {}, 429s {}, limiter waits {}",
         counters.token_calls,
@@ -392,7 +294,10 @@ async fn replicas_share_one_rate_limit_per_seller() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_fleet_the_same_load_is_throttled() {
     // The control for the test above: each replica alone believes it has the whole quota.
-    let (counters, _replicas) = run_quota_load(false).await;
+    let Some(redis) = Redis::any() else {
+        return;
+    };
+    let (counters, _replicas) = run_quota_load(&redis, false).await;
     eprintln!(
         "3 replicas x 8 keys, quota 5/s burst 5, no fleet: token calls {}, 429s {}",
         counters.token_calls, counters.throttled
@@ -402,7 +307,9 @@ async fn without_the_fleet_the_same_load_is_throttled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_go_on_alone_while_redis_is_down_and_share_again_after() {
-    let mut redis = RedisServer::start();
+    let Some(mut redis) = Redis::own() else {
+        return;
+    };
     let em = Emulator::start_with(emulator_config()).await.unwrap();
     let options = || Options {
         tune: |f| f.retry_after(Duration::from_millis(300)),
@@ -469,7 +376,9 @@ async fn replicas_go_on_alone_while_redis_is_down_and_share_again_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_are_encrypted_in_redis() {
-    let redis = RedisServer::start();
+    let Some(redis) = Redis::any() else {
+        return;
+    };
     let em = Emulator::start_with(emulator_config()).await.unwrap();
     let a = replica(&em, &redis, Options::default());
     let token = a
@@ -494,7 +403,7 @@ async fn tokens_are_encrypted_in_redis() {
     assert!(!value.windows(9).any(|w| w == b"Atz.sprdt"));
     // Nothing in Redis holds a token in clear.
     let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("*")
+        .arg(format!("{}*", redis.prefix()))
         .query_async(&mut raw)
         .await
         .unwrap();
@@ -535,7 +444,9 @@ async fn tokens_are_encrypted_in_redis() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_leaders_lease_delays_the_others_at_most_its_ttl() {
-    let redis = RedisServer::start();
+    let Some(redis) = Redis::any() else {
+        return;
+    };
     let em = Emulator::start_with(emulator_config()).await.unwrap();
     let lease_ttl = Duration::from_secs(2);
     let a = replica(
@@ -583,7 +494,9 @@ async fn a_crashed_leaders_lease_delays_the_others_at_most_its_ttl() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bundled_token_serves_every_replica() {
-    let redis = RedisServer::start();
+    let Some(redis) = Redis::any() else {
+        return;
+    };
     let em = Emulator::start_with(emulator_config()).await.unwrap();
     let options = || Options {
         strategy: Strategy::Bundle,

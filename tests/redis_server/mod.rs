@@ -1,0 +1,262 @@
+//! A real Redis for the tests that need one.
+//!
+//! Where it comes from, in this order:
+//! 1. `SPAPI_RDT_REDIS_URL`, a server you run (`redis://127.0.0.1:6379/`). Each test writes under a
+//!    key prefix of its own, so tests running in parallel share it safely.
+//! 2. A `redis-server` from `PATH`, started by the test on a Unix socket in a fresh temporary folder
+//!    (no TCP port to race other tests for), with no persistence, killed when the test ends.
+//! 3. None: the test returns early, and the test binary writes one line to stderr saying why and
+//!    how to run the Redis tests.
+//!
+//! With `SPAPI_RDT_REQUIRE_REDIS=1` (as `.ci/run` sets it) step 3 is a failure, never a skip, so a
+//! broken Redis set-up cannot pass for a green run.
+//!
+//! Tests that kill and restart the server ([`Redis::own`]) need step 2: a server given by URL is
+//! not theirs to kill.
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Once;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// The variable naming an existing Redis server.
+pub const URL_VAR: &str = "SPAPI_RDT_REDIS_URL";
+/// The variable that turns a missing Redis into a failure.
+pub const REQUIRE_VAR: &str = "SPAPI_RDT_REQUIRE_REDIS";
+
+/// A Redis server for one test: its URL, the key prefix the test writes under, and the child
+/// process when the test started it.
+#[derive(Debug)]
+pub struct Redis {
+    url: String,
+    prefix: String,
+    own: Option<OwnServer>,
+}
+
+/// A `redis-server` started by a test, on a Unix socket in a temporary folder.
+#[derive(Debug)]
+struct OwnServer {
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Redis {
+    /// A server for a test that only reads and writes keys: the one in `SPAPI_RDT_REDIS_URL`, else
+    /// one it starts. `None` (after the skip notice) when there is neither.
+    pub fn any() -> Option<Redis> {
+        if let Some(url) = std::env::var(URL_VAR).ok().filter(|u| !u.is_empty()) {
+            announce(&format!("the Redis at {URL_VAR}"));
+            return Some(Redis {
+                url,
+                prefix: unique_prefix(),
+                own: None,
+            });
+        }
+        Redis::own()
+    }
+
+    /// A server this test starts itself, for tests that kill and restart it. `None` (after the
+    /// skip notice) when `redis-server` is not on `PATH`.
+    pub fn own() -> Option<Redis> {
+        let dir = std::env::temp_dir().join(format!(
+            "spapi-rdt-redis-{}-{}",
+            std::process::id(),
+            SERVERS.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir)
+            .unwrap_or_else(|e| panic!("could not create {}: {e}", dir.display()));
+        let mut server = OwnServer { dir, child: None };
+        if let Err(why) = server.spawn() {
+            if why.not_installed {
+                skip(&why.message);
+                return None;
+            }
+            panic!("{}", why.message);
+        }
+        announce("a redis-server started by the tests");
+        Some(Redis {
+            url: format!("redis+unix://{}", server.socket().display()),
+            prefix: unique_prefix(),
+            own: Some(server),
+        })
+    }
+
+    /// The server's URL, for `RedisFleet::builder`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The key prefix this test writes under (`RedisFleetBuilder::key_prefix`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Kills the server (as a crash would: SIGKILL) and waits for it to end.
+    ///
+    /// # Panics
+    /// When the server was not started by this test ([`Redis::own`]).
+    pub fn kill(&mut self) {
+        self.own_server().kill();
+    }
+
+    /// Starts the server again on the same socket, empty.
+    pub fn restart(&mut self) {
+        let server = self.own_server();
+        server.kill();
+        if let Err(why) = server.spawn() {
+            panic!("{}", why.message);
+        }
+    }
+
+    /// A plain client of its own, for looking at what the code under test wrote.
+    pub async fn client(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
+    fn own_server(&mut self) -> &mut OwnServer {
+        self.own
+            .as_mut()
+            .expect("only a server the test started (Redis::own) can be killed or restarted")
+    }
+}
+
+/// Why a server could not be started.
+struct StartError {
+    not_installed: bool,
+    message: String,
+}
+
+impl OwnServer {
+    fn socket(&self) -> PathBuf {
+        self.dir.join("redis.sock")
+    }
+
+    fn spawn(&mut self) -> Result<(), StartError> {
+        let socket = self.socket();
+        let _ = std::fs::remove_file(&socket);
+        let child = Command::new("redis-server")
+            .args(["--port", "0"])
+            .arg("--unixsocket")
+            .arg(&socket)
+            .args(["--unixsocketperm", "700"])
+            .args(["--save", ""])
+            .args(["--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let child = match child {
+            Ok(child) => child,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StartError {
+                    not_installed: true,
+                    message: "`redis-server` is not on PATH".to_owned(),
+                });
+            }
+            Err(e) => {
+                return Err(StartError {
+                    not_installed: false,
+                    message: format!("could not start redis-server: {e}"),
+                });
+            }
+        };
+        let child = self.child.insert(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if pings(&socket) {
+                return Ok(());
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(StartError {
+                    not_installed: false,
+                    message: format!("redis-server exited at start ({status})"),
+                });
+            }
+            if Instant::now() >= deadline {
+                return Err(StartError {
+                    not_installed: false,
+                    message: "redis-server did not answer PING within 10 s".to_owned(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+static SERVERS: AtomicU32 = AtomicU32::new(0);
+
+/// A key prefix no other test of any process uses.
+fn unique_prefix() -> String {
+    static PREFIXES: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "spapi-rdt-test-{}-{}",
+        std::process::id(),
+        PREFIXES.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn pings(socket: &std::path::Path) -> bool {
+    let Ok(mut stream) = UnixStream::connect(socket) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut answer = [0u8; 7];
+    stream.read_exact(&mut answer).is_ok() && &answer == b"+PONG\r\n"
+}
+
+/// Says once per test binary, on stderr past the harness's capture, which Redis the tests use, so
+/// that a log shows they ran against a real server.
+fn announce(which: &str) {
+    static ANNOUNCED: Once = Once::new();
+    ANNOUNCED.call_once(|| {
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "Redis tests: running against {which}"
+        );
+    });
+}
+
+/// Skips the calling test, or fails it under `SPAPI_RDT_REQUIRE_REDIS=1`. The notice is written once
+/// per test binary, straight to stderr so that the test harness's capture does not hide it.
+fn skip(why: &str) {
+    let hint = format!(
+        "install redis-server (Debian/Ubuntu: `apt-get install -y redis-server`; macOS: \
+         `brew install redis`) or set {URL_VAR}=redis://HOST:PORT/"
+    );
+    if std::env::var(REQUIRE_VAR).is_ok_and(|v| v == "1") {
+        panic!("{REQUIRE_VAR}=1 but no Redis can be had: {why}; {hint}");
+    }
+    static NOTICE: Once = Once::new();
+    NOTICE.call_once(|| {
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "SKIPPED: the Redis tests of this binary did not run: {why}. To run them, {hint}."
+        );
+    });
+}
