@@ -53,14 +53,31 @@
 //!
 //! # Features
 //! - `reqwest` (default): `SpApiTokenSource`, the source that calls Amazon's Tokens API with an LWA
-//!   access token, over reqwest with rustls.
+//!   access token, over reqwest. It brings no TLS by itself: see "TLS" below.
+//! - `rustls` (default), `rustls-no-provider`, `native-tls`: the TLS of the source's own client.
 //! - `reqwest-middleware`: [`RestrictedDataTokenLayer::middleware`], the same layer as a
 //!   `reqwest_middleware::Middleware`.
-//! - `redis`: `fleet::RedisFleet`, fleet mode on Redis (shared tokens and rate limit across
-//!   replicas).
-//! - `testing`: `spapi_rdt::testing`, an SP-API emulator on loopback for tests and examples.
 //! - `redis`: `spapi_rdt::fleet::RedisFleet`, fleet mode on Redis: replicas share one token fetch
 //!   per key and one rate limit per seller, with tokens encrypted at rest ([`fleet`]).
+//! - `testing`: `spapi_rdt::testing`, an SP-API emulator on loopback for tests and examples.
+//!
+//! # TLS
+//! The TLS stack is the application's choice; the crate only follows it. The default feature
+//! `rustls` builds the source's client on rustls with the aws-lc-rs crypto provider, as reqwest does
+//! by default. An application that already uses rustls with another provider (ring, a FIPS build)
+//! must not add that one: with two providers compiled in, rustls cannot pick a process default and
+//! panics at start-up ("Could not automatically determine the process-level CryptoProvider from
+//! Rustls crate features"). Such an application turns the default features off and takes
+//! `rustls-no-provider`, then installs its provider before building the source
+//! (`rustls::crypto::ring::default_provider().install_default()`); without one, `build()` returns
+//! `SourceBuildError::NoCryptoProvider` rather than panicking. `native-tls` uses the platform's TLS
+//! library (OpenSSL on Linux) and no rustls at all. Whatever the features, a client of your own
+//! given to `SpApiTokenSourceBuilder::http_client` is used as it is.
+//!
+//! ```toml
+//! # An application on rustls with ring:
+//! spapi-rdt = { version = "0.1", default-features = false, features = ["rustls-no-provider"] }
+//! ```
 //!
 //! [tower]: https://docs.rs/tower
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -102,6 +119,11 @@ pub use token::{InvalidToken, IssuedToken, SecretToken};
 pub use source::{
     CredentialsError, LwaCredentials, SourceBuildError, SpApiTokenSource, SpApiTokenSourceBuilder,
 };
+
+/// The README's code blocks, compiled as doc tests so that they cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 
 /// The boxed error type of the layer's service, as in tower.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

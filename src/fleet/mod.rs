@@ -25,12 +25,12 @@
 //! implementation ([`RedisFleet`], feature `redis`) encrypts records with AES-256-GCM under a key
 //! you supply.
 //!
-#![cfg_attr(feature = "redis", doc = "```no_run")]
-#![cfg_attr(not(feature = "redis"), doc = "```ignore")]
+//! ```no_run
+//! # #[cfg(feature = "redis")]
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use spapi_rdt::fleet::{EncryptionKey, RedisFleet};
 //! use spapi_rdt::RestrictedDataTokenLayer;
 //!
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let source = spapi_rdt::source_fn(|_: spapi_rdt::TokenRequest| async {
 //! #     Err::<spapi_rdt::IssuedToken, _>(spapi_rdt::SourceError::permanent("example"))
 //! # });
@@ -45,6 +45,8 @@
 //! # let _ = layer;
 //! # Ok(())
 //! # }
+//! # #[cfg(not(feature = "redis"))]
+//! # fn main() {}
 //! ```
 //!
 //! Other engines plug in through the two traits; both are object-safe and return boxed futures.

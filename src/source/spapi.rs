@@ -143,6 +143,21 @@ pub enum SourceBuildError {
     /// The HTTP client could not be built (TLS initialization).
     #[error("could not build the HTTP client")]
     HttpClient(#[source] reqwest::Error),
+    /// Feature `rustls-no-provider` is on, no other TLS feature is, and the application has not
+    /// installed a rustls crypto provider: the source's own client would have no cryptography.
+    #[error(
+        "no rustls crypto provider is installed: call \
+         `rustls::crypto::CryptoProvider::install_default` (for example with ring's provider) before \
+         building the source, or give the builder your own client with `http_client`"
+    )]
+    NoCryptoProvider,
+    /// No TLS feature is on (`rustls`, `rustls-no-provider`, `native-tls`), no client was given, and
+    /// the LWA endpoint is an `https` URL: the source could never reach it.
+    #[error(
+        "the source's HTTP client has no TLS: turn on the feature `rustls`, `rustls-no-provider` or \
+         `native-tls`, or give the builder your own client with `http_client`"
+    )]
+    NoTls,
 }
 
 impl SpApiTokenSource {
@@ -233,8 +248,9 @@ impl SpApiTokenSourceBuilder {
         self
     }
 
-    /// The HTTP client to use instead of the one built here (which uses rustls and follows no
-    /// redirects; do the same). Its own timeouts apply on top of
+    /// The HTTP client to use instead of the one built here (which follows no redirects, and uses
+    /// the TLS the crate's features chose: see the crate docs' "TLS" section). Build yours with
+    /// `reqwest::redirect::Policy::none()` too. Its own timeouts apply on top of
     /// [`request_timeout`](Self::request_timeout).
     #[must_use]
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
@@ -271,15 +287,7 @@ impl SpApiTokenSourceBuilder {
         }
         let client = match self.client {
             Some(client) => client,
-            None => reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .user_agent(concat!(
-                    "spapi-rdt/",
-                    env!("CARGO_PKG_VERSION"),
-                    " (Language=Rust)"
-                ))
-                .build()
-                .map_err(SourceBuildError::HttpClient)?,
+            None => default_client(&lwa_url)?,
         };
         let lwa = LwaCache::new(self.lwa_refresh_margin);
         for (seller, credentials) in self.sellers {
@@ -298,6 +306,37 @@ impl SpApiTokenSourceBuilder {
             }),
         })
     }
+}
+
+/// The client the source builds when it is given none: no redirects, and the TLS the crate's
+/// features chose.
+fn default_client(lwa_url: &reqwest::Url) -> Result<reqwest::Client, SourceBuildError> {
+    const ANY_TLS: bool = cfg!(any(
+        feature = "rustls",
+        feature = "rustls-no-provider",
+        feature = "native-tls"
+    ));
+    if !ANY_TLS && lwa_url.scheme() == "https" {
+        return Err(SourceBuildError::NoTls);
+    }
+    // reqwest panics when it has rustls without a provider and finds none installed; say so first.
+    #[cfg(all(
+        feature = "rustls-no-provider",
+        not(feature = "rustls"),
+        not(feature = "native-tls")
+    ))]
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        return Err(SourceBuildError::NoCryptoProvider);
+    }
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!(
+            "spapi-rdt/",
+            env!("CARGO_PKG_VERSION"),
+            " (Language=Rust)"
+        ))
+        .build()
+        .map_err(SourceBuildError::HttpClient)
 }
 
 fn check_lwa_url(input: &str) -> Result<reqwest::Url, SourceBuildError> {
@@ -897,6 +936,39 @@ mod tests {
                 "{bad}"
             );
             assert!(!err.to_string().contains("pw@"));
+        }
+    }
+
+    /// What the crate's TLS features give the source's own client.
+    #[test]
+    fn the_default_client_follows_the_tls_features() {
+        let credentials = || crate::LwaCredentials::new("id", "secret", "Atzr|refresh");
+        let to_amazon = SpApiTokenSource::builder()
+            .credentials(credentials())
+            .build();
+        let to_loopback = SpApiTokenSource::builder()
+            .credentials(credentials())
+            .lwa_url("http://127.0.0.1:9/token")
+            .build();
+        let any_tls = cfg!(any(
+            feature = "rustls",
+            feature = "rustls-no-provider",
+            feature = "native-tls"
+        ));
+        let provider_needed = cfg!(all(
+            feature = "rustls-no-provider",
+            not(feature = "rustls"),
+            not(feature = "native-tls")
+        ));
+        if !any_tls {
+            // No TLS: Amazon's https endpoint could never be reached; plain loopback still can.
+            assert!(matches!(to_amazon, Err(SourceBuildError::NoTls)));
+            assert!(to_loopback.is_ok());
+        } else if provider_needed {
+            // No provider is installed in this test process: a typed error, not reqwest's panic.
+            assert!(matches!(to_amazon, Err(SourceBuildError::NoCryptoProvider)));
+        } else {
+            assert!(to_amazon.is_ok() && to_loopback.is_ok());
         }
     }
 }
