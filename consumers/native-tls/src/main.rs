@@ -1,8 +1,8 @@
 //! An application on the platform's TLS library (OpenSSL on Linux): spapi-rdt with `native-tls`,
 //! and no rustls anywhere in the graph.
 
-#[path = "../../shared.rs"]
-mod shared;
+#[path = "../../common.rs"]
+mod common;
 
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -13,7 +13,7 @@ use spapi_rdt::testing::Emulator;
 async fn main() -> Result<(), BoxError> {
     let emulator = Emulator::start().await?;
     let client = Client::builder(TokioExecutor::new()).build_http();
-    shared::call_restricted(&emulator, shared::source(&emulator)?, client).await?;
+    common::call_restricted(&emulator, common::source(&emulator)?, client).await?;
     println!("native-tls: restricted call served with its token");
     Ok(())
 }

@@ -7,8 +7,8 @@
 //! `from-features`, it relies on rustls choosing the one provider compiled in, which is what panics
 //! when spapi-rdt brings aws-lc-rs too.
 
-#[path = "../../shared.rs"]
-mod shared;
+#[path = "../../common.rs"]
+mod common;
 
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -20,7 +20,7 @@ async fn main() -> Result<(), BoxError> {
     let emulator = Emulator::start().await?;
 
     // No provider yet: the source says so with a typed error instead of reqwest's panic.
-    match shared::source(&emulator) {
+    match common::source(&emulator) {
         Err(SourceBuildError::NoCryptoProvider) => {}
         other => return Err(format!("expected NoCryptoProvider, got {other:?}").into()),
     }
@@ -48,7 +48,7 @@ async fn main() -> Result<(), BoxError> {
         .enable_http1()
         .build();
     let client = Client::builder(TokioExecutor::new()).build(connector);
-    shared::call_restricted(&emulator, shared::source(&emulator)?, client).await?;
+    common::call_restricted(&emulator, common::source(&emulator)?, client).await?;
     if rustls::crypto::CryptoProvider::get_default().is_none() {
         return Err("no process-wide crypto provider after building the TLS config".into());
     }
