@@ -56,3 +56,13 @@ where
     }
     Ok(())
 }
+
+/// The whole run of a consumer whose application client speaks plain HTTP to the emulator: only the
+/// source's own client (and so the crate's TLS features) differs between them.
+pub async fn run_over_plain_http(label: &str) -> Result<(), BoxError> {
+    let emulator = Emulator::start().await?;
+    let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    call_restricted(&emulator, source(&emulator)?, client).await?;
+    println!("{label}: restricted call served with its token");
+    Ok(())
+}

@@ -9,7 +9,7 @@
 mod capture;
 mod common;
 
-use capture::Captured;
+use capture::capture;
 use common::{ScriptedSource, echo_token, get};
 use spapi_rdt::RestrictedDataTokenLayer;
 use tower::{Layer, ServiceExt};
@@ -26,13 +26,7 @@ fn warnings_for(logs: &str, operation: &str) -> usize {
 
 #[tokio::test]
 async fn a_deprecated_operation_gets_its_token_and_one_warning_per_layer() {
-    let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .with_writer(captured.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = capture(tracing::Level::WARN);
 
     let source = ScriptedSource::new();
     let layer = RestrictedDataTokenLayer::new(source.source());

@@ -8,19 +8,13 @@
 mod capture;
 mod spapi_mock;
 
-use capture::Captured;
+use capture::capture;
 
 use spapi_mock::*;
 
 #[tokio::test]
 async fn logs_say_what_happened_without_secrets() {
-    let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(captured.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = capture(tracing::Level::TRACE);
 
     let server = Server::start().await;
     let source = server.source();

@@ -33,3 +33,15 @@ impl<'a> MakeWriter<'a> for Captured {
         self.clone()
     }
 }
+
+/// Captures every event up to `level` on this thread until the guard is dropped.
+pub fn capture(level: tracing::Level) -> (Captured, tracing::subscriber::DefaultGuard) {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_ansi(false)
+        .with_writer(captured.clone())
+        .finish();
+    let guard = tracing::subscriber::set_default(subscriber);
+    (captured, guard)
+}

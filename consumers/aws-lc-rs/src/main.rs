@@ -4,16 +4,7 @@
 #[path = "../../common.rs"]
 mod common;
 
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use spapi_rdt::BoxError;
-use spapi_rdt::testing::Emulator;
-
 #[tokio::main]
-async fn main() -> Result<(), BoxError> {
-    let emulator = Emulator::start().await?;
-    let client = Client::builder(TokioExecutor::new()).build_http();
-    common::call_restricted(&emulator, common::source(&emulator)?, client).await?;
-    println!("aws-lc-rs (default features): restricted call served with its token");
-    Ok(())
+async fn main() -> Result<(), spapi_rdt::BoxError> {
+    common::run_over_plain_http("aws-lc-rs (default features)").await
 }
