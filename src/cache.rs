@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use crate::catalog::DataElements;
 use crate::resource::SellerId;
 use crate::source::{ErrorKind, SourceError};
+use crate::time;
 use crate::token::IssuedToken;
 
 /// How long a token is fresh, and when it is refreshed.
@@ -51,14 +52,17 @@ impl Windows {
         let usable = life.saturating_sub(self.expiry_margin.min(life / 10));
         let ahead = self.refresh_ahead.min(usable / 2);
         let jitter_max = self.jitter.min(ahead / 2);
-        let jitter = jitter_max.mul_f64(fastrand::f64());
-        let hard = now + usable;
-        let soft = now + usable.saturating_sub(ahead + jitter);
+        let jitter = time::scale(jitter_max, fastrand::f64());
+        let hard = time::add(now, usable);
+        let soft = time::add(now, usable.saturating_sub(ahead.saturating_add(jitter)));
         (soft, hard)
     }
 }
 
 /// How long failures are remembered.
+///
+/// A source's `Retry-After` is honoured up to [`transient_max`](Self::transient_max) and no
+/// further: that is the documented ceiling on how long any answer can keep a seller from a token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Backoff {
     /// The first transient failure is remembered this long; each further one doubles it.
@@ -89,11 +93,19 @@ impl Backoff {
             .saturating_mul(1u32 << failures_in_a_row.saturating_sub(1).min(16));
         let capped = doubled.min(self.transient_max);
         // Full jitter over the upper half, so replicas that failed together retry apart.
-        let wait = capped.mul_f64(0.5 + fastrand::f64() / 2.0);
+        let wait = time::scale(capped, 0.5 + fastrand::f64() / 2.0);
         match error {
-            FetchError::Source(e) => wait.max(e.retry_after().unwrap_or_default()),
+            FetchError::Source(e) => wait.max(self.retry_after(e)),
             _ => wait,
         }
+    }
+
+    /// How long `error` asks to wait, cut to [`transient_max`](Self::transient_max).
+    pub(crate) fn retry_after(&self, error: &SourceError) -> Duration {
+        error
+            .retry_after()
+            .unwrap_or_default()
+            .min(self.transient_max)
     }
 }
 
@@ -347,7 +359,7 @@ impl Slot {
             Err(error) => {
                 state.failures_in_a_row = state.failures_in_a_row.saturating_add(1);
                 let wait = backoff.remember_for(error, state.failures_in_a_row);
-                state.failure = Some((error.clone(), now + wait));
+                state.failure = Some((error.clone(), time::add(now, wait)));
             }
         }
     }
@@ -546,7 +558,7 @@ impl TokenCache {
         windows: &Windows,
         bundle: Option<BundleInfo>,
     ) -> CachedToken {
-        let (soft, hard) = windows.deadlines(now, token.expires_in());
+        let (soft, hard) = windows.deadlines(now, time::cap_lifetime(token.expires_in()));
         self.entry_with_deadlines(token.token().header_value().clone(), soft, hard, bundle)
     }
 

@@ -27,12 +27,15 @@ use crate::matcher::Matcher;
 use crate::resource::{Origin, RestrictedResource, SellerId, TokenRequest};
 use crate::source::{ErrorKind, SourceError, TokenSource};
 use crate::stats::{Counter, Counters, Stats};
+use crate::time;
 use crate::token::IssuedToken;
 
 /// Settings fixed when the layer is built.
 #[derive(Clone, Debug)]
 pub(crate) struct Settings {
     pub(crate) default_seller: SellerId,
+    /// Refuse restricted requests that carry no `SellerId` instead of using `default_seller`.
+    pub(crate) require_seller: bool,
     pub(crate) data_elements: DataElements,
     pub(crate) report_policy: ReportPolicy,
     pub(crate) sandbox_policy: SandboxPolicy,
@@ -51,6 +54,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             default_seller: SellerId::default(),
+            require_seller: false,
             data_elements: DataElements::USUAL,
             report_policy: ReportPolicy::default(),
             sandbox_policy: SandboxPolicy::default(),
@@ -133,6 +137,9 @@ impl Core {
         let Some((seller, key, op)) = self.key_of(method, uri, ext) else {
             return Plan::PassThrough;
         };
+        if self.settings.require_seller && ext.get::<SellerId>().is_none() {
+            return Plan::Fail(Error::missing_seller());
+        }
         let now = Instant::now();
         let peeked = self.cache.with_slot(seller, key, |slot| match slot {
             None => (Peek::Missing, None),
@@ -242,7 +249,7 @@ impl Core {
         let slot = Arc::clone(slot);
         let task = tokio::spawn(async move {
             let started = Instant::now();
-            let deadline = started + core.settings.fetch_timeout;
+            let deadline = time::add(started, core.settings.fetch_timeout);
             let attempt = AssertUnwindSafe(async {
                 let entry = match &core.fleet {
                     Some(fleet) => {
@@ -345,7 +352,7 @@ impl Core {
                 return Err(FetchError::Source(Arc::new(error)));
             }
             let pause = self.retry_pause(attempt, &error);
-            if Instant::now() + pause >= deadline {
+            if time::add(Instant::now(), pause) >= deadline {
                 return Err(FetchError::Source(Arc::new(error)));
             }
             tracing::debug!(seller = %request.seller(), attempt, ?pause, error = %error, "token fetch failed; retrying");
@@ -359,8 +366,8 @@ impl Core {
             .settings
             .retry_base
             .saturating_mul(1u32 << attempt.saturating_sub(1).min(10));
-        let jittered = base.mul_f64(0.5 + fastrand::f64() / 2.0);
-        jittered.max(error.retry_after().unwrap_or_default())
+        let jittered = time::scale(base, 0.5 + fastrand::f64() / 2.0);
+        jittered.max(self.settings.backoff.retry_after(error))
     }
 
     fn token_request(&self, seller: &SellerId, key: SlotKeyRef<'_>) -> TokenRequest {

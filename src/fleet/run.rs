@@ -13,6 +13,7 @@ use crate::core::Core;
 use crate::limit::TokenQuota;
 use crate::resource::TokenRequest;
 use crate::stats::Counter;
+use crate::time;
 
 /// How often, at most, a warning says that the shared store is failing.
 const WARN_EVERY: Duration = Duration::from_secs(60);
@@ -42,7 +43,7 @@ struct Health {
 impl FleetState {
     pub(crate) fn new(config: Fleet, quota: TokenQuota) -> Self {
         // The interval between admitted calls grows by the margin; the burst stays.
-        let interval = Duration::from_secs_f64(1.0 / quota.per_second()) + config.rate_margin;
+        let interval = quota.interval(config.rate_margin);
         let quota = TokenQuota::new(1.0 / interval.as_secs_f64(), quota.burst()).unwrap_or(quota);
         FleetState {
             config,
@@ -101,7 +102,7 @@ impl FleetState {
         let retry_after = self.config.retry_after;
         let mut health = self.health();
         health.degraded = true;
-        health.down_until = Some(now + retry_after);
+        health.down_until = Some(time::add(now, retry_after));
         health.unreported += 1;
         let due = health
             .last_warning
@@ -129,7 +130,7 @@ fn lease_holder() -> String {
 
 /// `base` jittered between half and one and a half of it.
 fn jittered(base: Duration) -> Duration {
-    base.mul_f64(0.5 + fastrand::f64())
+    time::scale(base, 0.5 + fastrand::f64())
 }
 
 impl Core {
@@ -281,8 +282,8 @@ impl Core {
         }
         Some(self.cache.entry_with_deadlines(
             record.token,
-            now + fresh_left,
-            now + left,
+            time::add(now, fresh_left),
+            time::add(now, left),
             record.bundle,
         ))
     }
@@ -317,9 +318,9 @@ impl Core {
                 Ok(Admission::RetryAfter(wait)) => {
                     let wait = wait.max(Duration::from_millis(1));
                     let now = Instant::now();
-                    if now + wait > deadline {
+                    if time::add(now, wait) > deadline {
                         return Err(FetchError::RateLimited {
-                            needed: now.saturating_duration_since(start) + wait,
+                            needed: now.saturating_duration_since(start).saturating_add(wait),
                         });
                     }
                     if !counted {
