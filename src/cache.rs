@@ -335,6 +335,11 @@ impl Slot {
         if state.inflight.as_ref().is_some_and(|f| f.peek().is_none()) {
             return false;
         }
+        // The caller saw a token in its refresh window before it took the lock: a refresh may have
+        // published a fresh one since.
+        if self.current.load().as_deref().is_some_and(|t| now < t.soft) {
+            return false;
+        }
         if state
             .failure
             .as_ref()
@@ -591,6 +596,45 @@ impl fmt::Debug for TokenCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::FutureExt;
+
+    fn never() -> SharedFetch {
+        futures_util::future::pending::<FetchOutcome>()
+            .boxed()
+            .shared()
+    }
+
+    fn header(value: &'static str) -> HeaderValue {
+        HeaderValue::from_static(value)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stale_hit_after_a_refresh_published_starts_no_second_refresh() {
+        let cache = TokenCache::new();
+        let slot = Slot::default();
+        let now = Instant::now();
+        let in_window =
+            cache.entry_with_deadlines(header("old"), now, now + Duration::from_secs(100), None);
+        slot.current.store(Some(Arc::new(in_window)));
+        // A request sees the token in its refresh window...
+        assert!(matches!(slot.peek(now, None), Peek::Stale(_)));
+        // ...while the refresh under way publishes a fresh one.
+        assert!(slot.begin_refresh(now, never));
+        let fresh = cache.entry_with_deadlines(
+            header("new"),
+            now + Duration::from_secs(50),
+            now + Duration::from_secs(100),
+            None,
+        );
+        slot.publish(&Ok(Arc::new(fresh)), now, &Backoff::default());
+        let mut started = 0;
+        let began = slot.begin_refresh(now, || {
+            started += 1;
+            never()
+        });
+        assert!(!began);
+        assert_eq!(started, 0);
+    }
 
     #[test]
     fn windows_never_cause_a_refresh_storm() {
@@ -622,6 +666,11 @@ mod tests {
         let tenth = b.remember_for(&err, 10);
         assert!(tenth <= Duration::from_secs(60) && tenth >= Duration::from_secs(30));
         let perm = FetchError::Source(Arc::new(SourceError::permanent("x")));
+        // A Retry-After counts up to the transient maximum and no further.
+        let huge = FetchError::Source(Arc::new(
+            SourceError::transient("x").with_retry_after(Duration::MAX),
+        ));
+        assert_eq!(b.remember_for(&huge, 1), b.transient_max);
         assert_eq!(b.remember_for(&perm, 1), Duration::from_secs(60));
         let asked = FetchError::Source(Arc::new(
             SourceError::transient("x").with_retry_after(Duration::from_secs(7)),

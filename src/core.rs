@@ -183,10 +183,8 @@ impl Core {
         let slot = self.cache.slot(seller, key);
         let begun = slot.begin(now, op, || self.start_fetch(&slot, seller, key));
         match begun {
-            Begin::Ready(header) => {
-                self.counters.bump(Counter::Hits);
-                Plan::Ready(header)
-            }
+            // Published while this request looked: it was counted as a miss, and only as one.
+            Begin::Ready(header) => Plan::Ready(header),
             Begin::Remembered(error) => {
                 self.counters.bump(Counter::RememberedErrors);
                 tracing::debug!(seller = %seller, "serving a remembered token-fetch failure");
@@ -709,5 +707,37 @@ impl fmt::Debug for Core {
             .field("settings", &self.settings)
             .field("fleet", &self.fleet.as_ref().map(FleetState::config))
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer::RestrictedDataTokenLayer;
+    use crate::source::source_fn;
+    use crate::token::SecretToken;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_miss_that_finds_a_published_token_counts_as_one_miss() {
+        let source = source_fn(|_request: TokenRequest| async {
+            let token = SecretToken::new("Atz.sprdt|one").map_err(SourceError::permanent)?;
+            Ok(IssuedToken::new(token, Duration::from_secs(3600)))
+        });
+        let layer = RestrictedDataTokenLayer::builder(source).build().unwrap();
+        let core = Arc::clone(layer.core());
+        let uri: Uri = "https://sellingpartnerapi-na.amazon.com/orders/v0/orders/1/address"
+            .parse()
+            .unwrap();
+        let (method, ext) = (Method::GET, Extensions::new());
+        assert!(core.grant(&method, &uri, &ext).await.unwrap().is_some());
+        assert_eq!(core.stats().misses, 1);
+        // A request that looked just before the fetch published goes the miss way and finds it.
+        let (seller, key, op) = core.key_of(&method, &uri, &ext).unwrap();
+        assert!(matches!(
+            core.miss(seller, key, op, Instant::now()),
+            Plan::Ready(_)
+        ));
+        let stats = core.stats();
+        assert_eq!((stats.misses, stats.hits), (2, 0), "{stats:?}");
     }
 }

@@ -22,7 +22,8 @@ pub struct Stats {
     /// Restricted requests served a cached token inside its refresh window (a background refresh
     /// was due).
     pub stale_hits: u64,
-    /// Restricted requests that found no usable token and waited for one.
+    /// Restricted requests that found no usable token and waited for one (or found one that was
+    /// published while they looked; such a request counts as a miss only, never also as a hit).
     pub misses: u64,
     /// Of the misses, those that joined a fetch already under way instead of starting one.
     pub coalesced: u64,
