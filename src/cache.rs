@@ -244,6 +244,20 @@ struct SlotState {
     /// The last token `invalidate` dropped, so that a copy of it held elsewhere (fleet mode's shared
     /// store) is not taken back.
     revoked: Option<HeaderValue>,
+    /// When a 403 last dropped this slot's token, until a replay with the next token worked.
+    refused_at: Option<Instant>,
+}
+
+/// What a 403 on a restricted call did to the token it was made with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The token was dropped: a replay gets a new one.
+    Dropped,
+    /// The token is no longer the slot's (a newer one, or none): a replay goes through the cache.
+    Replaced,
+    /// The token was kept: a 403 dropped this slot's token within the refusal period and no replay
+    /// has worked since, so this 403 is taken for a refusal of the request, not of the token.
+    Kept,
 }
 
 /// One cache entry.
@@ -381,6 +395,34 @@ impl Slot {
             }
             _ => false,
         }
+    }
+
+    /// After a 403 on a request made with token `generation`: drops the token, unless a 403 dropped
+    /// this slot's token less than `period` ago and no replay has worked since (see [`Refusal`]).
+    pub(crate) fn refuse(&self, generation: u64, now: Instant, period: Duration) -> Refusal {
+        let mut state = self.state();
+        let current = self.current.load();
+        match current.as_deref() {
+            Some(t) if t.generation == generation && now < t.hard => {
+                if state
+                    .refused_at
+                    .is_some_and(|at| now < time::add(at, period))
+                {
+                    return Refusal::Kept;
+                }
+                state.revoked = Some(t.header.clone());
+                state.refused_at = Some(now);
+                self.current.store(None);
+                Refusal::Dropped
+            }
+            _ => Refusal::Replaced,
+        }
+    }
+
+    /// A request replayed after a 403 worked with a new token: the dropped one was stale, so the
+    /// next 403 may drop a token again at once.
+    pub(crate) fn replay_worked(&self) {
+        self.state().refused_at = None;
     }
 
     /// The value of the last token dropped by [`invalidate`](Self::invalidate), if any.

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use crate::cache::{
     Backoff, Begin, BundleInfo, CachedToken, Coverage, Denied, FetchError, FetchOutcome, Granted,
-    Peek, ScopeRef, SharedFetch, Slot, SlotKeyRef, TokenCache, Windows,
+    Peek, Refusal, ScopeRef, SharedFetch, Slot, SlotKeyRef, TokenCache, Windows,
 };
 use crate::catalog::{DataElements, PathKind};
 use crate::control::{
@@ -48,6 +48,9 @@ pub(crate) struct Settings {
     pub(crate) strategy: Strategy,
     /// How long an operation refused inside a bundle stays out of it before it is tried again.
     pub(crate) bundle_recheck: Duration,
+    /// After a 403 drops a key's token, how long further 403s keep the next token (unless a replay
+    /// with it worked).
+    pub(crate) refusal_period: Duration,
 }
 
 impl Default for Settings {
@@ -66,6 +69,7 @@ impl Default for Settings {
             backoff: Backoff::default(),
             strategy: Strategy::default(),
             bundle_recheck: Duration::from_secs(3600),
+            refusal_period: Duration::from_secs(60),
         }
     }
 }
@@ -608,6 +612,46 @@ impl Core {
             tracing::debug!(seller = %seller, "cached token invalidated");
         }
         dropped
+    }
+
+    /// After a 403 on `method uri` made with token `generation`: drops it, at most once per key per
+    /// refusal period unless a replay shows the dropped token was stale (see [`Refusal`]).
+    pub(crate) fn refused(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        ext: &Extensions,
+        generation: u64,
+    ) -> Refusal {
+        let Some((seller, key, _)) = self.key_of(method, uri, ext) else {
+            return Refusal::Kept;
+        };
+        let refusal = self.cache.with_slot(seller, key, |slot| {
+            slot.map_or(Refusal::Replaced, |s| {
+                s.refuse(generation, Instant::now(), self.settings.refusal_period)
+            })
+        });
+        match refusal {
+            Refusal::Dropped => {
+                self.counters.bump(Counter::Invalidations);
+                tracing::debug!(seller = %seller, "403 with a cached token: dropped it");
+            }
+            Refusal::Kept => tracing::debug!(
+                seller = %seller,
+                "403 soon after another token of this key was refused: keeping the token"
+            ),
+            Refusal::Replaced => {}
+        }
+        refusal
+    }
+
+    /// The replay of a request whose token a 403 dropped worked: the next 403 on its key may drop a
+    /// token again at once.
+    pub(crate) fn replay_worked(&self, method: &Method, uri: &Uri, ext: &Extensions) {
+        if let Some((seller, key, _)) = self.key_of(method, uri, ext) {
+            self.cache
+                .with_slot(seller, key, |slot| slot.map(|s| s.replay_worked()));
+        }
     }
 
     /// The seller and cache key of a request that gets a token; `None` for one that passes through.

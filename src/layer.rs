@@ -312,6 +312,17 @@ impl RestrictedDataTokenLayerBuilder {
         self
     }
 
+    /// After a 403 drops a key's token (stale-token recovery, in either front end), how long further
+    /// 403s on that key keep the next token and are returned without a replay, unless the replay
+    /// after the drop worked. This stops 403s that have nothing to do with the token (another
+    /// seller's order id, a missing role) from spending the seller's token quota: at most one token
+    /// call per key per period. See [`recover`](crate::recover#403s-that-are-not-about-the-token).
+    /// `Duration::ZERO` drops the token on every 403. Default: 60 s.
+    pub fn refusal_period(mut self, period: Duration) -> Self {
+        self.settings.refusal_period = period;
+        self
+    }
+
     /// Fleet mode: share tokens and the rate limit with the other replicas of this service through
     /// a shared store, such as [`RedisFleet`](crate::fleet::RedisFleet) (feature `redis`). The local
     /// cache and limiter stay in front; the shared ones are consulted on a local miss only, and
