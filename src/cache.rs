@@ -246,6 +246,9 @@ struct SlotState {
     revoked: Option<HeaderValue>,
     /// When a 403 last dropped this slot's token, until a replay with the next token worked.
     refused_at: Option<Instant>,
+    /// For a bundle's slot: the operations Amazon refused, kept across failed fetches and
+    /// invalidated tokens.
+    bundle_denied: Vec<Denied>,
 }
 
 /// What a 403 on a restricted call did to the token it was made with.
@@ -287,11 +290,6 @@ impl Slot {
             Coverage::Denied(e) => Peek::Denied(e),
             Coverage::Uncovered => Peek::Missing,
         }
-    }
-
-    /// The current token, usable or not.
-    pub(crate) fn current(&self) -> Option<Arc<CachedToken>> {
-        self.current.load_full()
     }
 
     /// The generation of the current token, if it is still usable.
@@ -423,6 +421,16 @@ impl Slot {
     /// next 403 may drop a token again at once.
     pub(crate) fn replay_worked(&self) {
         self.state().refused_at = None;
+    }
+
+    /// The operations Amazon refused in this bundle slot, as the last bundle fetch left them.
+    pub(crate) fn bundle_denied(&self) -> Vec<Denied> {
+        self.state().bundle_denied.clone()
+    }
+
+    /// Replaces the operations refused in this bundle slot.
+    pub(crate) fn set_bundle_denied(&self, denied: Vec<Denied>) {
+        self.state().bundle_denied = denied;
     }
 
     /// The value of the last token dropped by [`invalidate`](Self::invalidate), if any.

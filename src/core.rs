@@ -12,8 +12,8 @@ use http::{Extensions, Method, Uri};
 use tokio::time::Instant;
 
 use crate::cache::{
-    Backoff, Begin, BundleInfo, CachedToken, Coverage, Denied, FetchError, FetchOutcome, Granted,
-    Peek, Refusal, ScopeRef, SharedFetch, Slot, SlotKeyRef, TokenCache, Windows,
+    Backoff, Begin, BundleInfo, Coverage, Denied, FetchError, FetchOutcome, Granted, Peek, Refusal,
+    ScopeRef, SharedFetch, Slot, SlotKeyRef, TokenCache, Windows,
 };
 use crate::catalog::{DataElements, PathKind};
 use crate::control::{
@@ -307,9 +307,7 @@ impl Core {
     ) -> Result<(IssuedToken, Option<BundleInfo>), FetchError> {
         match bundle {
             Some(chunk) => {
-                let (token, info) = self
-                    .fetch_bundle(request, chunk, slot.current(), deadline)
-                    .await?;
+                let (token, info) = self.fetch_bundle(request, chunk, slot, deadline).await?;
                 Ok((token, Some(info)))
             }
             None => Ok((self.fetch_with_retries(request, deadline).await?, None)),
@@ -433,29 +431,24 @@ impl Core {
     }
 
     /// Fetches a bundled token for group `chunk`. Operations refused within the last
-    /// `bundle_recheck` stay out; when Amazon refuses the bundle for a resource, the offenders are
-    /// isolated by splitting, left out, and the rest is fetched again.
+    /// `bundle_recheck` stay out (the slot keeps them across failures and invalidations). When
+    /// Amazon refuses the bundle for its input, [`isolate`](Self::isolate) looks for the offenders
+    /// once; they are left out and the rest is fetched once more. A bundle refused as a whole fails
+    /// with the bundle call's error, and all its operations are remembered as refused.
     async fn fetch_bundle(
         &self,
         base: &TokenRequest,
         chunk: u16,
-        previous: Option<Arc<CachedToken>>,
+        slot: &Slot,
         deadline: Instant,
     ) -> Result<(IssuedToken, BundleInfo), FetchError> {
         let now = Instant::now();
-        let mut denied: Vec<Denied> = previous
-            .as_deref()
-            .and_then(|t| t.bundle.as_deref())
-            .map(|b| {
-                b.denied
-                    .iter()
-                    .filter(|d| {
-                        now.saturating_duration_since(d.since) < self.settings.bundle_recheck
-                    })
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
+        let recheck = self.settings.bundle_recheck;
+        let mut denied: Vec<Denied> = slot
+            .bundle_denied()
+            .into_iter()
+            .filter(|d| now.saturating_duration_since(d.since) < recheck)
+            .collect();
         let mut good: Vec<u32> = self
             .bundles
             .chunks
@@ -467,9 +460,10 @@ impl Core {
                     .collect()
             })
             .unwrap_or_default();
-        loop {
+        let mut isolated = false;
+        let outcome = loop {
             if good.is_empty() {
-                return Err(denied
+                break Err(denied
                     .first()
                     .map_or(FetchError::NotCovered, |d| d.error.clone()));
             }
@@ -477,18 +471,34 @@ impl Core {
                 .fetch_with_retries(&self.subset_request(base, &good), deadline)
                 .await
             {
-                Ok(token) => {
-                    good.sort_unstable();
-                    let info = BundleInfo {
-                        covers: good,
-                        denied,
-                    };
-                    return Ok((token, info));
-                }
-                Err(e) if refused_input(&e) => e,
-                Err(e) => return Err(e),
+                Ok(token) => break Ok(token),
+                // One isolation a fetch: a bundle of operations that each passed a probe and is
+                // refused again is not split further.
+                Err(e) if refused_input(&e) && !isolated => e,
+                Err(e) => break Err(e),
             };
-            let offenders = self.isolate(base, good.clone(), error, deadline).await?;
+            isolated = true;
+            let offenders = match self.isolate(base, &good, error.clone(), deadline).await {
+                Ok(Isolation::Offenders(offenders)) => offenders,
+                Ok(Isolation::Whole) => {
+                    tracing::warn!(
+                        seller = %base.seller(),
+                        operations = good.len(),
+                        error = %Error::from_fetch(error.clone()),
+                        "Amazon refused the whole token bundle (both of its halves): no operation \
+                         of it gets a token until the refusal is rechecked"
+                    );
+                    let since = Instant::now();
+                    denied.extend(good.drain(..).map(|op| Denied {
+                        op,
+                        error: error.clone(),
+                        since,
+                    }));
+                    break Err(error);
+                }
+                Err(e) => break Err(e),
+            };
+            let since = Instant::now();
             for (op, error) in offenders {
                 let name = self
                     .matcher
@@ -504,53 +514,81 @@ impl Core {
                     "Amazon refused a restricted operation inside the token bundle: it is left out"
                 );
                 good.retain(|g| *g != op);
-                denied.push(Denied {
-                    op,
-                    error,
-                    since: Instant::now(),
-                });
+                denied.push(Denied { op, error, since });
             }
-        }
+        };
+        slot.set_bundle_denied(denied.clone());
+        let token = outcome?;
+        good.sort_unstable();
+        Ok((
+            token,
+            BundleInfo {
+                covers: good,
+                denied,
+            },
+        ))
     }
 
-    /// Finds the operations of `refused` (a set Amazon refused with `error`) that Amazon refuses on
-    /// their own, by splitting in halves: about two token calls for each offender and halving.
+    /// Finds the operations of `refused` (a set Amazon refused with `error`) that Amazon refuses,
+    /// by splitting in halves and asking for a token for each half (a probe).
+    ///
+    /// - Both halves of the whole set refused: the set is taken as refused as a whole
+    ///   ([`Isolation::Whole`]) after two probes, without bisecting further.
+    /// - Otherwise one offender costs about two probes a halving, and one isolation makes at most
+    ///   [`isolation_budget`] probes (`2 * ceil(log2 n)`: 10 for 31 operations, 12 for 50). Sets
+    ///   still suspected when the budget is spent are treated as refused, with the error of the
+    ///   set, until `bundle_recheck` passes; only operations a probe proved good stay in the bundle.
+    ///
+    /// Each probe goes through the rate limiter and may retry transient failures like any fetch.
     async fn isolate(
         &self,
         base: &TokenRequest,
-        refused: Vec<u32>,
+        refused: &[u32],
         error: FetchError,
         deadline: Instant,
-    ) -> Result<Vec<(u32, FetchError)>, FetchError> {
+    ) -> Result<Isolation, FetchError> {
+        let mut budget = isolation_budget(refused.len());
         let mut offenders = Vec::new();
-        let mut suspects = vec![(refused, error)];
-        while let Some((set, error)) = suspects.pop() {
-            if set.len() <= 1 {
-                offenders.extend(set.first().map(|op| (*op, error)));
+        let mut suspects = vec![(refused.to_vec(), error, true)];
+        while let Some((set, error, whole)) = suspects.pop() {
+            if set.len() <= 1 || budget == 0 {
+                offenders.extend(set.into_iter().map(|op| (op, error.clone())));
                 continue;
             }
             let (left, right) = set.split_at(set.len() / 2);
-            match self
+            budget -= 1;
+            let left_error = match self
                 .fetch_with_retries(&self.subset_request(base, left), deadline)
                 .await
             {
                 // The left half passes, so the offenders are all on the right.
-                Ok(_) => suspects.push((right.to_vec(), error)),
+                Ok(_) => {
+                    suspects.push((right.to_vec(), error, false));
+                    continue;
+                }
+                Err(e) if refused_input(&e) => e,
+                Err(e) => return Err(e),
+            };
+            if budget == 0 {
+                suspects.push((left.to_vec(), left_error, false));
+                suspects.push((right.to_vec(), error, false));
+                continue;
+            }
+            budget -= 1;
+            match self
+                .fetch_with_retries(&self.subset_request(base, right), deadline)
+                .await
+            {
+                Ok(_) => suspects.push((left.to_vec(), left_error, false)),
+                Err(e) if refused_input(&e) && whole => return Ok(Isolation::Whole),
                 Err(e) if refused_input(&e) => {
-                    suspects.push((left.to_vec(), e));
-                    match self
-                        .fetch_with_retries(&self.subset_request(base, right), deadline)
-                        .await
-                    {
-                        Ok(_) => {}
-                        Err(e) if refused_input(&e) => suspects.push((right.to_vec(), e)),
-                        Err(e) => return Err(e),
-                    }
+                    suspects.push((left.to_vec(), left_error, false));
+                    suspects.push((right.to_vec(), e, false));
                 }
                 Err(e) => return Err(e),
             }
         }
-        Ok(offenders)
+        Ok(Isolation::Offenders(offenders))
     }
 
     pub(crate) fn stats(&self) -> Stats {
@@ -728,6 +766,20 @@ impl Core {
         };
         Some((seller, key, bundled))
     }
+}
+
+/// What an isolation found in a refused bundle.
+enum Isolation {
+    /// Both halves of the bundle were refused: the bundle is refused as a whole.
+    Whole,
+    /// The operations to leave out, each with the refusal it was found in.
+    Offenders(Vec<(u32, FetchError)>),
+}
+
+/// The most probes one isolation of `n` operations makes: two a halving, `2 * ceil(log2 n)`.
+fn isolation_budget(n: usize) -> usize {
+    let halvings = usize::BITS - n.saturating_sub(1).leading_zeros();
+    2 * halvings as usize
 }
 
 /// Whether Amazon refused a token request's input (a resource or data element the application has
