@@ -10,7 +10,8 @@
 //! fetch. The soft deadline is jittered so that tokens fetched together are not refreshed together.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -264,13 +265,80 @@ pub(crate) enum Refusal {
 }
 
 /// One cache entry.
-#[derive(Default)]
 pub(crate) struct Slot {
     current: ArcSwapOption<CachedToken>,
     state: Mutex<SlotState>,
+    /// The cache's count of slots holding a token, kept by every change of `current`.
+    held: Arc<AtomicUsize>,
+}
+
+impl Default for Slot {
+    fn default() -> Self {
+        Slot::new(Arc::default())
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if self.current.load().is_some() {
+            self.held.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Slot {
+    fn new(held: Arc<AtomicUsize>) -> Self {
+        Slot {
+            current: ArcSwapOption::empty(),
+            state: Mutex::default(),
+            held,
+        }
+    }
+
+    /// Replaces the current token, keeping the cache's count of held tokens.
+    fn set_current(&self, token: Option<Arc<CachedToken>>) {
+        let adds = token.is_some();
+        let had = self.current.swap(token).is_some();
+        match (had, adds) {
+            (false, true) => {
+                self.held.fetch_add(1, Ordering::Relaxed);
+            }
+            (true, false) => {
+                self.held.fetch_sub(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether the slot holds nothing worth keeping at `now`: no usable token, no fetch under way,
+    /// no failure still remembered, no bundle refusal younger than `keep.bundle_recheck` and no
+    /// 403 drop younger than `keep.refusal_period`. An expired token is dropped on the way,
+    /// whatever the answer.
+    fn sweep(&self, now: Instant, keep: &Keep) -> bool {
+        let mut state = self.state();
+        let expired = self
+            .current
+            .load()
+            .as_deref()
+            .is_some_and(|t| now >= t.hard);
+        if expired {
+            self.set_current(None);
+        }
+        state
+            .bundle_denied
+            .retain(|d| now.saturating_duration_since(d.since) < keep.bundle_recheck);
+        self.current.load().is_none()
+            && state.inflight.as_ref().is_none_or(|f| f.peek().is_some())
+            && state
+                .failure
+                .as_ref()
+                .is_none_or(|(_, until)| now >= *until)
+            && state.bundle_denied.is_empty()
+            && state
+                .refused_at
+                .is_none_or(|at| now >= time::add(at, keep.refusal_period))
+    }
+
     fn state(&self) -> MutexGuard<'_, SlotState> {
         // A panic while holding this lock cannot leave the state half-written (every update is a
         // single assignment), so a poisoned lock is still good to use.
@@ -369,7 +437,7 @@ impl Slot {
         state.inflight = None;
         match outcome {
             Ok(token) => {
-                self.current.store(Some(Arc::clone(token)));
+                self.set_current(Some(Arc::clone(token)));
                 state.failure = None;
                 state.failures_in_a_row = 0;
             }
@@ -388,7 +456,7 @@ impl Slot {
         match current.as_deref() {
             Some(t) if t.generation == generation => {
                 state.revoked = Some(t.header.clone());
-                self.current.store(None);
+                self.set_current(None);
                 true
             }
             _ => false,
@@ -410,7 +478,7 @@ impl Slot {
                 }
                 state.revoked = Some(t.header.clone());
                 state.refused_at = Some(now);
-                self.current.store(None);
+                self.set_current(None);
                 Refusal::Dropped
             }
             _ => Refusal::Replaced,
@@ -509,8 +577,9 @@ impl SlotKey {
     }
 }
 
-/// One seller's slots. Few per seller (one per operation used), so a copy-on-write list that is
-/// read without locks and scanned linearly beats a map.
+/// One seller's slots for operations and bundles. Few per seller (one per operation used, bounded by
+/// the catalogue), so a copy-on-write list that is read without locks and scanned linearly beats a
+/// map. Specific-path slots, which grow with traffic, live in [`TokenCache`]'s own map instead.
 #[derive(Default)]
 struct SellerSlots {
     slots: ArcSwap<Vec<(SlotKey, Arc<Slot>)>>,
@@ -526,7 +595,7 @@ impl SellerSlots {
             .map(|(_, s)| s))
     }
 
-    fn get_or_insert(&self, key: SlotKeyRef<'_>) -> Arc<Slot> {
+    fn get_or_insert(&self, key: SlotKeyRef<'_>, held: &Arc<AtomicUsize>) -> Arc<Slot> {
         if let Some(slot) = self.find(key, |s| s.cloned()) {
             return slot;
         }
@@ -534,7 +603,7 @@ impl SellerSlots {
         if let Some(slot) = self.find(key, |s| s.cloned()) {
             return slot;
         }
-        let slot = Arc::new(Slot::default());
+        let slot = Arc::new(Slot::new(Arc::clone(held)));
         let mut next = Vec::with_capacity(self.slots.load().len() + 1);
         next.extend(
             self.slots
@@ -553,6 +622,110 @@ impl SellerSlots {
         self.slots.store(Arc::new(next));
         slot
     }
+
+    /// Drops the slots that hold nothing worth keeping and that no one else holds; returns whether
+    /// none is left.
+    fn sweep(&self, now: Instant, keep: &Keep) -> bool {
+        let _write = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let slots = self.slots.load_full();
+        let keep: Vec<(SlotKey, Arc<Slot>)> = slots
+            .iter()
+            .filter(|(_, slot)| !(slot.sweep(now, keep) && Arc::strong_count(slot) == 1))
+            .map(|(k, s)| (k.clone_key(), Arc::clone(s)))
+            .collect();
+        let empty = keep.is_empty();
+        if keep.len() != slots.len() {
+            self.slots.store(Arc::new(keep));
+        }
+        empty
+    }
+}
+
+/// The key of a specific-path slot: seller, origin, method, path and target application.
+struct PathKey {
+    seller: SellerId,
+    origin: u16,
+    method: Method,
+    path: Arc<str>,
+    target: Option<Arc<str>>,
+}
+
+/// A borrowed [`PathKey`], to look a path slot up without allocating.
+#[derive(Clone, Copy)]
+struct PathKeyRef<'a> {
+    seller: &'a SellerId,
+    origin: u16,
+    method: &'a Method,
+    path: &'a str,
+    target: Option<&'a str>,
+}
+
+impl PathKey {
+    fn as_ref(&self) -> PathKeyRef<'_> {
+        PathKeyRef {
+            seller: &self.seller,
+            origin: self.origin,
+            method: &self.method,
+            path: &self.path,
+            target: self.target.as_deref(),
+        }
+    }
+}
+
+impl PathKeyRef<'_> {
+    fn to_owned(self) -> PathKey {
+        PathKey {
+            seller: self.seller.clone(),
+            origin: self.origin,
+            method: self.method.clone(),
+            path: Arc::from(self.path),
+            target: self.target.map(Arc::from),
+        }
+    }
+}
+
+// The owned and borrowed keys hash and compare through the same borrowed form, as papaya's
+// `Equivalent` lookups require.
+impl Hash for PathKeyRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.seller.hash(state);
+        self.origin.hash(state);
+        self.method.hash(state);
+        self.path.hash(state);
+        self.target.hash(state);
+    }
+}
+
+impl PartialEq for PathKeyRef<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.origin == other.origin
+            && self.path == other.path
+            && self.method == other.method
+            && self.target == other.target
+            && self.seller == other.seller
+    }
+}
+
+impl Eq for PathKeyRef<'_> {}
+
+impl Hash for PathKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_ref().hash(state);
+    }
+}
+
+impl PartialEq for PathKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_ref() == other.as_ref()
+    }
+}
+
+impl Eq for PathKey {}
+
+impl papaya::Equivalent<PathKey> for PathKeyRef<'_> {
+    fn equivalent(&self, key: &PathKey) -> bool {
+        *self == key.as_ref()
+    }
 }
 
 impl SlotKey {
@@ -565,10 +738,47 @@ impl SlotKey {
     }
 }
 
+/// The key of `key`'s slot in the path map, when it is a specific-path scope.
+fn path_key<'a>(seller: &'a SellerId, key: SlotKeyRef<'a>) -> Option<PathKeyRef<'a>> {
+    match key.scope {
+        ScopeRef::Path { method, path } => Some(PathKeyRef {
+            seller,
+            origin: key.origin,
+            method,
+            path,
+            target: key.target,
+        }),
+        _ => None,
+    }
+}
+
+/// How long a sweep keeps what a slot remembers besides its token.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Keep {
+    /// Bundle refusals younger than this stay (the layer's `bundle_recheck`).
+    pub(crate) bundle_recheck: Duration,
+    /// A 403 drop younger than this stays (the layer's `refusal_period`).
+    pub(crate) refusal_period: Duration,
+}
+
+/// How often the cache is swept of what has outlived its tokens (on a miss, when due).
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
 /// Every seller's slots.
+///
+/// Memory is bounded by what is in use: at most once every [`SWEEP_EVERY`], the next miss sweeps
+/// the cache, dropping expired tokens, then every slot that holds nothing else worth keeping (no
+/// fetch under way, no failure still remembered, no recent bundle refusal), then every seller left
+/// with no slot. Specific-path slots (one per report document) live in their own map, looked up in
+/// constant time whatever a seller holds.
 pub(crate) struct TokenCache {
     sellers: papaya::HashMap<SellerId, SellerSlots>,
+    paths: papaya::HashMap<PathKey, Arc<Slot>>,
     generation: AtomicU64,
+    /// How many slots hold a token (usable or not yet swept).
+    held: Arc<AtomicUsize>,
+    /// When the next sweep is due (`None`: at the next miss).
+    next_sweep: Mutex<Option<Instant>>,
 }
 
 impl TokenCache {
@@ -579,7 +789,53 @@ impl TokenCache {
             sellers: papaya::HashMap::builder()
                 .resize_mode(papaya::ResizeMode::Blocking)
                 .build(),
+            paths: papaya::HashMap::builder()
+                .resize_mode(papaya::ResizeMode::Blocking)
+                .build(),
             generation: AtomicU64::new(0),
+            held: Arc::default(),
+            next_sweep: Mutex::new(None),
+        }
+    }
+
+    /// How many tokens the cache holds.
+    pub(crate) fn tokens_held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// How many sellers have operation or bundle slots.
+    pub(crate) fn sellers_held(&self) -> usize {
+        self.sellers.len()
+    }
+
+    /// Sweeps the cache if a sweep is due at `now` (see [`TokenCache`]); returns whether it did.
+    pub(crate) fn sweep_if_due(&self, now: Instant, keep: &Keep) -> bool {
+        {
+            let Ok(mut next) = self.next_sweep.try_lock() else {
+                return false;
+            };
+            if next.is_some_and(|at| now < at) {
+                return false;
+            }
+            *next = Some(time::add(now, SWEEP_EVERY));
+        }
+        self.sweep(now, keep);
+        true
+    }
+
+    fn sweep(&self, now: Instant, keep: &Keep) {
+        self.paths
+            .pin()
+            .retain(|_, slot| !(slot.sweep(now, keep) && Arc::strong_count(slot) == 1));
+        let sellers = self.sellers.pin();
+        let emptied: Vec<SellerId> = sellers
+            .iter()
+            .filter(|(_, slots)| slots.sweep(now, keep))
+            .map(|(seller, _)| seller.clone())
+            .collect();
+        for seller in emptied {
+            // A slot added since stays, with its seller.
+            let _ = sellers.remove_if(&seller, |_, slots| slots.slots.load().is_empty());
         }
     }
 
@@ -591,6 +847,9 @@ impl TokenCache {
         key: SlotKeyRef<'_>,
         f: impl FnOnce(Option<&Arc<Slot>>) -> R,
     ) -> R {
+        if let Some(path) = path_key(seller, key) {
+            return f(self.paths.pin().get(&path));
+        }
         let sellers = self.sellers.pin();
         match sellers.get(seller) {
             Some(slots) => slots.find(key, f),
@@ -600,9 +859,18 @@ impl TokenCache {
 
     /// The slot for `seller` and `key`, made if missing.
     pub(crate) fn slot(&self, seller: &SellerId, key: SlotKeyRef<'_>) -> Arc<Slot> {
+        if let Some(path) = path_key(seller, key) {
+            let paths = self.paths.pin();
+            if let Some(slot) = paths.get(&path) {
+                return Arc::clone(slot);
+            }
+            return Arc::clone(paths.get_or_insert_with(path.to_owned(), || {
+                Arc::new(Slot::new(Arc::clone(&self.held)))
+            }));
+        }
         let sellers = self.sellers.pin();
         let slots = sellers.get_or_insert_with(seller.clone(), SellerSlots::default);
-        slots.get_or_insert(key)
+        slots.get_or_insert(key, &self.held)
     }
 
     /// Turns a fetched token into a cache entry with its deadlines and a new generation.
@@ -639,6 +907,8 @@ impl fmt::Debug for TokenCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenCache")
             .field("sellers", &self.sellers.len())
+            .field("paths", &self.paths.len())
+            .field("tokens", &self.tokens_held())
             .finish_non_exhaustive()
     }
 }
@@ -665,7 +935,7 @@ mod tests {
         let now = Instant::now();
         let in_window =
             cache.entry_with_deadlines(header("old"), now, now + Duration::from_secs(100), None);
-        slot.current.store(Some(Arc::new(in_window)));
+        slot.set_current(Some(Arc::new(in_window)));
         // A request sees the token in its refresh window...
         assert!(matches!(slot.peek(now, None), Peek::Stale(_)));
         // ...while the refresh under way publishes a fresh one.

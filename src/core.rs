@@ -12,8 +12,8 @@ use http::{Extensions, Method, Uri};
 use tokio::time::Instant;
 
 use crate::cache::{
-    Backoff, Begin, BundleInfo, Coverage, Denied, FetchError, FetchOutcome, Granted, Peek, Refusal,
-    ScopeRef, SharedFetch, Slot, SlotKeyRef, TokenCache, Windows,
+    Backoff, Begin, BundleInfo, Coverage, Denied, FetchError, FetchOutcome, Granted, Keep, Peek,
+    Refusal, ScopeRef, SharedFetch, Slot, SlotKeyRef, TokenCache, Windows,
 };
 use crate::catalog::{DataElements, PathKind};
 use crate::control::{
@@ -183,6 +183,13 @@ impl Core {
         self.counters.bump(Counter::Misses);
         if tokio::runtime::Handle::try_current().is_err() {
             return Plan::Fail(Error::no_runtime());
+        }
+        let keep = Keep {
+            bundle_recheck: self.settings.bundle_recheck,
+            refusal_period: self.settings.refusal_period,
+        };
+        if self.cache.sweep_if_due(now, &keep) {
+            self.limiter.sweep();
         }
         let slot = self.cache.slot(seller, key);
         let begun = slot.begin(now, op, || self.start_fetch(&slot, seller, key));
@@ -592,7 +599,10 @@ impl Core {
     }
 
     pub(crate) fn stats(&self) -> Stats {
-        self.counters.snapshot()
+        let mut stats = self.counters.snapshot();
+        stats.tokens_cached = self.cache.tokens_held() as u64;
+        stats.sellers_held = self.cache.sellers_held() as u64;
+        stats
     }
 
     /// The token for `method uri`, waiting for it if needed: `Ok(None)` when the request needs none.

@@ -210,10 +210,19 @@ impl TokenRateLimiter {
     }
 }
 
+impl TokenRateLimiter {
+    /// Forgets the sellers whose state is back to a full bucket (as a seller never seen has).
+    pub(crate) fn sweep(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+}
+
 impl fmt::Debug for TokenRateLimiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenRateLimiter")
             .field("quota", &self.quota)
+            .field("keys", &self.limiter.len())
             .finish_non_exhaustive()
     }
 }
