@@ -2,7 +2,7 @@
 //! limit, store and release; and fall back to this replica alone when the shared store fails.
 
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::HeaderValue;
 use tokio::time::Instant;
@@ -24,6 +24,10 @@ pub(crate) struct FleetState {
     /// The quota the shared limiter enforces: the layer's, spaced by the rate margin.
     quota: TokenQuota,
     health: Mutex<Health>,
+    /// The wall clock (Unix milliseconds) when this layer was built, and the monotonic instant it
+    /// corresponds to: the write time sealed in records is read against this clock, which runs
+    /// with tokio's (and so with paused time in tests).
+    wall_anchor: (u64, Instant),
 }
 
 #[derive(Default)]
@@ -49,7 +53,16 @@ impl FleetState {
             config,
             quota,
             health: Mutex::new(Health::default()),
+            wall_anchor: (unix_millis(SystemTime::now()), Instant::now()),
         }
+    }
+
+    /// The wall-clock time at `now`, in Unix milliseconds.
+    fn wall_ms(&self, now: Instant) -> u64 {
+        let (anchor_ms, anchor) = self.wall_anchor;
+        let since =
+            u64::try_from(now.saturating_duration_since(anchor).as_millis()).unwrap_or(u64::MAX);
+        anchor_ms.saturating_add(since)
     }
 
     pub(crate) fn config(&self) -> &Fleet {
@@ -121,6 +134,12 @@ impl FleetState {
             tracing::debug!(call = what, %error, "fleet mode: shared token store call failed");
         }
     }
+}
+
+/// `at` in milliseconds since the Unix epoch (zero before it).
+fn unix_millis(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// A random id for one fetch's lease. Not a secret: it only tells leases apart.
@@ -226,7 +245,14 @@ impl Core {
             let now = Instant::now();
             let usable = entry.hard.saturating_duration_since(now);
             let fresh = entry.soft.saturating_duration_since(now);
-            let bytes = record::encode(&entry.header, fresh, usable, entry.bundle.as_deref(), now);
+            let bytes = record::encode(
+                &entry.header,
+                fresh,
+                usable,
+                entry.bundle.as_deref(),
+                now,
+                fleet.wall_ms(now),
+            );
             if !usable.is_zero() {
                 let record = TokenRecord::new(bytes, usable);
                 let _ = fleet.call("put", store.put(&key, record)).await;
@@ -269,7 +295,12 @@ impl Core {
             tracing::debug!("unreadable record in the shared store: fetching anew");
             return None;
         };
-        let left = left.min(record.usable);
+        // The expiry sealed in the record wins over the store's time to live, which anyone who
+        // can write to the store can extend. A write time ahead of this clock counts as now.
+        let age = self.fleet.as_ref().map_or(Duration::ZERO, |fleet| {
+            Duration::from_millis(fleet.wall_ms(now).saturating_sub(record.written_ms))
+        });
+        let left = left.min(record.usable.saturating_sub(age));
         let elapsed = record.usable - left;
         let fresh_left = record.fresh.saturating_sub(elapsed);
         if fresh_left.is_zero() || revoked == Some(&record.token) {
@@ -671,5 +702,21 @@ mod tests {
         );
         assert_eq!(state.quota.burst(), 10);
         assert!((1.0 / state.quota.per_second() - 1.1).abs() < 1e-9);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_store_ttl_extended_by_someone_else_does_not_extend_a_token() {
+        let (calls, store) = (Arc::default(), Arc::new(Memory::default()));
+        let replica = replica(&calls, &store);
+        let path = "/orders/v0/orders/1/address";
+        assert_eq!(token(&replica, path).await, "Atz.sprdt|token-1");
+        // Anyone who can write to the store extends every record by ten days.
+        for (_, until) in store.records.lock().unwrap().values_mut() {
+            *until += Duration::from_secs(10 * 86_400);
+        }
+        // Two hours on, the token sealed in the record has expired, whatever the store says.
+        tokio::time::advance(Duration::from_secs(2 * 3600)).await;
+        assert_eq!(token(&replica, path).await, "Atz.sprdt|token-2");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 }
