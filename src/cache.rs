@@ -85,7 +85,7 @@ impl Default for Backoff {
 }
 
 impl Backoff {
-    fn remember_for(&self, error: &FetchError, failures_in_a_row: u32) -> Duration {
+    pub(crate) fn remember_for(&self, error: &FetchError, failures_in_a_row: u32) -> Duration {
         if error.kind() == ErrorKind::Permanent {
             return self.permanent;
         }

@@ -20,6 +20,29 @@ use crate::source::{ErrorKind, SourceError};
 use crate::token::SecretToken;
 
 const VERSION: u8 = 2;
+/// The first byte of a failure record: a fetch failed, and the others should not repeat it while
+/// the record lives (its time to live is the back-off).
+const FAILURE: u8 = 0xF2;
+
+/// The bytes for a failed fetch's `error`, written at `written_ms` on the wall clock.
+pub(crate) fn encode_failure(error: &FetchError, written_ms: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.push(FAILURE);
+    put_u64(&mut out, written_ms);
+    put_error(&mut out, error);
+    out
+}
+
+/// The error of a failure record, with its write time; `None` for any other bytes.
+pub(crate) fn decode_failure(bytes: &[u8]) -> Option<(FetchError, u64)> {
+    let mut r = Reader(bytes);
+    if r.u8()? != FAILURE {
+        return None;
+    }
+    let written_ms = r.u64()?;
+    let error = r.error()?;
+    r.0.is_empty().then_some((error, written_ms))
+}
 
 /// A record read back.
 pub(crate) struct Record {

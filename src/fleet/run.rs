@@ -12,6 +12,7 @@ use crate::cache::{CachedToken, FetchError, Slot};
 use crate::core::Core;
 use crate::limit::TokenQuota;
 use crate::resource::TokenRequest;
+use crate::source::ErrorKind;
 use crate::stats::Counter;
 use crate::time;
 
@@ -171,7 +172,6 @@ impl Core {
             }
             None => FleetKey::for_request(request),
         };
-        let revoked = slot.revoked();
         let store = &fleet.config.store;
         if !fleet.available() {
             return self.fetch_alone(request, bundle, slot, deadline).await;
@@ -180,10 +180,9 @@ impl Core {
         // Another replica's token?
         match fleet.call("get", store.get(&key)).await {
             Ok(found) => {
-                if let Some(entry) = self.shared_entry(found, revoked.as_ref()) {
-                    self.counters.bump(Counter::FleetHits);
-                    tracing::debug!(seller = %request.seller(), "token taken from the shared store");
-                    return Ok(entry);
+                if let Some(answer) = self.shared_answer(fleet, found, slot) {
+                    tracing::debug!(seller = %request.seller(), "answer taken from the shared store");
+                    return answer;
                 }
             }
             Err(()) => return self.fetch_alone(request, bundle, slot, deadline).await,
@@ -211,9 +210,8 @@ impl Core {
             tokio::time::sleep(jittered(fleet.config.poll_interval)).await;
             match fleet.call("get", store.get(&key)).await {
                 Ok(found) => {
-                    if let Some(entry) = self.shared_entry(found, revoked.as_ref()) {
-                        self.counters.bump(Counter::FleetHits);
-                        return Ok(entry);
+                    if let Some(answer) = self.shared_answer(fleet, found, slot) {
+                        return answer;
                     }
                 }
                 Err(()) => return self.fetch_alone(request, bundle, slot, deadline).await,
@@ -222,11 +220,10 @@ impl Core {
 
         // We hold the lease. The previous holder may have stored its token just before letting go.
         if let Ok(found) = fleet.call("get", store.get(&key)).await
-            && let Some(entry) = self.shared_entry(found, revoked.as_ref())
+            && let Some(answer) = self.shared_answer(fleet, found, slot)
         {
             let _ = fleet.call("release", store.release(&key, &holder)).await;
-            self.counters.bump(Counter::FleetHits);
-            return Ok(entry);
+            return answer;
         }
 
         // Fetch, renewing the lease while it runs.
@@ -239,6 +236,18 @@ impl Core {
             self.cache
                 .entry(token, Instant::now(), &self.settings.windows, info)
         });
+        // A failure of the source is shared for its back-off, so the other replicas do not
+        // repeat it; a failure of this replica's own (its rate limit, its deadline) is not.
+        if let Err(error @ FetchError::Source(_)) = &entry
+            && fleet.available()
+        {
+            let ttl = self.settings.backoff.remember_for(error, 1);
+            let bytes = record::encode_failure(error, fleet.wall_ms(Instant::now()));
+            if !ttl.is_zero() {
+                let record = TokenRecord::new(bytes, ttl);
+                let _ = fleet.call("put", store.put(&key, record)).await;
+            }
+        }
         if let Ok(entry) = &entry
             && fleet.available()
         {
@@ -278,6 +287,35 @@ impl Core {
         Ok(self
             .cache
             .entry(token, Instant::now(), &self.settings.windows, info))
+    }
+
+    /// What a record from the shared store answers: a token (counted as a fleet hit), another
+    /// replica's failure still in its back-off, or nothing usable. The token this replica dropped
+    /// last is read after the store answered, so a drop made during the read is not undone.
+    fn shared_answer(
+        &self,
+        fleet: &FleetState,
+        found: Option<TokenRecord>,
+        slot: &Slot,
+    ) -> Option<Result<CachedToken, FetchError>> {
+        let found = found?;
+        if let Some((error, written_ms)) = record::decode_failure(found.as_bytes()) {
+            // The store's time to live is the back-off, bounded by the longest this layer would
+            // remember such a failure itself.
+            let longest = match error.kind() {
+                ErrorKind::Permanent => self.settings.backoff.permanent,
+                ErrorKind::Transient => self.settings.backoff.transient_max,
+            };
+            let age = fleet.wall_ms(Instant::now()).saturating_sub(written_ms);
+            if Duration::from_millis(age) >= longest {
+                return None;
+            }
+            tracing::debug!("another replica's fetch failed moments ago: sharing its error");
+            return Some(Err(error));
+        }
+        let entry = self.shared_entry(Some(found), slot.revoked().as_ref())?;
+        self.counters.bump(Counter::FleetHits);
+        Some(Ok(entry))
     }
 
     /// Turns a record from the shared store into a cache entry, if it is still fresh and is not the
@@ -717,6 +755,61 @@ mod tests {
         // Two hours on, the token sealed in the record has expired, whatever the store says.
         tokio::time::advance(Duration::from_secs(2 * 3600)).await;
         assert_eq!(token(&replica, path).await, "Atz.sprdt|token-2");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_fetch_is_shared_for_its_back_off() {
+        let (calls, store) = (Arc::new(AtomicUsize::new(0)), Arc::new(Memory::default()));
+        let counter = Arc::clone(&calls);
+        let refusing = move || {
+            let counter = Arc::clone(&counter);
+            source_fn(move |_| {
+                counter.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    Err::<IssuedToken, _>(
+                        SourceError::permanent("no role for this operation")
+                            .with_status(http::StatusCode::FORBIDDEN),
+                    )
+                }
+            })
+        };
+        let replicas: Vec<_> = (0..5)
+            .map(|_| {
+                RestrictedDataTokenLayer::builder(refusing())
+                    .fleet(Fleet::new(Arc::clone(&store), Arc::clone(&store)))
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        let request = get("/orders/v0/orders/1/address");
+        for replica in &replicas {
+            let Err(err) = replica
+                .core()
+                .grant(request.method(), request.uri(), request.extensions())
+                .await
+            else {
+                panic!("a token without a source");
+            };
+            let source = err.source_error().unwrap();
+            assert_eq!(source.message(), "no role for this operation");
+            assert_eq!(source.status(), Some(http::StatusCode::FORBIDDEN));
+        }
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "one replica asked, the others were told"
+        );
+        // Past the permanent-error TTL, the next replica asks again.
+        tokio::time::advance(Duration::from_secs(61)).await;
+        let fresh = RestrictedDataTokenLayer::builder(refusing())
+            .fleet(Fleet::new(Arc::clone(&store), Arc::clone(&store)))
+            .build()
+            .unwrap();
+        let _ = fresh
+            .core()
+            .grant(request.method(), request.uri(), request.extensions())
+            .await;
         assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 }
