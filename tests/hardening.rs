@@ -163,7 +163,7 @@ fn build_names_the_setting_it_cannot_honour() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn duration_max_settings_neither_panic_nor_lock_out() {
+async fn duration_max_settings_do_not_panic() {
     // Every call fails once, then works.
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&calls);
@@ -198,6 +198,59 @@ async fn duration_max_settings_neither_panic_nor_lock_out() {
                 err.source_error().is_some(),
                 "not the source's error: {err}"
             );
+        }
+    }
+}
+
+/// `at` as an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
+fn http_date(at: std::time::SystemTime) -> String {
+    let secs = at.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(days % 7) as usize];
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    let months = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{weekday}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
+        months[(month - 1) as usize],
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+#[tokio::test]
+async fn retry_after_is_read_in_both_forms_and_garbage_is_ignored() {
+    let server = Server::start().await;
+    let source = server.source();
+    let in_ten_minutes = std::time::SystemTime::now() + Duration::from_secs(600);
+    for (value, expected) in [
+        ("7".to_owned(), Some(7..=7)),
+        (http_date(in_ten_minutes), Some(590..=600)),
+        ("soon".to_owned(), None),
+        ("18446744073709551616".to_owned(), None),
+    ] {
+        server.script_tokens(
+            Reply::errors(429, "QuotaExceeded", "slow down").header("retry-after", &value),
+        );
+        let err = spapi_rdt::TokenSource::fetch(&source, server.request())
+            .await
+            .unwrap_err();
+        assert!(err.is_transient(), "{value}");
+        let seconds = err.retry_after().map(|d| d.as_secs());
+        match expected {
+            Some(range) => assert!(range.contains(&seconds.unwrap()), "{value}: {seconds:?}"),
+            None => assert_eq!(seconds, None, "{value}"),
         }
     }
 }

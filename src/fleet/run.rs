@@ -338,6 +338,8 @@ impl Core {
         let age = self.fleet.as_ref().map_or(Duration::ZERO, |fleet| {
             Duration::from_millis(fleet.wall_ms(now).saturating_sub(record.written_ms))
         });
+        // A record is believed no longer than any token a source states.
+        record.usable = record.usable.min(time::MAX_TOKEN_LIFETIME);
         let left = left.min(record.usable.saturating_sub(age));
         let elapsed = record.usable - left;
         let fresh_left = record.fresh.saturating_sub(elapsed);
