@@ -929,6 +929,57 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn path_slots_stay_out_of_the_sellers_list_and_are_swept() {
+        let cache = TokenCache::new();
+        let seller = SellerId::new("S");
+        let method = Method::GET;
+        let operation = SlotKeyRef {
+            origin: 0,
+            scope: ScopeRef::Operation {
+                index: 1,
+                elements: DataElements::NONE,
+            },
+            target: None,
+        };
+        cache.slot(&seller, operation);
+        let now = Instant::now();
+        for i in 0..10_000 {
+            let path = format!("/reports/2021-06-30/documents/{i}");
+            let key = SlotKeyRef {
+                origin: 0,
+                scope: ScopeRef::Path {
+                    method: &method,
+                    path: &path,
+                },
+                target: None,
+            };
+            let slot = cache.slot(&seller, key);
+            let token = cache.entry_with_deadlines(
+                header("Atz.sprdt|doc"),
+                now + Duration::from_secs(30),
+                now + Duration::from_secs(60),
+                None,
+            );
+            slot.publish(&Ok(Arc::new(token)), now, &Backoff::default());
+            assert!(cache.with_slot(&seller, key, |s| s.is_some()));
+        }
+        // The seller's own list, which every lookup of an operation scans, holds one slot whatever
+        // the number of documents.
+        let sellers = cache.sellers.pin();
+        assert_eq!(sellers.get(&seller).unwrap().slots.load().len(), 1);
+        assert_eq!(cache.paths.len(), 10_000);
+        assert_eq!(cache.tokens_held(), 10_000);
+        let keep = Keep {
+            bundle_recheck: Duration::from_secs(3600),
+            refusal_period: Duration::from_secs(60),
+        };
+        assert!(cache.sweep_if_due(now + Duration::from_secs(61), &keep));
+        assert_eq!((cache.paths.len(), cache.tokens_held()), (0, 0));
+        // The operation slot held nothing: its seller is gone too.
+        assert_eq!(cache.sellers_held(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_stale_hit_after_a_refresh_published_starts_no_second_refresh() {
         let cache = TokenCache::new();
         let slot = Slot::default();
