@@ -216,8 +216,10 @@ impl RedisFleet {
             return Ok(None);
         };
         match self.inner.cipher.open(&sealed, name.as_bytes()) {
-            Some(plain) => Ok(Some(TokenRecord::new(
-                plain.to_vec(),
+            // The plaintext moves into the record, which zeroes it when dropped: no copy is left
+            // behind unzeroed.
+            Some(mut plain) => Ok(Some(TokenRecord::new(
+                std::mem::take(&mut *plain),
                 Duration::from_millis(ttl),
             ))),
             None => {
