@@ -704,7 +704,7 @@ impl Core {
 
     /// The seller and cache key of a request that gets a token; `None` for one that passes through.
     #[inline]
-    fn key_of<'a>(
+    pub(crate) fn key_of<'a>(
         &'a self,
         method: &'a Method,
         uri: &'a Uri,

@@ -455,6 +455,8 @@ mod tests {
         leases: Mutex<HashMap<String, (String, Instant)>>,
         mode: Mutex<Option<Mode>>,
         calls: AtomicUsize,
+        /// Held by a test to keep reads waiting.
+        gate: tokio::sync::Mutex<()>,
     }
 
     impl Memory {
@@ -484,11 +486,16 @@ mod tests {
 
     impl SharedTokenStore for Memory {
         fn get<'a>(&'a self, key: &'a FleetKey) -> FleetFuture<'a, Option<TokenRecord>> {
-            self.run(move || {
-                let now = Instant::now();
-                let records = self.records.lock().unwrap();
-                let (bytes, until) = records.get(key.name()).filter(|(_, until)| now < *until)?;
-                Some(TokenRecord::new(bytes.clone(), *until - now))
+            Box::pin(async move {
+                let _open = self.gate.lock().await;
+                self.run(move || {
+                    let now = Instant::now();
+                    let records = self.records.lock().unwrap();
+                    let (bytes, until) =
+                        records.get(key.name()).filter(|(_, until)| now < *until)?;
+                    Some(TokenRecord::new(bytes.clone(), *until - now))
+                })
+                .await
             })
         }
         fn put<'a>(&'a self, key: &'a FleetKey, record: TokenRecord) -> FleetFuture<'a, ()> {
@@ -813,5 +820,40 @@ mod tests {
             .grant(request.method(), request.uri(), request.extensions())
             .await;
         assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drop_made_during_a_store_read_is_not_undone() {
+        let (calls, store) = (Arc::default(), Arc::new(Memory::default()));
+        let replica = replica(&calls, &store);
+        let path = "/orders/v0/orders/1/address";
+        assert_eq!(token(&replica, path).await, "Atz.sprdt|token-1");
+        // A fetch of this key through the fleet (as for a bundle whose token lacks an operation)
+        // while token 1 is current, with its store read held...
+        let core = Arc::clone(replica.core());
+        let request = get(path);
+        let (method, uri, ext) = (request.method(), request.uri(), request.extensions());
+        let (seller, key, _) = core.key_of(method, uri, ext).unwrap();
+        let slot = core.cache.slot(seller, key);
+        let token_request = core.token_request_for(method, uri, ext).unwrap();
+        let gate = store.gate.lock().await;
+        let fetch = {
+            let (core, slot) = (Arc::clone(&core), Arc::clone(&slot));
+            tokio::spawn(async move {
+                let fleet = core.fleet.as_ref().unwrap();
+                let deadline = Instant::now() + Duration::from_secs(60);
+                core.fetch_via_fleet(fleet, &token_request, None, &slot, deadline)
+                    .await
+                    .map(|entry| entry.header.to_str().unwrap().to_owned())
+            })
+        };
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+        // ...a 403 drops token 1; the store still holds it, fresh.
+        assert!(replica.invalidate(&get(path)));
+        drop(gate);
+        let fetched = fetch.await.unwrap().unwrap();
+        assert_eq!(fetched, "Atz.sprdt|token-2");
     }
 }
