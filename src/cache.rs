@@ -10,7 +10,8 @@
 //! fetch. The soft deadline is jittered so that tokens fetched together are not refreshed together.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ use tokio::time::Instant;
 use crate::catalog::DataElements;
 use crate::resource::SellerId;
 use crate::source::{ErrorKind, SourceError};
+use crate::time;
 use crate::token::IssuedToken;
 
 /// How long a token is fresh, and when it is refreshed.
@@ -51,14 +53,17 @@ impl Windows {
         let usable = life.saturating_sub(self.expiry_margin.min(life / 10));
         let ahead = self.refresh_ahead.min(usable / 2);
         let jitter_max = self.jitter.min(ahead / 2);
-        let jitter = jitter_max.mul_f64(fastrand::f64());
-        let hard = now + usable;
-        let soft = now + usable.saturating_sub(ahead + jitter);
+        let jitter = time::scale(jitter_max, fastrand::f64());
+        let hard = time::add(now, usable);
+        let soft = time::add(now, usable.saturating_sub(ahead.saturating_add(jitter)));
         (soft, hard)
     }
 }
 
 /// How long failures are remembered.
+///
+/// A source's `Retry-After` is honoured up to [`transient_max`](Self::transient_max) and no
+/// further: that is the documented ceiling on how long any answer can keep a seller from a token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Backoff {
     /// The first transient failure is remembered this long; each further one doubles it.
@@ -80,7 +85,7 @@ impl Default for Backoff {
 }
 
 impl Backoff {
-    fn remember_for(&self, error: &FetchError, failures_in_a_row: u32) -> Duration {
+    pub(crate) fn remember_for(&self, error: &FetchError, failures_in_a_row: u32) -> Duration {
         if error.kind() == ErrorKind::Permanent {
             return self.permanent;
         }
@@ -89,11 +94,19 @@ impl Backoff {
             .saturating_mul(1u32 << failures_in_a_row.saturating_sub(1).min(16));
         let capped = doubled.min(self.transient_max);
         // Full jitter over the upper half, so replicas that failed together retry apart.
-        let wait = capped.mul_f64(0.5 + fastrand::f64() / 2.0);
+        let wait = time::scale(capped, 0.5 + fastrand::f64() / 2.0);
         match error {
-            FetchError::Source(e) => wait.max(e.retry_after().unwrap_or_default()),
+            FetchError::Source(e) => wait.max(self.retry_after(e)),
             _ => wait,
         }
+    }
+
+    /// How long `error` asks to wait, cut to [`transient_max`](Self::transient_max).
+    pub(crate) fn retry_after(&self, error: &SourceError) -> Duration {
+        error
+            .retry_after()
+            .unwrap_or_default()
+            .min(self.transient_max)
     }
 }
 
@@ -232,16 +245,100 @@ struct SlotState {
     /// The last token `invalidate` dropped, so that a copy of it held elsewhere (fleet mode's shared
     /// store) is not taken back.
     revoked: Option<HeaderValue>,
+    /// When a 403 last dropped this slot's token, until a replay with the next token worked.
+    refused_at: Option<Instant>,
+    /// For a bundle's slot: the operations Amazon refused, kept across failed fetches and
+    /// invalidated tokens.
+    bundle_denied: Vec<Denied>,
+}
+
+/// What a 403 on a restricted call did to the token it was made with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The token was dropped: a replay gets a new one.
+    Dropped,
+    /// The token is no longer the slot's (a newer one, or none): a replay goes through the cache.
+    Replaced,
+    /// The token was kept: a 403 dropped this slot's token within the refusal period and no replay
+    /// has worked since, so this 403 is taken for a refusal of the request, not of the token.
+    Kept,
 }
 
 /// One cache entry.
-#[derive(Default)]
 pub(crate) struct Slot {
     current: ArcSwapOption<CachedToken>,
     state: Mutex<SlotState>,
+    /// The cache's count of slots holding a token, kept by every change of `current`.
+    held: Arc<AtomicUsize>,
+}
+
+impl Default for Slot {
+    fn default() -> Self {
+        Slot::new(Arc::default())
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if self.current.load().is_some() {
+            self.held.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Slot {
+    fn new(held: Arc<AtomicUsize>) -> Self {
+        Slot {
+            current: ArcSwapOption::empty(),
+            state: Mutex::default(),
+            held,
+        }
+    }
+
+    /// Replaces the current token, keeping the cache's count of held tokens.
+    fn set_current(&self, token: Option<Arc<CachedToken>>) {
+        let adds = token.is_some();
+        let had = self.current.swap(token).is_some();
+        match (had, adds) {
+            (false, true) => {
+                self.held.fetch_add(1, Ordering::Relaxed);
+            }
+            (true, false) => {
+                self.held.fetch_sub(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether the slot holds nothing worth keeping at `now`: no usable token, no fetch under way,
+    /// no failure still remembered, no bundle refusal younger than `keep.bundle_recheck` and no
+    /// 403 drop younger than `keep.refusal_period`. An expired token is dropped on the way,
+    /// whatever the answer.
+    fn sweep(&self, now: Instant, keep: &Keep) -> bool {
+        let mut state = self.state();
+        let expired = self
+            .current
+            .load()
+            .as_deref()
+            .is_some_and(|t| now >= t.hard);
+        if expired {
+            self.set_current(None);
+        }
+        state
+            .bundle_denied
+            .retain(|d| now.saturating_duration_since(d.since) < keep.bundle_recheck);
+        self.current.load().is_none()
+            && state.inflight.as_ref().is_none_or(|f| f.peek().is_some())
+            && state
+                .failure
+                .as_ref()
+                .is_none_or(|(_, until)| now >= *until)
+            && state.bundle_denied.is_empty()
+            && state
+                .refused_at
+                .is_none_or(|at| now >= time::add(at, keep.refusal_period))
+    }
+
     fn state(&self) -> MutexGuard<'_, SlotState> {
         // A panic while holding this lock cannot leave the state half-written (every update is a
         // single assignment), so a poisoned lock is still good to use.
@@ -261,11 +358,6 @@ impl Slot {
             Coverage::Denied(e) => Peek::Denied(e),
             Coverage::Uncovered => Peek::Missing,
         }
-    }
-
-    /// The current token, usable or not.
-    pub(crate) fn current(&self) -> Option<Arc<CachedToken>> {
-        self.current.load_full()
     }
 
     /// The generation of the current token, if it is still usable.
@@ -323,6 +415,11 @@ impl Slot {
         if state.inflight.as_ref().is_some_and(|f| f.peek().is_none()) {
             return false;
         }
+        // The caller saw a token in its refresh window before it took the lock: a refresh may have
+        // published a fresh one since.
+        if self.current.load().as_deref().is_some_and(|t| now < t.soft) {
+            return false;
+        }
         if state
             .failure
             .as_ref()
@@ -340,14 +437,14 @@ impl Slot {
         state.inflight = None;
         match outcome {
             Ok(token) => {
-                self.current.store(Some(Arc::clone(token)));
+                self.set_current(Some(Arc::clone(token)));
                 state.failure = None;
                 state.failures_in_a_row = 0;
             }
             Err(error) => {
                 state.failures_in_a_row = state.failures_in_a_row.saturating_add(1);
                 let wait = backoff.remember_for(error, state.failures_in_a_row);
-                state.failure = Some((error.clone(), now + wait));
+                state.failure = Some((error.clone(), time::add(now, wait)));
             }
         }
     }
@@ -359,11 +456,49 @@ impl Slot {
         match current.as_deref() {
             Some(t) if t.generation == generation => {
                 state.revoked = Some(t.header.clone());
-                self.current.store(None);
+                self.set_current(None);
                 true
             }
             _ => false,
         }
+    }
+
+    /// After a 403 on a request made with token `generation`: drops the token, unless a 403 dropped
+    /// this slot's token less than `period` ago and no replay has worked since (see [`Refusal`]).
+    pub(crate) fn refuse(&self, generation: u64, now: Instant, period: Duration) -> Refusal {
+        let mut state = self.state();
+        let current = self.current.load();
+        match current.as_deref() {
+            Some(t) if t.generation == generation && now < t.hard => {
+                if state
+                    .refused_at
+                    .is_some_and(|at| now < time::add(at, period))
+                {
+                    return Refusal::Kept;
+                }
+                state.revoked = Some(t.header.clone());
+                state.refused_at = Some(now);
+                self.set_current(None);
+                Refusal::Dropped
+            }
+            _ => Refusal::Replaced,
+        }
+    }
+
+    /// A request replayed after a 403 worked with a new token: the dropped one was stale, so the
+    /// next 403 may drop a token again at once.
+    pub(crate) fn replay_worked(&self) {
+        self.state().refused_at = None;
+    }
+
+    /// The operations Amazon refused in this bundle slot, as the last bundle fetch left them.
+    pub(crate) fn bundle_denied(&self) -> Vec<Denied> {
+        self.state().bundle_denied.clone()
+    }
+
+    /// Replaces the operations refused in this bundle slot.
+    pub(crate) fn set_bundle_denied(&self, denied: Vec<Denied>) {
+        self.state().bundle_denied = denied;
     }
 
     /// The value of the last token dropped by [`invalidate`](Self::invalidate), if any.
@@ -442,8 +577,9 @@ impl SlotKey {
     }
 }
 
-/// One seller's slots. Few per seller (one per operation used), so a copy-on-write list that is
-/// read without locks and scanned linearly beats a map.
+/// One seller's slots for operations and bundles. Few per seller (one per operation used, bounded by
+/// the catalogue), so a copy-on-write list that is read without locks and scanned linearly beats a
+/// map. Specific-path slots, which grow with traffic, live in [`TokenCache`]'s own map instead.
 #[derive(Default)]
 struct SellerSlots {
     slots: ArcSwap<Vec<(SlotKey, Arc<Slot>)>>,
@@ -459,7 +595,7 @@ impl SellerSlots {
             .map(|(_, s)| s))
     }
 
-    fn get_or_insert(&self, key: SlotKeyRef<'_>) -> Arc<Slot> {
+    fn get_or_insert(&self, key: SlotKeyRef<'_>, held: &Arc<AtomicUsize>) -> Arc<Slot> {
         if let Some(slot) = self.find(key, |s| s.cloned()) {
             return slot;
         }
@@ -467,7 +603,7 @@ impl SellerSlots {
         if let Some(slot) = self.find(key, |s| s.cloned()) {
             return slot;
         }
-        let slot = Arc::new(Slot::default());
+        let slot = Arc::new(Slot::new(Arc::clone(held)));
         let mut next = Vec::with_capacity(self.slots.load().len() + 1);
         next.extend(
             self.slots
@@ -486,6 +622,110 @@ impl SellerSlots {
         self.slots.store(Arc::new(next));
         slot
     }
+
+    /// Drops the slots that hold nothing worth keeping and that no one else holds; returns whether
+    /// none is left.
+    fn sweep(&self, now: Instant, keep: &Keep) -> bool {
+        let _write = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let slots = self.slots.load_full();
+        let keep: Vec<(SlotKey, Arc<Slot>)> = slots
+            .iter()
+            .filter(|(_, slot)| !(slot.sweep(now, keep) && Arc::strong_count(slot) == 1))
+            .map(|(k, s)| (k.clone_key(), Arc::clone(s)))
+            .collect();
+        let empty = keep.is_empty();
+        if keep.len() != slots.len() {
+            self.slots.store(Arc::new(keep));
+        }
+        empty
+    }
+}
+
+/// The key of a specific-path slot: seller, origin, method, path and target application.
+struct PathKey {
+    seller: SellerId,
+    origin: u16,
+    method: Method,
+    path: Arc<str>,
+    target: Option<Arc<str>>,
+}
+
+/// A borrowed [`PathKey`], to look a path slot up without allocating.
+#[derive(Clone, Copy)]
+struct PathKeyRef<'a> {
+    seller: &'a SellerId,
+    origin: u16,
+    method: &'a Method,
+    path: &'a str,
+    target: Option<&'a str>,
+}
+
+impl PathKey {
+    fn as_ref(&self) -> PathKeyRef<'_> {
+        PathKeyRef {
+            seller: &self.seller,
+            origin: self.origin,
+            method: &self.method,
+            path: &self.path,
+            target: self.target.as_deref(),
+        }
+    }
+}
+
+impl PathKeyRef<'_> {
+    fn to_owned(self) -> PathKey {
+        PathKey {
+            seller: self.seller.clone(),
+            origin: self.origin,
+            method: self.method.clone(),
+            path: Arc::from(self.path),
+            target: self.target.map(Arc::from),
+        }
+    }
+}
+
+// The owned and borrowed keys hash and compare through the same borrowed form, as papaya's
+// `Equivalent` lookups require.
+impl Hash for PathKeyRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.seller.hash(state);
+        self.origin.hash(state);
+        self.method.hash(state);
+        self.path.hash(state);
+        self.target.hash(state);
+    }
+}
+
+impl PartialEq for PathKeyRef<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.origin == other.origin
+            && self.path == other.path
+            && self.method == other.method
+            && self.target == other.target
+            && self.seller == other.seller
+    }
+}
+
+impl Eq for PathKeyRef<'_> {}
+
+impl Hash for PathKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_ref().hash(state);
+    }
+}
+
+impl PartialEq for PathKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_ref() == other.as_ref()
+    }
+}
+
+impl Eq for PathKey {}
+
+impl papaya::Equivalent<PathKey> for PathKeyRef<'_> {
+    fn equivalent(&self, key: &PathKey) -> bool {
+        *self == key.as_ref()
+    }
 }
 
 impl SlotKey {
@@ -498,10 +738,47 @@ impl SlotKey {
     }
 }
 
+/// The key of `key`'s slot in the path map, when it is a specific-path scope.
+fn path_key<'a>(seller: &'a SellerId, key: SlotKeyRef<'a>) -> Option<PathKeyRef<'a>> {
+    match key.scope {
+        ScopeRef::Path { method, path } => Some(PathKeyRef {
+            seller,
+            origin: key.origin,
+            method,
+            path,
+            target: key.target,
+        }),
+        _ => None,
+    }
+}
+
+/// How long a sweep keeps what a slot remembers besides its token.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Keep {
+    /// Bundle refusals younger than this stay (the layer's `bundle_recheck`).
+    pub(crate) bundle_recheck: Duration,
+    /// A 403 drop younger than this stays (the layer's `refusal_period`).
+    pub(crate) refusal_period: Duration,
+}
+
+/// How often the cache is swept of what has outlived its tokens (on a miss, when due).
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
 /// Every seller's slots.
+///
+/// Memory is bounded by what is in use: at most once every [`SWEEP_EVERY`], the next miss sweeps
+/// the cache, dropping expired tokens, then every slot that holds nothing else worth keeping (no
+/// fetch under way, no failure still remembered, no recent bundle refusal), then every seller left
+/// with no slot. Specific-path slots (one per report document) live in their own map, looked up in
+/// constant time whatever a seller holds.
 pub(crate) struct TokenCache {
     sellers: papaya::HashMap<SellerId, SellerSlots>,
+    paths: papaya::HashMap<PathKey, Arc<Slot>>,
     generation: AtomicU64,
+    /// How many slots hold a token (usable or not yet swept).
+    held: Arc<AtomicUsize>,
+    /// When the next sweep is due (`None`: at the next miss).
+    next_sweep: Mutex<Option<Instant>>,
 }
 
 impl TokenCache {
@@ -512,7 +789,53 @@ impl TokenCache {
             sellers: papaya::HashMap::builder()
                 .resize_mode(papaya::ResizeMode::Blocking)
                 .build(),
+            paths: papaya::HashMap::builder()
+                .resize_mode(papaya::ResizeMode::Blocking)
+                .build(),
             generation: AtomicU64::new(0),
+            held: Arc::default(),
+            next_sweep: Mutex::new(None),
+        }
+    }
+
+    /// How many tokens the cache holds.
+    pub(crate) fn tokens_held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// How many sellers have operation or bundle slots.
+    pub(crate) fn sellers_held(&self) -> usize {
+        self.sellers.len()
+    }
+
+    /// Sweeps the cache if a sweep is due at `now` (see [`TokenCache`]); returns whether it did.
+    pub(crate) fn sweep_if_due(&self, now: Instant, keep: &Keep) -> bool {
+        {
+            let Ok(mut next) = self.next_sweep.try_lock() else {
+                return false;
+            };
+            if next.is_some_and(|at| now < at) {
+                return false;
+            }
+            *next = Some(time::add(now, SWEEP_EVERY));
+        }
+        self.sweep(now, keep);
+        true
+    }
+
+    fn sweep(&self, now: Instant, keep: &Keep) {
+        self.paths
+            .pin()
+            .retain(|_, slot| !(slot.sweep(now, keep) && Arc::strong_count(slot) == 1));
+        let sellers = self.sellers.pin();
+        let emptied: Vec<SellerId> = sellers
+            .iter()
+            .filter(|(_, slots)| slots.sweep(now, keep))
+            .map(|(seller, _)| seller.clone())
+            .collect();
+        for seller in emptied {
+            // A slot added since stays, with its seller.
+            let _ = sellers.remove_if(&seller, |_, slots| slots.slots.load().is_empty());
         }
     }
 
@@ -524,6 +847,9 @@ impl TokenCache {
         key: SlotKeyRef<'_>,
         f: impl FnOnce(Option<&Arc<Slot>>) -> R,
     ) -> R {
+        if let Some(path) = path_key(seller, key) {
+            return f(self.paths.pin().get(&path));
+        }
         let sellers = self.sellers.pin();
         match sellers.get(seller) {
             Some(slots) => slots.find(key, f),
@@ -533,9 +859,18 @@ impl TokenCache {
 
     /// The slot for `seller` and `key`, made if missing.
     pub(crate) fn slot(&self, seller: &SellerId, key: SlotKeyRef<'_>) -> Arc<Slot> {
+        if let Some(path) = path_key(seller, key) {
+            let paths = self.paths.pin();
+            if let Some(slot) = paths.get(&path) {
+                return Arc::clone(slot);
+            }
+            return Arc::clone(paths.get_or_insert_with(path.to_owned(), || {
+                Arc::new(Slot::new(Arc::clone(&self.held)))
+            }));
+        }
         let sellers = self.sellers.pin();
         let slots = sellers.get_or_insert_with(seller.clone(), SellerSlots::default);
-        slots.get_or_insert(key)
+        slots.get_or_insert(key, &self.held)
     }
 
     /// Turns a fetched token into a cache entry with its deadlines and a new generation.
@@ -546,7 +881,7 @@ impl TokenCache {
         windows: &Windows,
         bundle: Option<BundleInfo>,
     ) -> CachedToken {
-        let (soft, hard) = windows.deadlines(now, token.expires_in());
+        let (soft, hard) = windows.deadlines(now, time::cap_lifetime(token.expires_in()));
         self.entry_with_deadlines(token.token().header_value().clone(), soft, hard, bundle)
     }
 
@@ -572,6 +907,8 @@ impl fmt::Debug for TokenCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenCache")
             .field("sellers", &self.sellers.len())
+            .field("paths", &self.paths.len())
+            .field("tokens", &self.tokens_held())
             .finish_non_exhaustive()
     }
 }
@@ -579,6 +916,96 @@ impl fmt::Debug for TokenCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::FutureExt;
+
+    fn never() -> SharedFetch {
+        futures_util::future::pending::<FetchOutcome>()
+            .boxed()
+            .shared()
+    }
+
+    fn header(value: &'static str) -> HeaderValue {
+        HeaderValue::from_static(value)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn path_slots_stay_out_of_the_sellers_list_and_are_swept() {
+        let cache = TokenCache::new();
+        let seller = SellerId::new("S");
+        let method = Method::GET;
+        let operation = SlotKeyRef {
+            origin: 0,
+            scope: ScopeRef::Operation {
+                index: 1,
+                elements: DataElements::NONE,
+            },
+            target: None,
+        };
+        cache.slot(&seller, operation);
+        let now = Instant::now();
+        for i in 0..10_000 {
+            let path = format!("/reports/2021-06-30/documents/{i}");
+            let key = SlotKeyRef {
+                origin: 0,
+                scope: ScopeRef::Path {
+                    method: &method,
+                    path: &path,
+                },
+                target: None,
+            };
+            let slot = cache.slot(&seller, key);
+            let token = cache.entry_with_deadlines(
+                header("Atz.sprdt|doc"),
+                now + Duration::from_secs(30),
+                now + Duration::from_secs(60),
+                None,
+            );
+            slot.publish(&Ok(Arc::new(token)), now, &Backoff::default());
+            assert!(cache.with_slot(&seller, key, |s| s.is_some()));
+        }
+        // The seller's own list, which every lookup of an operation scans, holds one slot whatever
+        // the number of documents.
+        let sellers = cache.sellers.pin();
+        assert_eq!(sellers.get(&seller).unwrap().slots.load().len(), 1);
+        assert_eq!(cache.paths.len(), 10_000);
+        assert_eq!(cache.tokens_held(), 10_000);
+        let keep = Keep {
+            bundle_recheck: Duration::from_secs(3600),
+            refusal_period: Duration::from_secs(60),
+        };
+        assert!(cache.sweep_if_due(now + Duration::from_secs(61), &keep));
+        assert_eq!((cache.paths.len(), cache.tokens_held()), (0, 0));
+        // The operation slot held nothing: its seller is gone too.
+        assert_eq!(cache.sellers_held(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stale_hit_after_a_refresh_published_starts_no_second_refresh() {
+        let cache = TokenCache::new();
+        let slot = Slot::default();
+        let now = Instant::now();
+        let in_window =
+            cache.entry_with_deadlines(header("old"), now, now + Duration::from_secs(100), None);
+        slot.set_current(Some(Arc::new(in_window)));
+        // A request sees the token in its refresh window...
+        assert!(matches!(slot.peek(now, None), Peek::Stale(_)));
+        // ...while the refresh under way publishes a fresh one.
+        assert!(slot.begin_refresh(now, never));
+        let fresh = cache.entry_with_deadlines(
+            header("new"),
+            now + Duration::from_secs(50),
+            now + Duration::from_secs(100),
+            None,
+        );
+        slot.publish(&Ok(Arc::new(fresh)), now, &Backoff::default());
+        let mut started = 0;
+        let began = slot.begin_refresh(now, || {
+            started += 1;
+            never()
+        });
+        assert!(!began);
+        assert_eq!(started, 0);
+    }
 
     #[test]
     fn windows_never_cause_a_refresh_storm() {
@@ -610,6 +1037,11 @@ mod tests {
         let tenth = b.remember_for(&err, 10);
         assert!(tenth <= Duration::from_secs(60) && tenth >= Duration::from_secs(30));
         let perm = FetchError::Source(Arc::new(SourceError::permanent("x")));
+        // A Retry-After counts up to the transient maximum and no further.
+        let huge = FetchError::Source(Arc::new(
+            SourceError::transient("x").with_retry_after(Duration::MAX),
+        ));
+        assert_eq!(b.remember_for(&huge, 1), b.transient_max);
         assert_eq!(b.remember_for(&perm, 1), Duration::from_secs(60));
         let asked = FetchError::Source(Arc::new(
             SourceError::transient("x").with_retry_after(Duration::from_secs(7)),

@@ -130,5 +130,14 @@ pub enum Strategy {
     /// the bundle because the application lacks the role for one operation, the layer isolates it by
     /// splitting the bundle, remembers it, serves the others, and answers requests for the refused
     /// operation with Amazon's error. Requests that narrow their data elements use their own token.
+    ///
+    /// Isolation is bounded: one makes at most `2 * ceil(log2 n)` probe token calls for a group of
+    /// `n` operations (12 for 50), besides the refused bundle call and the final one. When both
+    /// halves of the group are refused (no PII role, a wrong target application), the group is
+    /// taken as refused as a whole after those two probes, and every request for it fails with
+    /// Amazon's refusal. Refusals are remembered per seller for
+    /// [`bundle_recheck`](crate::RestrictedDataTokenLayerBuilder::bundle_recheck) (1 hour by
+    /// default), across failed fetches and invalidated tokens; operations still suspected when the
+    /// probe budget runs out count as refused for that long too.
     Bundle,
 }

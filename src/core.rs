@@ -12,8 +12,8 @@ use http::{Extensions, Method, Uri};
 use tokio::time::Instant;
 
 use crate::cache::{
-    Backoff, Begin, BundleInfo, CachedToken, Coverage, Denied, FetchError, FetchOutcome, Granted,
-    Peek, ScopeRef, SharedFetch, Slot, SlotKeyRef, TokenCache, Windows,
+    Backoff, Begin, BundleInfo, Coverage, Denied, FetchError, FetchOutcome, Granted, Keep, Peek,
+    Refusal, ScopeRef, SharedFetch, Slot, SlotKeyRef, TokenCache, Windows,
 };
 use crate::catalog::{DataElements, PathKind};
 use crate::control::{
@@ -27,12 +27,15 @@ use crate::matcher::Matcher;
 use crate::resource::{Origin, RestrictedResource, SellerId, TokenRequest};
 use crate::source::{ErrorKind, SourceError, TokenSource};
 use crate::stats::{Counter, Counters, Stats};
+use crate::time;
 use crate::token::IssuedToken;
 
 /// Settings fixed when the layer is built.
 #[derive(Clone, Debug)]
 pub(crate) struct Settings {
     pub(crate) default_seller: SellerId,
+    /// Refuse restricted requests that carry no `SellerId` instead of using `default_seller`.
+    pub(crate) require_seller: bool,
     pub(crate) data_elements: DataElements,
     pub(crate) report_policy: ReportPolicy,
     pub(crate) sandbox_policy: SandboxPolicy,
@@ -45,12 +48,16 @@ pub(crate) struct Settings {
     pub(crate) strategy: Strategy,
     /// How long an operation refused inside a bundle stays out of it before it is tried again.
     pub(crate) bundle_recheck: Duration,
+    /// After a 403 drops a key's token, how long further 403s keep the next token (unless a replay
+    /// with it worked).
+    pub(crate) refusal_period: Duration,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Settings {
             default_seller: SellerId::default(),
+            require_seller: false,
             data_elements: DataElements::USUAL,
             report_policy: ReportPolicy::default(),
             sandbox_policy: SandboxPolicy::default(),
@@ -62,6 +69,7 @@ impl Default for Settings {
             backoff: Backoff::default(),
             strategy: Strategy::default(),
             bundle_recheck: Duration::from_secs(3600),
+            refusal_period: Duration::from_secs(60),
         }
     }
 }
@@ -133,6 +141,9 @@ impl Core {
         let Some((seller, key, op)) = self.key_of(method, uri, ext) else {
             return Plan::PassThrough;
         };
+        if self.settings.require_seller && ext.get::<SellerId>().is_none() {
+            return Plan::Fail(Error::missing_seller());
+        }
         let now = Instant::now();
         let peeked = self.cache.with_slot(seller, key, |slot| match slot {
             None => (Peek::Missing, None),
@@ -173,13 +184,18 @@ impl Core {
         if tokio::runtime::Handle::try_current().is_err() {
             return Plan::Fail(Error::no_runtime());
         }
+        let keep = Keep {
+            bundle_recheck: self.settings.bundle_recheck,
+            refusal_period: self.settings.refusal_period,
+        };
+        if self.cache.sweep_if_due(now, &keep) {
+            self.limiter.sweep();
+        }
         let slot = self.cache.slot(seller, key);
         let begun = slot.begin(now, op, || self.start_fetch(&slot, seller, key));
         match begun {
-            Begin::Ready(header) => {
-                self.counters.bump(Counter::Hits);
-                Plan::Ready(header)
-            }
+            // Published while this request looked: it was counted as a miss, and only as one.
+            Begin::Ready(header) => Plan::Ready(header),
             Begin::Remembered(error) => {
                 self.counters.bump(Counter::RememberedErrors);
                 tracing::debug!(seller = %seller, "serving a remembered token-fetch failure");
@@ -242,7 +258,7 @@ impl Core {
         let slot = Arc::clone(slot);
         let task = tokio::spawn(async move {
             let started = Instant::now();
-            let deadline = started + core.settings.fetch_timeout;
+            let deadline = time::add(started, core.settings.fetch_timeout);
             let attempt = AssertUnwindSafe(async {
                 let entry = match &core.fleet {
                     Some(fleet) => {
@@ -298,9 +314,7 @@ impl Core {
     ) -> Result<(IssuedToken, Option<BundleInfo>), FetchError> {
         match bundle {
             Some(chunk) => {
-                let (token, info) = self
-                    .fetch_bundle(request, chunk, slot.current(), deadline)
-                    .await?;
+                let (token, info) = self.fetch_bundle(request, chunk, slot, deadline).await?;
                 Ok((token, Some(info)))
             }
             None => Ok((self.fetch_with_retries(request, deadline).await?, None)),
@@ -345,7 +359,7 @@ impl Core {
                 return Err(FetchError::Source(Arc::new(error)));
             }
             let pause = self.retry_pause(attempt, &error);
-            if Instant::now() + pause >= deadline {
+            if time::add(Instant::now(), pause) >= deadline {
                 return Err(FetchError::Source(Arc::new(error)));
             }
             tracing::debug!(seller = %request.seller(), attempt, ?pause, error = %error, "token fetch failed; retrying");
@@ -359,8 +373,8 @@ impl Core {
             .settings
             .retry_base
             .saturating_mul(1u32 << attempt.saturating_sub(1).min(10));
-        let jittered = base.mul_f64(0.5 + fastrand::f64() / 2.0);
-        jittered.max(error.retry_after().unwrap_or_default())
+        let jittered = time::scale(base, 0.5 + fastrand::f64() / 2.0);
+        jittered.max(self.settings.backoff.retry_after(error))
     }
 
     fn token_request(&self, seller: &SellerId, key: SlotKeyRef<'_>) -> TokenRequest {
@@ -424,29 +438,24 @@ impl Core {
     }
 
     /// Fetches a bundled token for group `chunk`. Operations refused within the last
-    /// `bundle_recheck` stay out; when Amazon refuses the bundle for a resource, the offenders are
-    /// isolated by splitting, left out, and the rest is fetched again.
+    /// `bundle_recheck` stay out (the slot keeps them across failures and invalidations). When
+    /// Amazon refuses the bundle for its input, [`isolate`](Self::isolate) looks for the offenders
+    /// once; they are left out and the rest is fetched once more. A bundle refused as a whole fails
+    /// with the bundle call's error, and all its operations are remembered as refused.
     async fn fetch_bundle(
         &self,
         base: &TokenRequest,
         chunk: u16,
-        previous: Option<Arc<CachedToken>>,
+        slot: &Slot,
         deadline: Instant,
     ) -> Result<(IssuedToken, BundleInfo), FetchError> {
         let now = Instant::now();
-        let mut denied: Vec<Denied> = previous
-            .as_deref()
-            .and_then(|t| t.bundle.as_deref())
-            .map(|b| {
-                b.denied
-                    .iter()
-                    .filter(|d| {
-                        now.saturating_duration_since(d.since) < self.settings.bundle_recheck
-                    })
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
+        let recheck = self.settings.bundle_recheck;
+        let mut denied: Vec<Denied> = slot
+            .bundle_denied()
+            .into_iter()
+            .filter(|d| now.saturating_duration_since(d.since) < recheck)
+            .collect();
         let mut good: Vec<u32> = self
             .bundles
             .chunks
@@ -458,9 +467,10 @@ impl Core {
                     .collect()
             })
             .unwrap_or_default();
-        loop {
+        let mut isolated = false;
+        let outcome = loop {
             if good.is_empty() {
-                return Err(denied
+                break Err(denied
                     .first()
                     .map_or(FetchError::NotCovered, |d| d.error.clone()));
             }
@@ -468,18 +478,34 @@ impl Core {
                 .fetch_with_retries(&self.subset_request(base, &good), deadline)
                 .await
             {
-                Ok(token) => {
-                    good.sort_unstable();
-                    let info = BundleInfo {
-                        covers: good,
-                        denied,
-                    };
-                    return Ok((token, info));
-                }
-                Err(e) if refused_input(&e) => e,
-                Err(e) => return Err(e),
+                Ok(token) => break Ok(token),
+                // One isolation a fetch: a bundle of operations that each passed a probe and is
+                // refused again is not split further.
+                Err(e) if refused_input(&e) && !isolated => e,
+                Err(e) => break Err(e),
             };
-            let offenders = self.isolate(base, good.clone(), error, deadline).await?;
+            isolated = true;
+            let offenders = match self.isolate(base, &good, error.clone(), deadline).await {
+                Ok(Isolation::Offenders(offenders)) => offenders,
+                Ok(Isolation::Whole) => {
+                    tracing::warn!(
+                        seller = %base.seller(),
+                        operations = good.len(),
+                        error = %Error::from_fetch(error.clone()),
+                        "Amazon refused the whole token bundle (both of its halves): no operation \
+                         of it gets a token until the refusal is rechecked"
+                    );
+                    let since = Instant::now();
+                    denied.extend(good.drain(..).map(|op| Denied {
+                        op,
+                        error: error.clone(),
+                        since,
+                    }));
+                    break Err(error);
+                }
+                Err(e) => break Err(e),
+            };
+            let since = Instant::now();
             for (op, error) in offenders {
                 let name = self
                     .matcher
@@ -495,57 +521,88 @@ impl Core {
                     "Amazon refused a restricted operation inside the token bundle: it is left out"
                 );
                 good.retain(|g| *g != op);
-                denied.push(Denied {
-                    op,
-                    error,
-                    since: Instant::now(),
-                });
+                denied.push(Denied { op, error, since });
             }
-        }
+        };
+        slot.set_bundle_denied(denied.clone());
+        let token = outcome?;
+        good.sort_unstable();
+        Ok((
+            token,
+            BundleInfo {
+                covers: good,
+                denied,
+            },
+        ))
     }
 
-    /// Finds the operations of `refused` (a set Amazon refused with `error`) that Amazon refuses on
-    /// their own, by splitting in halves: about two token calls for each offender and halving.
+    /// Finds the operations of `refused` (a set Amazon refused with `error`) that Amazon refuses,
+    /// by splitting in halves and asking for a token for each half (a probe).
+    ///
+    /// - Both halves of the whole set refused: the set is taken as refused as a whole
+    ///   ([`Isolation::Whole`]) after two probes, without bisecting further.
+    /// - Otherwise one offender costs about two probes a halving, and one isolation makes at most
+    ///   [`isolation_budget`] probes (`2 * ceil(log2 n)`: 10 for 31 operations, 12 for 50). Sets
+    ///   still suspected when the budget is spent are treated as refused, with the error of the
+    ///   set, until `bundle_recheck` passes; only operations a probe proved good stay in the bundle.
+    ///
+    /// Each probe goes through the rate limiter and may retry transient failures like any fetch.
     async fn isolate(
         &self,
         base: &TokenRequest,
-        refused: Vec<u32>,
+        refused: &[u32],
         error: FetchError,
         deadline: Instant,
-    ) -> Result<Vec<(u32, FetchError)>, FetchError> {
+    ) -> Result<Isolation, FetchError> {
+        let mut budget = isolation_budget(refused.len());
         let mut offenders = Vec::new();
-        let mut suspects = vec![(refused, error)];
-        while let Some((set, error)) = suspects.pop() {
-            if set.len() <= 1 {
-                offenders.extend(set.first().map(|op| (*op, error)));
+        let mut suspects = vec![(refused.to_vec(), error, true)];
+        while let Some((set, error, whole)) = suspects.pop() {
+            if set.len() <= 1 || budget == 0 {
+                offenders.extend(set.into_iter().map(|op| (op, error.clone())));
                 continue;
             }
             let (left, right) = set.split_at(set.len() / 2);
-            match self
+            budget -= 1;
+            let left_error = match self
                 .fetch_with_retries(&self.subset_request(base, left), deadline)
                 .await
             {
                 // The left half passes, so the offenders are all on the right.
-                Ok(_) => suspects.push((right.to_vec(), error)),
+                Ok(_) => {
+                    suspects.push((right.to_vec(), error, false));
+                    continue;
+                }
+                Err(e) if refused_input(&e) => e,
+                Err(e) => return Err(e),
+            };
+            if budget == 0 {
+                suspects.push((left.to_vec(), left_error, false));
+                suspects.push((right.to_vec(), error, false));
+                continue;
+            }
+            budget -= 1;
+            match self
+                .fetch_with_retries(&self.subset_request(base, right), deadline)
+                .await
+            {
+                Ok(_) => suspects.push((left.to_vec(), left_error, false)),
+                Err(e) if refused_input(&e) && whole => return Ok(Isolation::Whole),
                 Err(e) if refused_input(&e) => {
-                    suspects.push((left.to_vec(), e));
-                    match self
-                        .fetch_with_retries(&self.subset_request(base, right), deadline)
-                        .await
-                    {
-                        Ok(_) => {}
-                        Err(e) if refused_input(&e) => suspects.push((right.to_vec(), e)),
-                        Err(e) => return Err(e),
-                    }
+                    suspects.push((left.to_vec(), left_error, false));
+                    suspects.push((right.to_vec(), e, false));
                 }
                 Err(e) => return Err(e),
             }
         }
-        Ok(offenders)
+        Ok(Isolation::Offenders(offenders))
     }
 
     pub(crate) fn stats(&self) -> Stats {
-        self.counters.snapshot()
+        let mut stats = self.counters.snapshot();
+        stats.tokens_cached = self.cache.tokens_held() as u64;
+        stats.sellers_held = self.cache.sellers_held() as u64;
+        stats
     }
 
     /// The token for `method uri`, waiting for it if needed: `Ok(None)` when the request needs none.
@@ -605,9 +662,49 @@ impl Core {
         dropped
     }
 
+    /// After a 403 on `method uri` made with token `generation`: drops it, at most once per key per
+    /// refusal period unless a replay shows the dropped token was stale (see [`Refusal`]).
+    pub(crate) fn refused(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        ext: &Extensions,
+        generation: u64,
+    ) -> Refusal {
+        let Some((seller, key, _)) = self.key_of(method, uri, ext) else {
+            return Refusal::Kept;
+        };
+        let refusal = self.cache.with_slot(seller, key, |slot| {
+            slot.map_or(Refusal::Replaced, |s| {
+                s.refuse(generation, Instant::now(), self.settings.refusal_period)
+            })
+        });
+        match refusal {
+            Refusal::Dropped => {
+                self.counters.bump(Counter::Invalidations);
+                tracing::debug!(seller = %seller, "403 with a cached token: dropped it");
+            }
+            Refusal::Kept => tracing::debug!(
+                seller = %seller,
+                "403 soon after another token of this key was refused: keeping the token"
+            ),
+            Refusal::Replaced => {}
+        }
+        refusal
+    }
+
+    /// The replay of a request whose token a 403 dropped worked: the next 403 on its key may drop a
+    /// token again at once.
+    pub(crate) fn replay_worked(&self, method: &Method, uri: &Uri, ext: &Extensions) {
+        if let Some((seller, key, _)) = self.key_of(method, uri, ext) {
+            self.cache
+                .with_slot(seller, key, |slot| slot.map(|s| s.replay_worked()));
+        }
+    }
+
     /// The seller and cache key of a request that gets a token; `None` for one that passes through.
     #[inline]
-    fn key_of<'a>(
+    pub(crate) fn key_of<'a>(
         &'a self,
         method: &'a Method,
         uri: &'a Uri,
@@ -681,6 +778,20 @@ impl Core {
     }
 }
 
+/// What an isolation found in a refused bundle.
+enum Isolation {
+    /// Both halves of the bundle were refused: the bundle is refused as a whole.
+    Whole,
+    /// The operations to leave out, each with the refusal it was found in.
+    Offenders(Vec<(u32, FetchError)>),
+}
+
+/// The most probes one isolation of `n` operations makes: two a halving, `2 * ceil(log2 n)`.
+fn isolation_budget(n: usize) -> usize {
+    let halvings = usize::BITS - n.saturating_sub(1).leading_zeros();
+    2 * halvings as usize
+}
+
 /// Whether Amazon refused a token request's input (a resource or data element the application has
 /// no role for): the error that bundle isolation looks for.
 fn refused_input(error: &FetchError) -> bool {
@@ -702,5 +813,37 @@ impl fmt::Debug for Core {
             .field("settings", &self.settings)
             .field("fleet", &self.fleet.as_ref().map(FleetState::config))
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer::RestrictedDataTokenLayer;
+    use crate::source::source_fn;
+    use crate::token::SecretToken;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_miss_that_finds_a_published_token_counts_as_one_miss() {
+        let source = source_fn(|_request: TokenRequest| async {
+            let token = SecretToken::new("Atz.sprdt|one").map_err(SourceError::permanent)?;
+            Ok(IssuedToken::new(token, Duration::from_secs(3600)))
+        });
+        let layer = RestrictedDataTokenLayer::builder(source).build().unwrap();
+        let core = Arc::clone(layer.core());
+        let uri: Uri = "https://sellingpartnerapi-na.amazon.com/orders/v0/orders/1/address"
+            .parse()
+            .unwrap();
+        let (method, ext) = (Method::GET, Extensions::new());
+        assert!(core.grant(&method, &uri, &ext).await.unwrap().is_some());
+        assert_eq!(core.stats().misses, 1);
+        // A request that looked just before the fetch published goes the miss way and finds it.
+        let (seller, key, op) = core.key_of(&method, &uri, &ext).unwrap();
+        assert!(matches!(
+            core.miss(seller, key, op, Instant::now()),
+            Plan::Ready(_)
+        ));
+        let stats = core.stats();
+        assert_eq!((stats.misses, stats.hits), (2, 0), "{stats:?}");
     }
 }

@@ -126,7 +126,7 @@ impl SuppliedTokens {
             resource.method().clone(),
             Arc::from(resource.path()),
         );
-        let until = Instant::now() + expires_in;
+        let until = crate::time::add(Instant::now(), expires_in);
         self.lock().insert(key, (token, until));
     }
 

@@ -39,6 +39,7 @@ enum Kind {
     NoRuntime,
     PolledAfterCompletion,
     NotCovered,
+    MissingSeller,
 }
 
 impl Error {
@@ -62,6 +63,12 @@ impl Error {
     pub(crate) fn no_runtime() -> Self {
         Error {
             kind: Kind::NoRuntime,
+        }
+    }
+
+    pub(crate) fn missing_seller() -> Self {
+        Error {
+            kind: Kind::MissingSeller,
         }
     }
 
@@ -89,11 +96,19 @@ impl Error {
         matches!(self.kind, Kind::RateLimited { .. })
     }
 
+    /// Whether the request carried no [`SellerId`](crate::SellerId) while the layer was built with
+    /// [`require_seller`](crate::RestrictedDataTokenLayerBuilder::require_seller).
+    pub fn is_missing_seller(&self) -> bool {
+        matches!(self.kind, Kind::MissingSeller)
+    }
+
     /// Whether trying again later can help.
     pub fn kind(&self) -> ErrorKind {
         match &self.kind {
             Kind::Source(e) => e.kind(),
-            Kind::NoRuntime | Kind::PolledAfterCompletion => ErrorKind::Permanent,
+            Kind::NoRuntime | Kind::PolledAfterCompletion | Kind::MissingSeller => {
+                ErrorKind::Permanent
+            }
             _ => ErrorKind::Transient,
         }
     }
@@ -118,6 +133,9 @@ impl fmt::Display for Error {
                 f.write_str("the response future was polled after it completed")
             }
             Kind::NotCovered => f.write_str("the bundled token does not cover this operation"),
+            Kind::MissingSeller => f.write_str(
+                "the request names no seller (a `SellerId` extension), and the layer requires one",
+            ),
         }
     }
 }
@@ -134,6 +152,7 @@ impl fmt::Debug for Error {
             Kind::NoRuntime => d.field("no_runtime", &true),
             Kind::PolledAfterCompletion => d.field("polled_after_completion", &true),
             Kind::NotCovered => d.field("not_covered", &true),
+            Kind::MissingSeller => d.field("missing_seller", &true),
         };
         d.finish()
     }

@@ -39,8 +39,15 @@ pin_project! {
         },
         Waiting {
             token: BoxFuture<'static, Result<Granted, Error>>,
-            // `Some` until the token arrives.
+            // A clone of the inner service, not yet polled ready, and the request; `Some` until
+            // the token arrives.
             call: Option<(S, Request<B>)>,
+        },
+        // The token is in the request; the clone is being driven to readiness.
+        Readying {
+            service: S,
+            // `Some` until the inner service is called.
+            request: Option<Request<B>>,
         },
         Failed {
             error: Option<Error>,
@@ -58,6 +65,8 @@ where
         }
     }
 
+    /// Waits for `token`, then drives `service` (a clone that holds no capacity yet) to readiness
+    /// and calls it.
     pub(crate) fn waiting(
         token: BoxFuture<'static, Result<Granted, Error>>,
         service: S,
@@ -92,21 +101,34 @@ where
                 StateProj::Called { future } => return future.poll(cx).map_err(Into::into),
                 StateProj::Waiting { token, call } => {
                     let result = ready!(token.as_mut().poll(cx));
-                    let Some((mut service, mut request)) = call.take() else {
+                    let Some((service, mut request)) = call.take() else {
                         // Only reachable if polled again after completing with an error.
                         return Poll::Ready(Err(Error::polled_after_completion().into()));
                     };
                     match result {
                         Ok(granted) => {
                             TokenUsed::record(&mut request, granted);
-                            let future = service.call(request);
-                            this.state.set(State::Called { future });
+                            this.state.set(State::Readying {
+                                service,
+                                request: Some(request),
+                            });
                         }
                         Err(error) => {
                             this.state.set(State::Failed { error: None });
                             return Poll::Ready(Err(error.into()));
                         }
                     }
+                }
+                StateProj::Readying { service, request } => {
+                    if let Err(error) = ready!(service.poll_ready(cx)) {
+                        this.state.set(State::Failed { error: None });
+                        return Poll::Ready(Err(error.into()));
+                    }
+                    let Some(request) = request.take() else {
+                        return Poll::Ready(Err(Error::polled_after_completion().into()));
+                    };
+                    let future = service.call(request);
+                    this.state.set(State::Called { future });
                 }
                 StateProj::Failed { error } => {
                     let error = error.take().unwrap_or_else(Error::polled_after_completion);
@@ -125,6 +147,7 @@ where
         let state = match &self.state {
             State::Called { .. } => "called",
             State::Waiting { .. } => "waiting for a token",
+            State::Readying { .. } => "waiting for the inner service",
             State::Failed { .. } => "failed",
         };
         f.debug_struct("ResponseFuture")

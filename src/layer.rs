@@ -14,7 +14,7 @@ use crate::core::{Bundles, Core, Settings};
 use crate::deprecation::DeprecationWarnings;
 use crate::fleet::Fleet;
 use crate::fleet::run::FleetState;
-use crate::limit::{TokenQuota, TokenRateLimiter};
+use crate::limit::{QuotaProblem, TokenQuota, TokenRateLimiter};
 use crate::matcher::{CatalogError, Matcher};
 use crate::resource::{Origin, Region, SellerId};
 use crate::service::RestrictedDataTokenService;
@@ -191,6 +191,16 @@ impl RestrictedDataTokenLayerBuilder {
         self
     }
 
+    /// Multi-tenant safety: when `true`, a restricted request without a [`SellerId`] extension
+    /// fails with an [`Error`](crate::Error) for which
+    /// [`is_missing_seller`](crate::Error::is_missing_seller) holds, and the source is not called,
+    /// instead of being given the [`default_seller`](Self::default_seller)'s token. Requests the
+    /// layer passes through need no seller. Default: `false`.
+    pub fn require_seller(mut self, required: bool) -> Self {
+        self.settings.require_seller = required;
+        self
+    }
+
     /// The data elements to ask for, where an operation accepts them and the request does not narrow
     /// them. Default: [`DataElements::USUAL`] (`buyerInfo`, `shippingAddress`). Ask only for what the
     /// application holds roles for: one element too many fails the whole token request.
@@ -209,7 +219,8 @@ impl RestrictedDataTokenLayerBuilder {
     /// quota asks. Amazon counts from when a call arrives and the layer from when it leaves, so at
     /// exactly the quota a call on a warm connection can arrive early and meet a 429 (measured on
     /// loopback: 1 in 15). Default: 100 ms (1 call every 1.1 s at Amazon's quota); bursts are
-    /// unchanged.
+    /// unchanged. [`build`](Self::build) refuses a margin of a century or more, and a quota whose
+    /// burst, at its rate plus this margin, takes more than a century to refill.
     pub fn rate_margin(mut self, margin: Duration) -> Self {
         self.rate_margin = margin;
         self
@@ -301,6 +312,17 @@ impl RestrictedDataTokenLayerBuilder {
         self
     }
 
+    /// After a 403 drops a key's token (stale-token recovery, in either front end), how long further
+    /// 403s on that key keep the next token and are returned without a replay, unless the replay
+    /// after the drop worked. This stops 403s that have nothing to do with the token (another
+    /// seller's order id, a missing role) from spending the seller's token quota: at most one token
+    /// call per key per period. See [`recover`](crate::recover#403s-that-are-not-about-the-token).
+    /// `Duration::ZERO` drops the token on every 403. Default: 60 s.
+    pub fn refusal_period(mut self, period: Duration) -> Self {
+        self.settings.refusal_period = period;
+        self
+    }
+
     /// Fleet mode: share tokens and the rate limit with the other replicas of this service through
     /// a shared store, such as [`RedisFleet`](crate::fleet::RedisFleet) (feature `redis`). The local
     /// cache and limiter stay in front; the shared ones are consulted on a local miss only, and
@@ -310,7 +332,14 @@ impl RestrictedDataTokenLayerBuilder {
         self
     }
 
-    /// Builds the layer.
+    /// Builds the layer, or says which setting it cannot honour ([`BuildError::Setting`] names
+    /// the builder method): a zero `wait_timeout` or `fetch_timeout`, no attempts, more than 65535
+    /// origins, a quota or rate margin governor cannot count (see [`rate_margin`](Self::rate_margin)),
+    /// or a fleet timing of zero.
+    ///
+    /// Every other duration may be anything from zero to `Duration::MAX`: deadlines saturate about
+    /// 30 years ahead, token lifetimes are cut to a day, and a `Retry-After` is honoured up to the
+    /// transient back-off's maximum ([`transient_error_backoff`](Self::transient_error_backoff)).
     pub fn build(self) -> Result<RestrictedDataTokenLayer, BuildError> {
         let bad = |name, reason| Err(BuildError::Setting { name, reason });
         if self.origins.len() > usize::from(u16::MAX) {
@@ -325,6 +354,16 @@ impl RestrictedDataTokenLayerBuilder {
         if self.settings.fetch_timeout.is_zero() {
             return bad("fetch_timeout", "must be more than zero");
         }
+        match self.quota.check(self.rate_margin) {
+            Ok(()) => {}
+            Err(QuotaProblem::Margin) => return bad("rate_margin", "must be less than a century"),
+            Err(QuotaProblem::Quota) => {
+                return bad(
+                    "quota",
+                    "the burst, at the quota's rate plus the rate margin, must refill within a century",
+                );
+            }
+        }
         if let Some(fleet) = &self.fleet {
             if fleet.lease_ttl.is_zero() {
                 return bad("fleet.lease_ttl", "must be more than zero");
@@ -334,6 +373,12 @@ impl RestrictedDataTokenLayerBuilder {
             }
             if fleet.call_timeout.is_zero() {
                 return bad("fleet.call_timeout", "must be more than zero");
+            }
+            if self.quota.check(fleet.rate_margin).is_err() {
+                return bad(
+                    "fleet.rate_margin",
+                    "the burst, at the quota's rate plus the fleet's rate margin, must refill within a century",
+                );
             }
         }
         let matcher = Matcher::new(self.catalog.clone())?;

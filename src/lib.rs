@@ -104,6 +104,7 @@ pub mod source;
 mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod time;
 mod token;
 
 pub use error::Error;

@@ -58,10 +58,39 @@ impl TokenQuota {
         self.burst.get()
     }
 
-    /// governor's quota, with `margin` added between two calls (bursts are unchanged).
+    /// The longest a full bucket may take to refill (`burst` calls at the quota's interval): a
+    /// century. governor counts in 64-bit nanoseconds (584 years), and slower quotas have no use.
+    pub(crate) const MAX_REFILL: Duration = Duration::from_secs(86_400 * 365 * 100);
+
+    /// The time between two calls once the burst is spent, `margin` included (saturating).
+    pub(crate) fn interval(self, margin: Duration) -> Duration {
+        Duration::try_from_secs_f64(1.0 / self.per_second)
+            .unwrap_or(Duration::MAX)
+            .saturating_add(margin)
+            .max(Duration::from_nanos(1))
+    }
+
+    /// Whether this quota, spaced by `margin`, refills its burst within [`Self::MAX_REFILL`]; the
+    /// error says what is wrong and whether `margin` alone is to blame.
+    pub(crate) fn check(self, margin: Duration) -> Result<(), QuotaProblem> {
+        if margin >= Self::MAX_REFILL {
+            return Err(QuotaProblem::Margin);
+        }
+        let refill = self.interval(margin).saturating_mul(self.burst.get());
+        if refill > Self::MAX_REFILL {
+            return Err(QuotaProblem::Quota);
+        }
+        Ok(())
+    }
+
+    /// governor's quota, with `margin` added between two calls (bursts are unchanged). A quota that
+    /// [`check`](Self::check) refuses is slowed no further than a full refill in
+    /// [`Self::MAX_REFILL`], so governor's arithmetic cannot overflow.
     fn to_governor(self, margin: Duration) -> Quota {
-        let period =
-            (Duration::from_secs_f64(1.0 / self.per_second) + margin).max(Duration::from_nanos(1));
+        let longest = Self::MAX_REFILL / self.burst.get();
+        let period = self
+            .interval(margin)
+            .min(longest.max(Duration::from_nanos(1)));
         Quota::with_period(period)
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
             .allow_burst(self.burst)
@@ -78,6 +107,15 @@ impl Default for TokenQuota {
     }
 }
 
+/// Why [`TokenQuota::check`] refused a quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum QuotaProblem {
+    /// The margin alone is a year or more.
+    Margin,
+    /// The burst takes more than a year to refill.
+    Quota,
+}
+
 /// A point in tokio time, as governor wants it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct TokioInstant(tokio::time::Instant);
@@ -85,7 +123,7 @@ pub(crate) struct TokioInstant(tokio::time::Instant);
 impl Add<Nanos> for TokioInstant {
     type Output = Self;
     fn add(self, other: Nanos) -> Self {
-        TokioInstant(self.0 + Duration::from(other))
+        TokioInstant(crate::time::add(self.0, Duration::from(other)))
     }
 }
 
@@ -160,10 +198,9 @@ impl TokenRateLimiter {
                 Err(not_until) => {
                     let wait = not_until.wait_time_from(TokioClock.now());
                     let waited = start.elapsed();
-                    if waited + wait > max_wait {
-                        return Err(WouldWaitTooLong {
-                            needed: waited + wait,
-                        });
+                    let needed = waited.saturating_add(wait);
+                    if needed > max_wait {
+                        return Err(WouldWaitTooLong { needed });
                     }
                     tokio::time::sleep(wait).await;
                     slept = true;
@@ -173,10 +210,19 @@ impl TokenRateLimiter {
     }
 }
 
+impl TokenRateLimiter {
+    /// Forgets the sellers whose state is back to a full bucket (as a seller never seen has).
+    pub(crate) fn sweep(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+}
+
 impl fmt::Debug for TokenRateLimiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenRateLimiter")
             .field("quota", &self.quota)
+            .field("keys", &self.limiter.len())
             .finish_non_exhaustive()
     }
 }

@@ -33,7 +33,9 @@
 //! Put a retry middleware such as `reqwest-retry` *before* this one (`.with(retry).with(rdt)`): each
 //! attempt then goes through the token cache again, and one that follows an invalidated token gets
 //! a fresh one. A 403 on a restricted call invalidates exactly the token used and, when the request
-//! body can be cloned, replays the request once with a new token.
+//! body can be cloned, replays the request once with a new token; as with the tower front end, a
+//! key's token is dropped for a 403 at most once per refusal period (see
+//! [`recover`](crate::recover#403s-that-are-not-about-the-token)).
 
 use std::fmt;
 use std::sync::Arc;
@@ -41,6 +43,7 @@ use std::sync::Arc;
 use http::{Extensions, StatusCode};
 use reqwest_middleware::{Middleware, Next, Result};
 
+use crate::cache::Refusal;
 use crate::core::Core;
 use crate::layer::RestrictedDataTokenLayer;
 use crate::service::X_AMZ_ACCESS_TOKEN;
@@ -96,8 +99,12 @@ impl Middleware for RestrictedDataTokenMiddleware {
         if response.status() != StatusCode::FORBIDDEN {
             return Ok(response);
         }
-        self.core
-            .invalidate(&method, &uri, extensions, Some(granted.generation));
+        let refusal = self
+            .core
+            .refused(&method, &uri, extensions, granted.generation);
+        if refusal == Refusal::Kept {
+            return Ok(response);
+        }
         let Some(mut replay) = replay else {
             return Ok(response);
         };
@@ -116,6 +123,10 @@ impl Middleware for RestrictedDataTokenMiddleware {
         replay
             .headers_mut()
             .insert(X_AMZ_ACCESS_TOKEN, fresh.header);
-        next.run(replay, extensions).await
+        let response = next.run(replay, extensions).await?;
+        if refusal == Refusal::Dropped && response.status() != StatusCode::FORBIDDEN {
+            self.core.replay_worked(&method, &uri, extensions);
+        }
+        Ok(response)
     }
 }

@@ -24,6 +24,18 @@
 //!
 //! A request is replayed only when its body can be cloned ([`ReplayBody`]); otherwise the 403 is
 //! returned as it is, after the token was invalidated, so the next request gets a fresh one.
+//!
+//! # 403s that are not about the token
+//!
+//! Amazon also answers 403 to a request the token cannot help (another seller's order id, a role
+//! the application lacks). So that a client looping over such requests cannot spend the seller's
+//! token quota, a 403 drops a key's token **at most once per
+//! [`refusal_period`](crate::RestrictedDataTokenLayerBuilder::refusal_period)** (60 s by default):
+//! within the period after a drop, further 403s on that key keep the token and are returned as
+//! they are, without a replay. One exception resets the period: when the request replayed after
+//! the drop succeeds with the new token, the dropped token was stale indeed, and the next 403 may
+//! drop a token again at once. Both front ends (this layer and the reqwest middleware) follow the
+//! rule; [`RestrictedDataTokenLayer::invalidate`] is not limited by it.
 
 use std::fmt;
 use std::future::Future;
@@ -39,7 +51,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::BoxError;
-use crate::cache::Granted;
+use crate::cache::{Granted, Refusal};
 use crate::core::Core;
 use crate::layer::RestrictedDataTokenLayer;
 use crate::service::X_AMZ_ACCESS_TOKEN;
@@ -252,7 +264,10 @@ where
                 return Ok(response);
             };
             let (method, uri, extensions) = key;
-            core.invalidate(&method, &uri, &extensions, Some(generation));
+            let refusal = core.refused(&method, &uri, &extensions, generation);
+            if refusal == Refusal::Kept {
+                return Ok(response);
+            }
             let Some(replay) = replay else {
                 return Ok(response);
             };
@@ -263,7 +278,11 @@ where
             std::future::poll_fn(|cx| inner.poll_ready(cx))
                 .await
                 .map_err(Into::into)?;
-            inner.call(replay).await.map_err(Into::into)
+            let response = inner.call(replay).await.map_err(Into::into)?;
+            if refusal == Refusal::Dropped && response.status() != StatusCode::FORBIDDEN {
+                core.replay_worked(&method, &uri, &extensions);
+            }
+            Ok(response)
         };
         RecoverFuture {
             state: RecoverState::Recovering {

@@ -25,8 +25,12 @@ pub const X_AMZ_ACCESS_TOKEN: HeaderName = HeaderName::from_static("x-amz-access
 /// - Otherwise the request waits, in its response future, for the one fetch its key needs, then
 ///   goes on; or fails with an [`Error`](crate::error::Error) inside the [`BoxError`].
 ///
-/// `poll_ready` is the inner service's. When a request must wait, the service that was polled ready
-/// goes into the response future and a clone takes its place, as tower requires.
+/// `poll_ready` is the inner service's. When a request must wait for its token, the response
+/// future takes a clone of the inner service that has not been polled ready, and drives it to
+/// readiness only once the token has arrived (the `Oneshot` pattern); the service that was polled
+/// ready stays here for the next call. So a request waiting for a token holds none of the inner
+/// service's capacity: with a `ConcurrencyLimit` or a `Buffer` below the layer, pass-through
+/// traffic and other sellers are served meanwhile.
 pub struct RestrictedDataTokenService<S> {
     inner: S,
     core: Arc<Core>,
@@ -101,10 +105,9 @@ where
                 ResponseFuture::called(self.inner.call(request))
             }
             Plan::Wait(token) => {
-                // The ready service goes with the request; its clone stays for the next call.
-                let clone = self.inner.clone();
-                let ready = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture::waiting(token, ready, request)
+                // The ready service (and whatever capacity it reserved) stays for the next call;
+                // the future drives its own clone to readiness once the token is there.
+                ResponseFuture::waiting(token, self.inner.clone(), request)
             }
             Plan::Fail(error) => ResponseFuture::failed(error),
         }

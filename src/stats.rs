@@ -22,7 +22,8 @@ pub struct Stats {
     /// Restricted requests served a cached token inside its refresh window (a background refresh
     /// was due).
     pub stale_hits: u64,
-    /// Restricted requests that found no usable token and waited for one.
+    /// Restricted requests that found no usable token and waited for one (or found one that was
+    /// published while they looked; such a request counts as a miss only, never also as a hit).
     pub misses: u64,
     /// Of the misses, those that joined a fetch already under way instead of starting one.
     pub coalesced: u64,
@@ -48,6 +49,12 @@ pub struct Stats {
     /// Fleet mode: times a fetch went on with this replica's own cache and rate limiter alone,
     /// because the shared store or limiter failed, timed out, or had failed moments before.
     pub fleet_fallbacks: u64,
+    /// Gauge: tokens the cache holds now. Expired tokens count until the next sweep (at most a
+    /// minute after they expire, on the next request that misses the cache).
+    pub tokens_cached: u64,
+    /// Gauge: sellers the cache holds operation or bundle slots for. A seller whose tokens have
+    /// all expired, with nothing else to remember, is dropped by the next sweep.
+    pub sellers_held: u64,
 }
 
 /// Counter slots, each on its own cache line, so threads bumping counters do not contend.
@@ -128,6 +135,8 @@ impl Counters {
             fleet_hits: self.sum(Counter::FleetHits),
             fleet_waits: self.sum(Counter::FleetWaits),
             fleet_fallbacks: self.sum(Counter::FleetFallbacks),
+            tokens_cached: 0,
+            sellers_held: 0,
         }
     }
 }

@@ -897,10 +897,10 @@ async fn dropping_waiters_and_the_leader_mid_fetch_cancels_nothing() {
 }
 
 /// `Buffer` *inside* the layer (the layer over a buffered HTTP client), which `tests/layer.rs`
-/// does not cover. A request that waits for its token keeps the buffer slot its `poll_ready`
-/// reserved (tower's contract: a ready service is called with the request); with the real source
-/// the fetch needs no slot, so waiting requests cannot starve it, and a waiter dropped while
-/// holding the only slot frees it.
+/// does not cover. A request that waits for its token holds no buffer slot meanwhile: the service
+/// keeps the slot its `poll_ready` reserved for its next call, and the waiting request drives a
+/// clone of the buffer to readiness once its token is there. So waiting requests cannot starve the
+/// fetch or the unrestricted traffic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_buffer_inside_the_layer() {
     let em = Emulator::start().await.unwrap();
@@ -932,9 +932,10 @@ async fn a_buffer_inside_the_layer() {
     assert_eq!(em.counters().token_calls, 1);
     assert_eq!(upstream.tokens().len(), 50);
 
-    // A waiter holds the only slot while its token is fetched (held 1 s)...
-    em.inject(Endpoint::Tokens, Fault::Delay(Duration::from_secs(1)), 1);
-    let holder = tokio::spawn(
+    // A request waits for its token (held 3 s, under the source's 5 s timeout) without holding
+    // the only slot...
+    em.inject(Endpoint::Tokens, Fault::Delay(Duration::from_secs(3)), 1);
+    let waiter = tokio::spawn(
         service
             .clone()
             .oneshot(get(&origin, "/orders/v0/orders/1/buyerInfo")),
@@ -943,22 +944,25 @@ async fn a_buffer_inside_the_layer() {
         em.counters().token_calls == 2
     })
     .await;
-    // ...so an unrestricted request waits for the slot...
-    let other = tokio::spawn(
+    // ...so an unrestricted request is served meanwhile...
+    let response = tokio::time::timeout(
+        Duration::from_secs(10),
         service
             .clone()
             .oneshot(get(&origin, "/sellers/v1/marketplaceParticipations")),
-    );
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!other.is_finished(), "the slot was free");
-    // ...until the waiter is dropped, which frees it.
-    holder.abort();
-    let response = tokio::time::timeout(Duration::from_secs(10), other)
-        .await
-        .expect("the slot stayed taken after its holder was dropped")
-        .unwrap()
-        .unwrap();
+    )
+    .await
+    .expect("the unrestricted request hung")
+    .unwrap();
+    assert!(!waiter.is_finished(), "served only after the waiter");
     // Sent without any token, as an unrestricted call is: the emulator wants an LWA token.
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     assert_eq!(upstream.sent.lock().unwrap().last().unwrap().token, None);
+    // ...and the waiter takes the slot once its token is there.
+    let response = tokio::time::timeout(Duration::from_secs(30), waiter)
+        .await
+        .expect("the waiter never got the slot")
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
 }

@@ -1,5 +1,10 @@
 //! Records at rest: AES-256-GCM with a random 96-bit nonce per write, the storage key as associated
 //! data (a record copied under another key does not open), and a version byte in front.
+//!
+//! Keys rotate without downtime: a cipher holds one key that seals and any number of older keys
+//! that still open. Give every replica the new key as a decryption key first, then make it the
+//! encryption key everywhere, then drop the old one once its records have expired (a token's
+//! lifetime).
 
 use std::fmt;
 
@@ -79,22 +84,35 @@ impl fmt::Debug for EncryptionKey {
     }
 }
 
-/// Seals and opens records.
-pub(crate) struct Cipher(Aes256Gcm);
+/// Seals records with its first key and opens them with any of its keys.
+pub(crate) struct Cipher(Vec<Aes256Gcm>);
 
 impl Cipher {
+    #[cfg(test)]
     pub(crate) fn new(key: &EncryptionKey) -> Result<Self, InvalidKey> {
-        Aes256Gcm::new_from_slice(&key.0[..])
+        Cipher::with_keys(&[key])
+    }
+
+    /// A cipher that seals with `keys[0]` and opens with any of `keys`; an error for no key.
+    pub(crate) fn with_keys(keys: &[&EncryptionKey]) -> Result<Self, InvalidKey> {
+        if keys.is_empty() {
+            return Err(InvalidKey(()));
+        }
+        keys.iter()
+            .map(|key| Aes256Gcm::new_from_slice(&key.0[..]).map_err(|_| InvalidKey(())))
+            .collect::<Result<Vec<_>, _>>()
             .map(Cipher)
-            .map_err(|_| InvalidKey(()))
     }
 
     /// `VERSION | nonce | ciphertext and tag`, bound to `aad`.
     pub(crate) fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, FleetError> {
         let nonce = Nonce::<Aes256Gcm>::try_generate()
             .map_err(|e| FleetError::new("no random nonce for encryption").with_source(e))?;
-        let sealed = self
+        let key = self
             .0
+            .first()
+            .ok_or_else(|| FleetError::new("no encryption key"))?;
+        let sealed = key
             .encrypt(
                 &nonce,
                 Payload {
@@ -118,8 +136,8 @@ impl Cipher {
         }
         let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
         let nonce = Nonce::<Aes256Gcm>::try_from(nonce).ok()?;
-        self.0
-            .decrypt(
+        self.0.iter().find_map(|key| {
+            key.decrypt(
                 &nonce,
                 Payload {
                     msg: ciphertext,
@@ -128,6 +146,7 @@ impl Cipher {
             )
             .ok()
             .map(Zeroizing::new)
+        })
     }
 }
 
@@ -161,6 +180,25 @@ mod tests {
         for cut in 0..a.len() {
             assert!(cipher.open(&a[..cut], b"key-a").is_none());
         }
+    }
+
+    #[test]
+    fn rotated_keys_open_old_records_and_seal_with_the_new_one() {
+        let old = EncryptionKey::from_bytes([1; 32]);
+        let new = EncryptionKey::from_bytes([2; 32]);
+        let before = Cipher::with_keys(&[&old]).unwrap();
+        let during = Cipher::with_keys(&[&new, &old]).unwrap();
+        let after = Cipher::with_keys(&[&new]).unwrap();
+        let written_before = before.seal(b"token", b"k").unwrap();
+        // During the rotation, records written with the old key still open...
+        assert_eq!(&during.open(&written_before, b"k").unwrap()[..], b"token");
+        // ...and new ones are written with the new key, which replicas not yet rotated cannot read
+        // (they fetch their own token) and fully rotated ones can.
+        let written_during = during.seal(b"token", b"k").unwrap();
+        assert!(before.open(&written_during, b"k").is_none());
+        assert_eq!(&after.open(&written_during, b"k").unwrap()[..], b"token");
+        assert!(after.open(&written_before, b"k").is_none());
+        assert!(Cipher::with_keys(&[]).is_err());
     }
 
     #[test]

@@ -242,7 +242,9 @@ impl fmt::Debug for FleetKey {
 /// and how long the store should keep it (or, read back, how long it has left).
 ///
 /// **The bytes hold the token in clear.** A store must protect them at rest (the Redis store
-/// encrypts them) and never log them; `Debug` shows only the length.
+/// encrypts them) and never log them; `Debug` shows only the length. A record zeroes its bytes
+/// when dropped (with `zeroize` under the `redis` feature; otherwise by overwriting them, which
+/// the optimizer is kept from removing).
 #[derive(Clone)]
 pub struct TokenRecord {
     bytes: Vec<u8>,
@@ -261,14 +263,27 @@ impl TokenRecord {
         &self.bytes
     }
 
-    /// The serialized token (secret), consuming the record.
-    pub fn into_bytes(self) -> Vec<u8> {
-        self.bytes
+    /// The serialized token (secret), consuming the record. The caller takes over the duty of
+    /// zeroing them.
+    pub fn into_bytes(mut self) -> Vec<u8> {
+        std::mem::take(&mut self.bytes)
     }
 
     /// When storing: keep the record this long and no longer. When read back: its time left.
     pub fn ttl(&self) -> Duration {
         self.ttl
+    }
+}
+
+impl Drop for TokenRecord {
+    fn drop(&mut self) {
+        #[cfg(feature = "redis")]
+        zeroize::Zeroize::zeroize(&mut self.bytes);
+        #[cfg(not(feature = "redis"))]
+        {
+            self.bytes.fill(0);
+            std::hint::black_box(&self.bytes);
+        }
     }
 }
 

@@ -1,6 +1,12 @@
-//! The bytes a shared store keeps for one token: the token, how long it stays fresh and usable
-//! from the moment it was written, and, for a bundled token, which operations it covers and which
-//! Amazon refused. A small versioned binary layout, checked on every read: the core needs no serde.
+//! The bytes a shared store keeps for one token: when it was written (wall clock, Unix
+//! milliseconds), how long it stays fresh and usable from then, the token, and, for a bundled
+//! token, which operations it covers and which Amazon refused. A small versioned binary layout,
+//! checked on every read: the core needs no serde.
+//!
+//! The write time travels inside the record, so a store that encrypts records (as `RedisFleet`
+//! does, with authenticated encryption) seals the token's expiry too: whoever can change a key's
+//! time to live in the store cannot make a replica use the token longer. Version 1 records (without
+//! the write time) are unreadable to this version: a replica reading one fetches its own token.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,11 +19,36 @@ use crate::error::Error;
 use crate::source::{ErrorKind, SourceError};
 use crate::token::SecretToken;
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+/// The first byte of a failure record: a fetch failed, and the others should not repeat it while
+/// the record lives (its time to live is the back-off).
+const FAILURE: u8 = 0xF2;
+
+/// The bytes for a failed fetch's `error`, written at `written_ms` on the wall clock.
+pub(crate) fn encode_failure(error: &FetchError, written_ms: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.push(FAILURE);
+    put_u64(&mut out, written_ms);
+    put_error(&mut out, error);
+    out
+}
+
+/// The error of a failure record, with its write time; `None` for any other bytes.
+pub(crate) fn decode_failure(bytes: &[u8]) -> Option<(FetchError, u64)> {
+    let mut r = Reader(bytes);
+    if r.u8()? != FAILURE {
+        return None;
+    }
+    let written_ms = r.u64()?;
+    let error = r.error()?;
+    r.0.is_empty().then_some((error, written_ms))
+}
 
 /// A record read back.
 pub(crate) struct Record {
     pub(crate) token: HeaderValue,
+    /// When the record was written, in milliseconds since the Unix epoch.
+    pub(crate) written_ms: u64,
     /// Counted from when the record was written.
     pub(crate) fresh: Duration,
     /// Counted from when the record was written.
@@ -25,16 +56,19 @@ pub(crate) struct Record {
     pub(crate) bundle: Option<BundleInfo>,
 }
 
-/// The bytes for `token`, fresh for `fresh` and usable for `usable` from `now`.
+/// The bytes for `token`, fresh for `fresh` and usable for `usable` from `now`, which is
+/// `written_ms` on the wall clock.
 pub(crate) fn encode(
     token: &HeaderValue,
     fresh: Duration,
     usable: Duration,
     bundle: Option<&BundleInfo>,
     now: Instant,
+    written_ms: u64,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + token.len());
     out.push(VERSION);
+    put_u64(&mut out, written_ms);
     put_u64(&mut out, millis(fresh));
     put_u64(&mut out, millis(usable));
     put_bytes(&mut out, token.as_bytes());
@@ -67,6 +101,7 @@ pub(crate) fn decode(bytes: &[u8], now: Instant) -> Option<Record> {
     if r.u8()? != VERSION {
         return None;
     }
+    let written_ms = r.u64()?;
     let fresh = Duration::from_millis(r.u64()?);
     let usable = Duration::from_millis(r.u64()?);
     let token = std::str::from_utf8(r.bytes()?).ok()?;
@@ -102,6 +137,7 @@ pub(crate) fn decode(bytes: &[u8], now: Instant) -> Option<Record> {
     }
     Some(Record {
         token,
+        written_ms,
         fresh,
         usable,
         bundle,
@@ -252,8 +288,10 @@ mod tests {
             Duration::from_secs(3570),
             None,
             now,
+            1_700_000_000_000,
         );
         let record = decode(&bytes, now).unwrap();
+        assert_eq!(record.written_ms, 1_700_000_000_000);
         assert_eq!(record.token, "Atz.sprdt|abc");
         assert!(record.token.is_sensitive());
         assert_eq!(record.fresh, Duration::from_secs(3000));
@@ -282,8 +320,10 @@ mod tests {
             Duration::from_secs(20),
             Some(&info),
             now,
+            1_700_000_000_000,
         );
         let record = decode(&bytes, now).unwrap();
+        assert_eq!(record.written_ms, 1_700_000_000_000);
         let bundle = record.bundle.unwrap();
         assert_eq!(bundle.covers, vec![1, 2, 3]);
         assert_eq!(bundle.denied.len(), 1);
@@ -306,6 +346,7 @@ mod tests {
             Duration::from_secs(2),
             Some(&BundleInfo::default()),
             now,
+            0,
         );
         for cut in 0..bytes.len() {
             assert!(decode(&bytes[..cut], now).is_none(), "{cut}");
@@ -314,10 +355,11 @@ mod tests {
         longer.push(0);
         assert!(decode(&longer, now).is_none());
         let mut other_version = bytes;
-        other_version[0] = 2;
+        other_version[0] = 1;
         assert!(decode(&other_version, now).is_none());
         // A token that could not go in a header is refused.
         let mut bad = vec![VERSION];
+        put_u64(&mut bad, 1);
         put_u64(&mut bad, 1);
         put_u64(&mut bad, 1);
         put_bytes(&mut bad, b"line\nbreak");

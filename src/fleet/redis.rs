@@ -132,6 +132,8 @@ pub enum RedisFleetError {
 pub struct RedisFleetBuilder {
     client: Result<Client, String>,
     key: Option<EncryptionKey>,
+    /// Further keys that open records (key rotation).
+    old_keys: Vec<EncryptionKey>,
     prefix: String,
     command_timeout: Duration,
     connect_timeout: Duration,
@@ -143,6 +145,7 @@ impl RedisFleet {
         RedisFleetBuilder {
             client: Client::open(url).map_err(|e| e.to_string()),
             key: None,
+            old_keys: Vec::new(),
             prefix: "spapi-rdt".to_owned(),
             command_timeout: Duration::from_millis(200),
             connect_timeout: Duration::from_secs(1),
@@ -213,8 +216,10 @@ impl RedisFleet {
             return Ok(None);
         };
         match self.inner.cipher.open(&sealed, name.as_bytes()) {
-            Some(plain) => Ok(Some(TokenRecord::new(
-                plain.to_vec(),
+            // The plaintext moves into the record, which zeroes it when dropped: no copy is left
+            // behind unzeroed.
+            Some(mut plain) => Ok(Some(TokenRecord::new(
+                std::mem::take(&mut *plain),
                 Duration::from_millis(ttl),
             ))),
             None => {
@@ -300,6 +305,17 @@ impl RedisFleetBuilder {
         self
     }
 
+    /// One more key that records may be encrypted with: records are written with the
+    /// [`encryption_key`](Self::encryption_key) and read with it or any decryption key, so keys
+    /// rotate without downtime. Give every replica the new key with this method first; once all
+    /// run with it, make it their encryption key and keep the old one here; drop the old one once
+    /// the records it sealed have expired (a token's lifetime, an hour). A record no key opens is
+    /// ignored and the replica fetches its own token.
+    pub fn decryption_key(mut self, key: EncryptionKey) -> Self {
+        self.old_keys.push(key);
+        self
+    }
+
     /// The prefix of every Redis key, so that services sharing a Redis stay apart. Default:
     /// `spapi-rdt`.
     pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
@@ -336,7 +352,8 @@ impl RedisFleetBuilder {
                 reason: "must be more than zero",
             });
         }
-        let cipher = Cipher::new(&key).map_err(|_| RedisFleetError::MissingKey)?;
+        let keys: Vec<&EncryptionKey> = std::iter::once(&key).chain(&self.old_keys).collect();
+        let cipher = Cipher::with_keys(&keys).map_err(|_| RedisFleetError::MissingKey)?;
         let info = client.get_connection_info();
         let endpoint = format!("{}/{}", info.addr(), info.redis_settings().db());
         Ok(RedisFleet {
@@ -413,6 +430,7 @@ impl fmt::Debug for RedisFleetBuilder {
         f.debug_struct("RedisFleetBuilder")
             .field("prefix", &self.prefix)
             .field("has_key", &self.key.is_some())
+            .field("decryption_keys", &self.old_keys.len())
             .field("command_timeout", &self.command_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .finish_non_exhaustive()

@@ -2,7 +2,7 @@
 //! limit, store and release; and fall back to this replica alone when the shared store fails.
 
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::HeaderValue;
 use tokio::time::Instant;
@@ -12,7 +12,9 @@ use crate::cache::{CachedToken, FetchError, Slot};
 use crate::core::Core;
 use crate::limit::TokenQuota;
 use crate::resource::TokenRequest;
+use crate::source::ErrorKind;
 use crate::stats::Counter;
+use crate::time;
 
 /// How often, at most, a warning says that the shared store is failing.
 const WARN_EVERY: Duration = Duration::from_secs(60);
@@ -23,6 +25,10 @@ pub(crate) struct FleetState {
     /// The quota the shared limiter enforces: the layer's, spaced by the rate margin.
     quota: TokenQuota,
     health: Mutex<Health>,
+    /// The wall clock (Unix milliseconds) when this layer was built, and the monotonic instant it
+    /// corresponds to: the write time sealed in records is read against this clock, which runs
+    /// with tokio's (and so with paused time in tests).
+    wall_anchor: (u64, Instant),
 }
 
 #[derive(Default)]
@@ -42,13 +48,22 @@ struct Health {
 impl FleetState {
     pub(crate) fn new(config: Fleet, quota: TokenQuota) -> Self {
         // The interval between admitted calls grows by the margin; the burst stays.
-        let interval = Duration::from_secs_f64(1.0 / quota.per_second()) + config.rate_margin;
+        let interval = quota.interval(config.rate_margin);
         let quota = TokenQuota::new(1.0 / interval.as_secs_f64(), quota.burst()).unwrap_or(quota);
         FleetState {
             config,
             quota,
             health: Mutex::new(Health::default()),
+            wall_anchor: (unix_millis(SystemTime::now()), Instant::now()),
         }
+    }
+
+    /// The wall-clock time at `now`, in Unix milliseconds.
+    fn wall_ms(&self, now: Instant) -> u64 {
+        let (anchor_ms, anchor) = self.wall_anchor;
+        let since =
+            u64::try_from(now.saturating_duration_since(anchor).as_millis()).unwrap_or(u64::MAX);
+        anchor_ms.saturating_add(since)
     }
 
     pub(crate) fn config(&self) -> &Fleet {
@@ -101,7 +116,7 @@ impl FleetState {
         let retry_after = self.config.retry_after;
         let mut health = self.health();
         health.degraded = true;
-        health.down_until = Some(now + retry_after);
+        health.down_until = Some(time::add(now, retry_after));
         health.unreported += 1;
         let due = health
             .last_warning
@@ -122,6 +137,12 @@ impl FleetState {
     }
 }
 
+/// `at` in milliseconds since the Unix epoch (zero before it).
+fn unix_millis(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// A random id for one fetch's lease. Not a secret: it only tells leases apart.
 fn lease_holder() -> String {
     format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
@@ -129,7 +150,7 @@ fn lease_holder() -> String {
 
 /// `base` jittered between half and one and a half of it.
 fn jittered(base: Duration) -> Duration {
-    base.mul_f64(0.5 + fastrand::f64())
+    time::scale(base, 0.5 + fastrand::f64())
 }
 
 impl Core {
@@ -151,7 +172,6 @@ impl Core {
             }
             None => FleetKey::for_request(request),
         };
-        let revoked = slot.revoked();
         let store = &fleet.config.store;
         if !fleet.available() {
             return self.fetch_alone(request, bundle, slot, deadline).await;
@@ -160,10 +180,9 @@ impl Core {
         // Another replica's token?
         match fleet.call("get", store.get(&key)).await {
             Ok(found) => {
-                if let Some(entry) = self.shared_entry(found, revoked.as_ref()) {
-                    self.counters.bump(Counter::FleetHits);
-                    tracing::debug!(seller = %request.seller(), "token taken from the shared store");
-                    return Ok(entry);
+                if let Some(answer) = self.shared_answer(fleet, found, slot) {
+                    tracing::debug!(seller = %request.seller(), "answer taken from the shared store");
+                    return answer;
                 }
             }
             Err(()) => return self.fetch_alone(request, bundle, slot, deadline).await,
@@ -191,9 +210,8 @@ impl Core {
             tokio::time::sleep(jittered(fleet.config.poll_interval)).await;
             match fleet.call("get", store.get(&key)).await {
                 Ok(found) => {
-                    if let Some(entry) = self.shared_entry(found, revoked.as_ref()) {
-                        self.counters.bump(Counter::FleetHits);
-                        return Ok(entry);
+                    if let Some(answer) = self.shared_answer(fleet, found, slot) {
+                        return answer;
                     }
                 }
                 Err(()) => return self.fetch_alone(request, bundle, slot, deadline).await,
@@ -202,11 +220,10 @@ impl Core {
 
         // We hold the lease. The previous holder may have stored its token just before letting go.
         if let Ok(found) = fleet.call("get", store.get(&key)).await
-            && let Some(entry) = self.shared_entry(found, revoked.as_ref())
+            && let Some(answer) = self.shared_answer(fleet, found, slot)
         {
             let _ = fleet.call("release", store.release(&key, &holder)).await;
-            self.counters.bump(Counter::FleetHits);
-            return Ok(entry);
+            return answer;
         }
 
         // Fetch, renewing the lease while it runs.
@@ -219,13 +236,32 @@ impl Core {
             self.cache
                 .entry(token, Instant::now(), &self.settings.windows, info)
         });
+        // A failure of the source is shared for its back-off, so the other replicas do not
+        // repeat it; a failure of this replica's own (its rate limit, its deadline) is not.
+        if let Err(error @ FetchError::Source(_)) = &entry
+            && fleet.available()
+        {
+            let ttl = self.settings.backoff.remember_for(error, 1);
+            let bytes = record::encode_failure(error, fleet.wall_ms(Instant::now()));
+            if !ttl.is_zero() {
+                let record = TokenRecord::new(bytes, ttl);
+                let _ = fleet.call("put", store.put(&key, record)).await;
+            }
+        }
         if let Ok(entry) = &entry
             && fleet.available()
         {
             let now = Instant::now();
             let usable = entry.hard.saturating_duration_since(now);
             let fresh = entry.soft.saturating_duration_since(now);
-            let bytes = record::encode(&entry.header, fresh, usable, entry.bundle.as_deref(), now);
+            let bytes = record::encode(
+                &entry.header,
+                fresh,
+                usable,
+                entry.bundle.as_deref(),
+                now,
+                fleet.wall_ms(now),
+            );
             if !usable.is_zero() {
                 let record = TokenRecord::new(bytes, usable);
                 let _ = fleet.call("put", store.put(&key, record)).await;
@@ -253,6 +289,35 @@ impl Core {
             .entry(token, Instant::now(), &self.settings.windows, info))
     }
 
+    /// What a record from the shared store answers: a token (counted as a fleet hit), another
+    /// replica's failure still in its back-off, or nothing usable. The token this replica dropped
+    /// last is read after the store answered, so a drop made during the read is not undone.
+    fn shared_answer(
+        &self,
+        fleet: &FleetState,
+        found: Option<TokenRecord>,
+        slot: &Slot,
+    ) -> Option<Result<CachedToken, FetchError>> {
+        let found = found?;
+        if let Some((error, written_ms)) = record::decode_failure(found.as_bytes()) {
+            // The store's time to live is the back-off, bounded by the longest this layer would
+            // remember such a failure itself.
+            let longest = match error.kind() {
+                ErrorKind::Permanent => self.settings.backoff.permanent,
+                ErrorKind::Transient => self.settings.backoff.transient_max,
+            };
+            let age = fleet.wall_ms(Instant::now()).saturating_sub(written_ms);
+            if Duration::from_millis(age) >= longest {
+                return None;
+            }
+            tracing::debug!("another replica's fetch failed moments ago: sharing its error");
+            return Some(Err(error));
+        }
+        let entry = self.shared_entry(Some(found), slot.revoked().as_ref())?;
+        self.counters.bump(Counter::FleetHits);
+        Some(Ok(entry))
+    }
+
     /// Turns a record from the shared store into a cache entry, if it is still fresh and is not the
     /// token this replica last found stale (a 403 made it drop it).
     fn shared_entry(
@@ -268,7 +333,14 @@ impl Core {
             tracing::debug!("unreadable record in the shared store: fetching anew");
             return None;
         };
-        let left = left.min(record.usable);
+        // The expiry sealed in the record wins over the store's time to live, which anyone who
+        // can write to the store can extend. A write time ahead of this clock counts as now.
+        let age = self.fleet.as_ref().map_or(Duration::ZERO, |fleet| {
+            Duration::from_millis(fleet.wall_ms(now).saturating_sub(record.written_ms))
+        });
+        // A record is believed no longer than any token a source states.
+        record.usable = record.usable.min(time::MAX_TOKEN_LIFETIME);
+        let left = left.min(record.usable.saturating_sub(age));
         let elapsed = record.usable - left;
         let fresh_left = record.fresh.saturating_sub(elapsed);
         if fresh_left.is_zero() || revoked == Some(&record.token) {
@@ -281,8 +353,8 @@ impl Core {
         }
         Some(self.cache.entry_with_deadlines(
             record.token,
-            now + fresh_left,
-            now + left,
+            time::add(now, fresh_left),
+            time::add(now, left),
             record.bundle,
         ))
     }
@@ -317,9 +389,9 @@ impl Core {
                 Ok(Admission::RetryAfter(wait)) => {
                     let wait = wait.max(Duration::from_millis(1));
                     let now = Instant::now();
-                    if now + wait > deadline {
+                    if time::add(now, wait) > deadline {
                         return Err(FetchError::RateLimited {
-                            needed: now.saturating_duration_since(start) + wait,
+                            needed: now.saturating_duration_since(start).saturating_add(wait),
                         });
                     }
                     if !counted {
@@ -383,6 +455,8 @@ mod tests {
         leases: Mutex<HashMap<String, (String, Instant)>>,
         mode: Mutex<Option<Mode>>,
         calls: AtomicUsize,
+        /// Held by a test to keep reads waiting.
+        gate: tokio::sync::Mutex<()>,
     }
 
     impl Memory {
@@ -412,11 +486,16 @@ mod tests {
 
     impl SharedTokenStore for Memory {
         fn get<'a>(&'a self, key: &'a FleetKey) -> FleetFuture<'a, Option<TokenRecord>> {
-            self.run(move || {
-                let now = Instant::now();
-                let records = self.records.lock().unwrap();
-                let (bytes, until) = records.get(key.name()).filter(|(_, until)| now < *until)?;
-                Some(TokenRecord::new(bytes.clone(), *until - now))
+            Box::pin(async move {
+                let _open = self.gate.lock().await;
+                self.run(move || {
+                    let now = Instant::now();
+                    let records = self.records.lock().unwrap();
+                    let (bytes, until) =
+                        records.get(key.name()).filter(|(_, until)| now < *until)?;
+                    Some(TokenRecord::new(bytes.clone(), *until - now))
+                })
+                .await
             })
         }
         fn put<'a>(&'a self, key: &'a FleetKey, record: TokenRecord) -> FleetFuture<'a, ()> {
@@ -670,5 +749,111 @@ mod tests {
         );
         assert_eq!(state.quota.burst(), 10);
         assert!((1.0 / state.quota.per_second() - 1.1).abs() < 1e-9);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_store_ttl_extended_by_someone_else_does_not_extend_a_token() {
+        let (calls, store) = (Arc::default(), Arc::new(Memory::default()));
+        let replica = replica(&calls, &store);
+        let path = "/orders/v0/orders/1/address";
+        assert_eq!(token(&replica, path).await, "Atz.sprdt|token-1");
+        // Anyone who can write to the store extends every record by ten days.
+        for (_, until) in store.records.lock().unwrap().values_mut() {
+            *until += Duration::from_secs(10 * 86_400);
+        }
+        // Two hours on, the token sealed in the record has expired, whatever the store says.
+        tokio::time::advance(Duration::from_secs(2 * 3600)).await;
+        assert_eq!(token(&replica, path).await, "Atz.sprdt|token-2");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_fetch_is_shared_for_its_back_off() {
+        let (calls, store) = (Arc::new(AtomicUsize::new(0)), Arc::new(Memory::default()));
+        let counter = Arc::clone(&calls);
+        let refusing = move || {
+            let counter = Arc::clone(&counter);
+            source_fn(move |_| {
+                counter.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    Err::<IssuedToken, _>(
+                        SourceError::permanent("no role for this operation")
+                            .with_status(http::StatusCode::FORBIDDEN),
+                    )
+                }
+            })
+        };
+        let replicas: Vec<_> = (0..5)
+            .map(|_| {
+                RestrictedDataTokenLayer::builder(refusing())
+                    .fleet(Fleet::new(Arc::clone(&store), Arc::clone(&store)))
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        let request = get("/orders/v0/orders/1/address");
+        for replica in &replicas {
+            let Err(err) = replica
+                .core()
+                .grant(request.method(), request.uri(), request.extensions())
+                .await
+            else {
+                panic!("a token without a source");
+            };
+            let source = err.source_error().unwrap();
+            assert_eq!(source.message(), "no role for this operation");
+            assert_eq!(source.status(), Some(http::StatusCode::FORBIDDEN));
+        }
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "one replica asked, the others were told"
+        );
+        // Past the permanent-error TTL, the next replica asks again.
+        tokio::time::advance(Duration::from_secs(61)).await;
+        let fresh = RestrictedDataTokenLayer::builder(refusing())
+            .fleet(Fleet::new(Arc::clone(&store), Arc::clone(&store)))
+            .build()
+            .unwrap();
+        let _ = fresh
+            .core()
+            .grant(request.method(), request.uri(), request.extensions())
+            .await;
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drop_made_during_a_store_read_is_not_undone() {
+        let (calls, store) = (Arc::default(), Arc::new(Memory::default()));
+        let replica = replica(&calls, &store);
+        let path = "/orders/v0/orders/1/address";
+        assert_eq!(token(&replica, path).await, "Atz.sprdt|token-1");
+        // A fetch of this key through the fleet (as for a bundle whose token lacks an operation)
+        // while token 1 is current, with its store read held...
+        let core = Arc::clone(replica.core());
+        let request = get(path);
+        let (method, uri, ext) = (request.method(), request.uri(), request.extensions());
+        let (seller, key, _) = core.key_of(method, uri, ext).unwrap();
+        let slot = core.cache.slot(seller, key);
+        let token_request = core.token_request_for(method, uri, ext).unwrap();
+        let gate = store.gate.lock().await;
+        let fetch = {
+            let (core, slot) = (Arc::clone(&core), Arc::clone(&slot));
+            tokio::spawn(async move {
+                let fleet = core.fleet.as_ref().unwrap();
+                let deadline = Instant::now() + Duration::from_secs(60);
+                core.fetch_via_fleet(fleet, &token_request, None, &slot, deadline)
+                    .await
+                    .map(|entry| entry.header.to_str().unwrap().to_owned())
+            })
+        };
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+        // ...a 403 drops token 1; the store still holds it, fresh.
+        assert!(replica.invalidate(&get(path)));
+        drop(gate);
+        let fetched = fetch.await.unwrap().unwrap();
+        assert_eq!(fetched, "Atz.sprdt|token-2");
     }
 }

@@ -164,14 +164,23 @@ impl fmt::Debug for LwaCredentials {
 }
 
 /// Replaces every occurrence of a secret in `text` and keeps at most [`MAX_MESSAGE`] characters.
+///
+/// Secrets go first and the cut comes after, so that a secret straddling the cut cannot leave its
+/// first part behind.
 pub(super) fn scrub(text: &str, secrets: &[&str]) -> String {
-    let mut text: String = text.trim().chars().take(MAX_MESSAGE).collect();
+    let mut text = text.trim().to_owned();
     for secret in secrets {
         if !secret.is_empty() && text.contains(secret) {
             text = text.replace(secret, "<redacted>");
         }
     }
-    text
+    match text.char_indices().nth(MAX_MESSAGE) {
+        Some((end, _)) => {
+            text.truncate(end);
+            text
+        }
+        None => text,
+    }
 }
 
 /// What a token endpoint said about a token's lifetime.
@@ -411,10 +420,10 @@ pub(super) async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>
     Ok(body)
 }
 
-/// `Retry-After` in seconds, when present (HTTP dates are ignored).
+/// `Retry-After` (seconds or an HTTP date), when present and readable; see
+/// [`retry_after`](super::retry_after) for the forms read. Unbounded: the layer bounds it.
 pub(super) fn retry_after_header(value: Option<&http::HeaderValue>) -> Option<Duration> {
-    let seconds: u64 = value?.to_str().ok()?.trim().parse().ok()?;
-    Some(Duration::from_secs(seconds))
+    super::retry_after::parse(value?.to_str().ok()?, std::time::SystemTime::now())
 }
 
 /// A transport failure (timeout, connection, protocol) as a transient error.
@@ -489,7 +498,7 @@ impl SellerSlot {
     /// When a token granted at `start` for `life` should be refreshed: `margin` before its expiry,
     /// but never before half its life.
     fn refresh_at(&self, start: Instant, life: Duration) -> Instant {
-        start + (life - self.margin.min(life / 2))
+        crate::time::add(start, life - self.margin.min(life / 2))
     }
 
     /// The seller's access token: the cached one while fresh, otherwise one from `fetch`, called by

@@ -33,6 +33,8 @@ use crate::token::IssuedToken;
 #[cfg(feature = "reqwest")]
 mod lwa;
 #[cfg(feature = "reqwest")]
+mod retry_after;
+#[cfg(feature = "reqwest")]
 mod spapi;
 
 #[cfg(feature = "reqwest")]
