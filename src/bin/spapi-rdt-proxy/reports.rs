@@ -198,8 +198,8 @@ impl<B: Body<Data = Bytes>> Body for Learning<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(data), Some(copy)) = (frame.data_ref(), this.copy.as_mut()) {
@@ -209,6 +209,13 @@ impl<B: Body<Data = Bytes>> Body for Learning<B> {
                     } else {
                         copy.extend_from_slice(data);
                     }
+                }
+                // The last frame: learn before the client has it, so that a request the client
+                // makes next already finds what this answer taught.
+                if this.inner.is_end_stream()
+                    && let (Some(copy), Some(on_end)) = (this.copy.take(), this.on_end.take())
+                {
+                    on_end(&copy);
                 }
             }
             Poll::Ready(None) => {
@@ -223,7 +230,7 @@ impl<B: Body<Data = Bytes>> Body for Learning<B> {
     }
 
     fn is_end_stream(&self) -> bool {
-        // Report the end only once `poll_frame` has seen it, so the copy is always handed over.
+        // Report the end only once the copy has been handed over.
         self.on_end.is_none() && self.inner.is_end_stream()
     }
 
