@@ -1264,7 +1264,13 @@ async fn shutdown_stops_accepting_and_drains_a_slow_request() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // A moment for a server that would not wait to show it (a correct one waits for the release).
+    tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!in_flight.is_finished(), "the in-flight request was cut");
+    assert!(
+        !proxy.task.as_ref().unwrap().is_finished(),
+        "the server stopped with a request in flight"
+    );
 
     // The upstream answers; the client gets the whole answer, then the server stops.
     release.send(()).unwrap();
