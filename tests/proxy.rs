@@ -28,6 +28,10 @@ mod shutdown;
 #[path = "../src/bin/spapi-rdt-proxy/upstream.rs"]
 mod upstream;
 
+/// The load generator of `examples/proxy_load`.
+#[path = "../examples/proxy_load/driver.rs"]
+mod driver;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -1135,6 +1139,19 @@ struct Gate {
     first_piece: Arc<Mutex<Option<oneshot::Sender<Bytes>>>>,
     /// `/large` sends its first chunk, then waits for this before the rest.
     release_large: Arc<Mutex<Option<oneshot::Receiver<()>>>>,
+    /// Told when a `/slow` request is dropped unanswered (its connection closed).
+    abandoned: Arc<Mutex<Option<oneshot::Sender<()>>>>,
+}
+
+/// Tells `abandoned` if dropped before `answered` is set.
+struct Abandon(Option<oneshot::Sender<()>>);
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
 }
 
 impl Gate {
@@ -1155,6 +1172,7 @@ impl Gate {
 }
 
 async fn gate_slow(State(gate): State<Gate>) -> &'static str {
+    let mut abandon = Abandon(gate.abandoned.lock().unwrap().take());
     let release = gate.release.lock().unwrap().take();
     if let Some(arrived) = gate.arrived.lock().unwrap().take() {
         let _ = arrived.send(());
@@ -1165,6 +1183,7 @@ async fn gate_slow(State(gate): State<Gate>) -> &'static str {
             std::future::pending::<()>().await;
         }
     }
+    abandon.0 = None;
     "finally"
 }
 
@@ -1305,6 +1324,31 @@ async fn the_drain_is_bounded() {
     assert_eq!(proxy.stopped().await, Drained::TimedOut);
     drop(release);
     in_flight.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_cancels_its_upstream_call() {
+    let gate = Gate::default();
+    let (arrived_tx, arrived) = oneshot::channel();
+    let (_release, release_rx) = oneshot::channel::<()>();
+    let (abandoned_tx, abandoned) = oneshot::channel();
+    *gate.arrived.lock().unwrap() = Some(arrived_tx);
+    *gate.release.lock().unwrap() = Some(release_rx);
+    *gate.abandoned.lock().unwrap() = Some(abandoned_tx);
+    let (_emulator, proxy, _task) = proxy_to_gate(&gate, &[]).await;
+
+    let request = Request::get(proxy.url("/slow")).body(empty()).unwrap();
+    let client = tokio::spawn(plain_client().request(request));
+    tokio::time::timeout(PATIENCE, arrived)
+        .await
+        .unwrap()
+        .unwrap();
+    // The client disconnects: the proxy drops its upstream call, and the upstream sees it go.
+    client.abort();
+    tokio::time::timeout(PATIENCE, abandoned)
+        .await
+        .expect("the upstream call outlived its client")
+        .unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1458,4 +1502,48 @@ async fn a_large_response_is_streamed() {
         }
     }
     assert_eq!(received, CHUNK * CHUNKS);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load (smaller than examples/proxy_load's 10,000 requests over 200 connections)
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_concurrent_load_every_restricted_call_gets_pii_with_one_token_per_operation() {
+    let emulator = emulator().await;
+    let proxy = proxy_to(&emulator).await;
+    let templates = [
+        ("/orders/v0/orders/", "/address"),
+        ("/orders/v0/orders/", "/buyerInfo"),
+        ("/mfn/v0/shipments/", ""),
+    ];
+    let paths: Vec<String> = (0..10)
+        .flat_map(|i| {
+            templates
+                .iter()
+                .map(move |(before, after)| format!("{before}902-0000000-{i:07}{after}"))
+        })
+        .collect();
+    let load = driver::Load {
+        connections: 40,
+        per_connection: 25,
+    };
+    let outcome = driver::run(proxy.addr, &paths, &[], load).await.unwrap();
+
+    assert_eq!(outcome.count(), 1000);
+    assert_eq!(
+        outcome.statuses.get(&200),
+        Some(&1000),
+        "{:?}",
+        outcome.statuses
+    );
+    assert_eq!(outcome.pii_served, 1000);
+    let counters = emulator.counters();
+    assert_eq!(
+        counters.token_calls,
+        templates.len() as u64,
+        "one per operation"
+    );
+    assert_eq!(counters.throttled, 0);
+    assert_eq!(counters.access_tokens_issued, 1);
 }
