@@ -1133,7 +1133,7 @@ struct Gate {
     seen: Arc<Mutex<Vec<HeaderMap>>>,
     /// Told when `/slow` has a request.
     arrived: Arc<Mutex<Option<oneshot::Sender<()>>>>,
-    /// `/slow` answers once this fires (never, if dropped unfired... it answers then too).
+    /// `/slow` answers once this fires, and never if it is dropped unfired.
     release: Arc<Mutex<Option<oneshot::Receiver<()>>>>,
     /// Gets the first piece of an upload, while the rest is still to come.
     first_piece: Arc<Mutex<Option<oneshot::Sender<Bytes>>>>,
@@ -1177,11 +1177,11 @@ async fn gate_slow(State(gate): State<Gate>) -> &'static str {
     if let Some(arrived) = gate.arrived.lock().unwrap().take() {
         let _ = arrived.send(());
     }
-    if let Some(release) = release {
-        if release.await.is_err() {
-            // Dropped: hold the request forever.
-            std::future::pending::<()>().await;
-        }
+    if let Some(release) = release
+        && release.await.is_err()
+    {
+        // Dropped: hold the request forever.
+        std::future::pending::<()>().await;
     }
     abandon.0 = None;
     "finally"

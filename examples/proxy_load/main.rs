@@ -151,7 +151,10 @@ async fn run(requests: usize, connections: usize) -> Result<bool, BoxError> {
     );
     println!("| path | p50 | p99 | max | requests/s | statuses |");
     println!("| --- | --- | --- | --- | --- | --- |");
-    for (name, outcome) in [("direct to the emulator", &direct), ("through the proxy", &proxied)] {
+    for (name, outcome) in [
+        ("direct to the emulator", &direct),
+        ("through the proxy", &proxied),
+    ] {
         println!(
             "| {name} | {} | {} | {} | {:.0} | {:?} |",
             show(outcome.percentile(0.50)),
