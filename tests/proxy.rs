@@ -449,6 +449,46 @@ async fn the_seller_header_selects_the_refresh_token() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_only_reach_the_configured_upstream() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let emulator = emulator().await;
+    let proxy = proxy_to(&emulator).await;
+    // An absolute-form target and a Host header naming another host (nothing listens there):
+    // the request still goes to the configured upstream, with its path only.
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(
+            b"GET http://127.0.0.2:9/sellers/v1/marketplaceParticipations HTTP/1.1\r\n\
+              Host: 127.0.0.2:9\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_string(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("Store of default"), "{answer}");
+    assert_eq!(emulator.counters().unrestricted_calls, 1);
+
+    // A target that is not a path is refused, not forwarded.
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET //127.0.0.2:9/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_string(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert_eq!(emulator.counters().unrestricted_calls, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_json_body_is_streamed_to_a_restricted_post() {
     let emulator = emulator().await;
     let proxy = proxy_to(&emulator).await;
@@ -971,6 +1011,45 @@ fn the_command_line_and_environment_of_the_example_still_work() {
     );
     assert!(no_seller.contains("SPAPI_REFRESH_TOKEN"), "{no_seller}");
     assert!(!no_seller.contains("top-secret"));
+}
+
+#[test]
+fn help_is_the_whole_manual() {
+    let help = <Args as clap::CommandFactory>::command()
+        .render_long_help()
+        .to_string();
+    for needle in [
+        "--listen",
+        "--upstream",
+        "--region",
+        "--sandbox",
+        "--lwa-url",
+        "--config",
+        "--allow-network",
+        "--log-format",
+        "--redis-url",
+        "--upstream-timeout",
+        "--drain-timeout",
+        "SPAPI_CLIENT_ID",
+        "SPAPI_CLIENT_SECRET",
+        "SPAPI_REFRESH_TOKEN_<NAME>",
+        "SPAPI_PROXY_CLIENT_TOKEN",
+        "SPAPI_RDT_FLEET_KEY",
+        "RUST_LOG",
+        "x-spapi-seller",
+        "x-spapi-restricted-report",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "SIGTERM",
+        "[sellers.<NAME>]",
+        "[fleet]",
+    ] {
+        assert!(
+            help.contains(needle),
+            "--help does not mention {needle}:\n{help}"
+        );
+    }
 }
 
 #[test]

@@ -31,6 +31,14 @@ REQUESTS:
                                     (rarely needed: the proxy learns it from getReport/getReports
                                     answers, and retries a refused document once with a token)
 
+CONFIG FILE (--config FILE, TOML; flags given on the command line win; unknown keys are errors):
+  listen = \"127.0.0.1:8080\"        region = \"eu\"  (or upstream = \"https://...\")   sandbox = false
+  lwa_url = \"...\"   log_format = \"json\"   upstream_timeout_secs = 60   drain_timeout_secs = 20
+  [client_auth]  allow_networks = [\"10.0.0.0/8\"]
+  [sellers.<NAME>]  region = \"na\"  (or upstream = \"https://...\"); token in SPAPI_REFRESH_TOKEN_<NAME>
+  [fleet]  redis_url = \"redis://127.0.0.1:6379/0\"   key_prefix = \"spapi-rdt\"
+  [reports]  remember = 10000   remember_secs = 86400   (restricted report documents kept)
+
 OPERATIONS (outside the SP-API path space, no client authentication):
   GET /healthz   200 while the process serves
   GET /readyz    200 once LWA answered for at least one seller (and Redis, in fleet mode)
