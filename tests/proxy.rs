@@ -1068,6 +1068,16 @@ fn regions_and_sandbox_name_amazon_hosts() {
         );
     }
     assert!(settings(&["--region", "xx"], app_vars()).is_err());
+    let unclear = settings(
+        &[
+            "--sandbox",
+            "--upstream",
+            "https://sellingpartnerapi-na.amazon.com",
+        ],
+        app_vars(),
+    )
+    .unwrap_err();
+    assert!(unclear.contains("--sandbox"), "{unclear}");
     // One or the other.
     let both = settings(
         &[

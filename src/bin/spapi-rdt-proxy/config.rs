@@ -206,6 +206,13 @@ impl Settings {
             .collect();
 
         let sandbox = args.sandbox || file.sandbox.unwrap_or(false);
+        if args.sandbox && args.upstream.is_some() {
+            return Err(
+                "--sandbox picks the sandbox host of --region; with --upstream, name the \
+                        sandbox host itself"
+                    .to_owned(),
+            );
+        }
         let upstream = match (&args.upstream, args.region) {
             (Some(url), _) => origin(url, "--upstream")?,
             (None, Some(region)) => region.origin(sandbox),
