@@ -17,10 +17,16 @@ mod auth;
 mod cli;
 #[path = "../src/bin/spapi-rdt-proxy/config.rs"]
 mod config;
+#[path = "../src/bin/spapi-rdt-proxy/failure.rs"]
+mod failure;
 #[path = "../src/bin/spapi-rdt-proxy/metrics.rs"]
 mod metrics;
+#[path = "../src/bin/spapi-rdt-proxy/ops.rs"]
+mod ops;
 #[path = "../src/bin/spapi-rdt-proxy/reports.rs"]
 mod reports;
+#[path = "../src/bin/spapi-rdt-proxy/serve.rs"]
+mod serve;
 #[path = "../src/bin/spapi-rdt-proxy/server.rs"]
 mod server;
 #[path = "../src/bin/spapi-rdt-proxy/shutdown.rs"]
@@ -58,7 +64,8 @@ use tokio::task::JoinHandle;
 
 use crate::cli::Args;
 use crate::config::{FileConfig, Settings};
-use crate::server::{App, Drained};
+use crate::serve::Drained;
+use crate::server::App;
 
 /// Generous bound on a step that should take milliseconds; only a broken proxy reaches it.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -135,7 +142,7 @@ impl Running {
         let shutdown = async move {
             let _ = stopped.await;
         };
-        let task = tokio::spawn(server::serve(
+        let task = tokio::spawn(serve::serve(
             listener,
             app.clone(),
             shutdown,
@@ -764,7 +771,7 @@ fn operations_endpoints_are_outside_the_sp_api_path_space() {
         {
             paths += 1;
             let first = template.trim_start_matches('/').split('/').next().unwrap();
-            for ours in [server::HEALTHZ, server::READYZ, server::METRICS] {
+            for ours in [ops::HEALTHZ, ops::READYZ, ops::METRICS] {
                 assert_ne!(
                     first,
                     ours.trim_start_matches('/'),

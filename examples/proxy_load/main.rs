@@ -19,10 +19,16 @@ mod cli;
 #[path = "../../src/bin/spapi-rdt-proxy/config.rs"]
 mod config;
 mod driver;
+#[path = "../../src/bin/spapi-rdt-proxy/failure.rs"]
+mod failure;
 #[path = "../../src/bin/spapi-rdt-proxy/metrics.rs"]
 mod metrics;
+#[path = "../../src/bin/spapi-rdt-proxy/ops.rs"]
+mod ops;
 #[path = "../../src/bin/spapi-rdt-proxy/reports.rs"]
 mod reports;
+#[path = "../../src/bin/spapi-rdt-proxy/serve.rs"]
+mod serve;
 #[path = "../../src/bin/spapi-rdt-proxy/server.rs"]
 mod server;
 #[path = "../../src/bin/spapi-rdt-proxy/upstream.rs"]
@@ -130,7 +136,7 @@ async fn run(requests: usize, connections: usize) -> Result<bool, BoxError> {
     let listener = TcpListener::bind(settings.listen).await?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(server::serve(
+    let serving = tokio::spawn(serve::serve(
         listener,
         app,
         async move {

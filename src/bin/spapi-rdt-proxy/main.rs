@@ -2,14 +2,18 @@
 //! Tokens it needs. `spapi-rdt-proxy --help` is the manual; `docs/SIDECAR.md` shows it running.
 //!
 //! This file only wires the parts together: the command line and settings ([`cli`], [`config`]),
-//! the logs ([`logging`]), and the server ([`server`]) with its shutdown on SIGTERM or SIGINT.
+//! the logs ([`logging`]), the proxy ([`server`]) and its operations endpoints ([`ops`]), served
+//! ([`serve`]) until SIGTERM or SIGINT ([`shutdown`]).
 
 mod auth;
 mod cli;
 mod config;
+mod failure;
 mod logging;
 mod metrics;
+mod ops;
 mod reports;
+mod serve;
 mod server;
 mod shutdown;
 mod upstream;
@@ -43,7 +47,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(server::run(settings, shutdown::signalled())) {
+    match runtime.block_on(serve::run(settings, shutdown::signalled())) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "stopped");

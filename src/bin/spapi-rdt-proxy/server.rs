@@ -1,39 +1,34 @@
 //! The proxy itself: turns a plain request into an SP-API call with the right token and back,
-//! answers the operations endpoints, and serves connections until told to stop, then drains.
+//! after the operations endpoints ([`crate::ops`]) and client authentication ([`crate::auth`])
+//! had their say.
 //!
 //! A request is forwarded to the upstream of its seller, with the path and query it came with; the
 //! proxy never builds a URL from anything else, so no request can reach another host. Bodies are
 //! streamed both ways; a client that goes away drops its upstream call with it.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Extensions, Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use http_body_util::BodyExt;
 use spapi_rdt::control::RestrictedReport;
-use spapi_rdt::fleet::{EncryptionKey, FleetKey, RedisFleet, SharedTokenStore};
+use spapi_rdt::fleet::{EncryptionKey, RedisFleet};
 use spapi_rdt::recover::RecoverStaleToken;
 use spapi_rdt::{
-    BoxError, ErrorKind, Origin, RestrictedDataTokenLayer, RestrictedDataTokenService, SellerId,
-    SpApiTokenSource, TokenRequest, X_AMZ_ACCESS_TOKEN,
+    BoxError, Origin, RestrictedDataTokenLayer, RestrictedDataTokenService, SellerId,
+    SpApiTokenSource, X_AMZ_ACCESS_TOKEN,
 };
-use tokio::net::TcpListener;
 use tower_layer::Layer as _;
 use tower_service::Service as _;
 
 use crate::auth::{ClientAuth, Denied};
 use crate::config::Settings;
-use crate::metrics::{self, Metrics, RefusalLabels, ReportLabels, RequestLabels};
+use crate::failure::{Failure, ResponseBody};
+use crate::metrics::{Metrics, RefusalLabels, ReportLabels, RequestLabels};
+use crate::ops::Ops;
 use crate::reports::{Learning, ReportCall, RestrictedDocuments};
 use crate::upstream::{self, KeepLwaOnRefusal, LwaSent, Upstream, strip_hop_by_hop};
 
@@ -42,20 +37,6 @@ pub(crate) const SELLER_HEADER: HeaderName = HeaderName::from_static("x-spapi-se
 /// Marks a `getReportDocument` call as fetching a restricted report (removed before forwarding).
 pub(crate) const RESTRICTED_REPORT_HEADER: HeaderName =
     HeaderName::from_static("x-spapi-restricted-report");
-
-/// The operations endpoints. SP-API paths all have an API and a version segment
-/// (`/orders/v0/...`), so these single-segment paths cannot shadow one.
-pub(crate) const HEALTHZ: &str = "/healthz";
-/// Readiness.
-pub(crate) const READYZ: &str = "/readyz";
-/// Prometheus metrics.
-pub(crate) const METRICS: &str = "/metrics";
-
-/// How long a readiness check waits for LWA or the fleet store.
-const READY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The body of every answer: the upstream's, streamed, or the proxy's own.
-pub(crate) type ResponseBody = BoxBody<Bytes, BoxError>;
 
 /// The token stack requests go through: stale-token recovery, the RDT layer, the upstream.
 type Stack = RecoverStaleToken<RestrictedDataTokenService<Upstream>>;
@@ -69,14 +50,13 @@ pub(crate) struct App {
 struct AppInner {
     upstream: Origin,
     upstreams: HashMap<SellerId, Origin>,
-    sellers: Vec<SellerId>,
     source: SpApiTokenSource,
     layer: RestrictedDataTokenLayer,
     stack: Stack,
     auth: ClientAuth,
     metrics: Arc<Metrics>,
     documents: RestrictedDocuments,
-    fleet: Option<RedisFleet>,
+    ops: Ops,
 }
 
 impl App {
@@ -128,14 +108,19 @@ impl App {
                     .iter()
                     .map(|s| (s.id.clone(), s.upstream.clone()))
                     .collect(),
-                sellers: settings.sellers.iter().map(|s| s.id.clone()).collect(),
+                ops: Ops {
+                    source: source.clone(),
+                    sellers: settings.sellers.iter().map(|s| s.id.clone()).collect(),
+                    upstream: settings.upstream.clone(),
+                    fleet,
+                    metrics: Arc::clone(&metrics),
+                },
                 source,
                 layer,
                 stack,
                 auth: settings.client_auth.clone(),
                 metrics,
                 documents,
-                fleet,
             }),
         })
     }
@@ -169,7 +154,9 @@ impl App {
         B::Error: Into<BoxError>,
     {
         if let Some(response) = self
-            .operations(request.method(), request.uri().path())
+            .inner
+            .ops
+            .answer(request.method(), request.uri().path())
             .await
         {
             return response;
@@ -266,86 +253,6 @@ impl App {
             ),
             _ => ("other".to_owned(), "other".to_owned()),
         }
-    }
-
-    /// `/healthz`, `/readyz` and `/metrics`; `None` for any other path.
-    async fn operations(&self, method: &Method, path: &str) -> Option<Response<ResponseBody>> {
-        if !matches!(path, HEALTHZ | READYZ | METRICS) {
-            return None;
-        }
-        if method != Method::GET && method != Method::HEAD {
-            return Some(
-                Failure::new(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "MethodNotAllowed",
-                    "operations endpoints answer GET",
-                )
-                .into_response(),
-            );
-        }
-        let (status, content_type, body) = match path {
-            HEALTHZ => (
-                StatusCode::OK,
-                "text/plain; charset=utf-8",
-                "ok\n".to_owned(),
-            ),
-            READYZ => match self.readiness().await {
-                Ok(()) => (
-                    StatusCode::OK,
-                    "text/plain; charset=utf-8",
-                    "ready\n".to_owned(),
-                ),
-                Err(reason) => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain; charset=utf-8",
-                    format!("not ready: {reason}\n"),
-                ),
-            },
-            _ => match self.inner.metrics.encode() {
-                Ok(text) => (StatusCode::OK, metrics::CONTENT_TYPE, text),
-                Err(_) => (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "text/plain; charset=utf-8",
-                    "metrics could not be encoded\n".to_owned(),
-                ),
-            },
-        };
-        let body = if method == Method::HEAD {
-            Bytes::new()
-        } else {
-            Bytes::from(body)
-        };
-        Some(plain(status, content_type, body))
-    }
-
-    /// Ready when LWA gives a token for at least one seller and, in fleet mode, the shared store
-    /// answers. The reason given names no secret.
-    pub(crate) async fn readiness(&self) -> Result<(), String> {
-        let mut lwa = false;
-        for seller in &self.inner.sellers {
-            let fetched =
-                tokio::time::timeout(READY_TIMEOUT, self.inner.source.lwa_access_token(seller))
-                    .await;
-            if matches!(fetched, Ok(Ok(_))) {
-                lwa = true;
-                break;
-            }
-        }
-        if !lwa {
-            return Err("LWA gave no access token for any seller".to_owned());
-        }
-        if let (Some(fleet), Some(seller)) = (&self.inner.fleet, self.inner.sellers.first()) {
-            let probe = FleetKey::for_request(&TokenRequest::new(
-                seller.clone(),
-                self.inner.upstream.clone(),
-                [],
-            ));
-            match tokio::time::timeout(READY_TIMEOUT, fleet.get(&probe)).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(_)) | Err(_) => return Err("the fleet store does not answer".to_owned()),
-            }
-        }
-        Ok(())
     }
 
     async fn forward<B>(
@@ -566,149 +473,4 @@ fn upstream_uri(upstream: &Origin, uri: &Uri) -> Result<Uri, Failure> {
         return Err(bad());
     }
     Ok(uri)
-}
-
-fn plain(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<ResponseBody> {
-    let mut response = Response::new(Full::new(body).map_err(|never| match never {}).boxed());
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response
-}
-
-/// How serving ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Drained {
-    /// Every in-flight request finished.
-    Complete,
-    /// The drain timeout passed with requests still in flight; they were dropped.
-    TimedOut,
-}
-
-/// Serves connections on `listener` with `app` until `shutdown` completes; then stops accepting,
-/// lets in-flight requests finish for up to `drain`, and returns.
-pub(crate) async fn serve(
-    listener: TcpListener,
-    app: App,
-    shutdown: impl Future<Output = ()>,
-    drain: Duration,
-) -> Drained {
-    let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
-    tokio::pin!(shutdown);
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = &mut shutdown => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of file descriptors and the like: wait a little rather than spin.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let app = app.clone();
-        let service = hyper::service::service_fn(move |request| {
-            let app = app.clone();
-            async move { Ok::<_, Infallible>(app.handle(peer, request).await) }
-        });
-        let connection = graceful.watch(
-            builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned(),
-        );
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
-    }
-    // No new connections from here on.
-    drop(listener);
-    tracing::info!(in_flight_connections = graceful.count(), "draining");
-    match tokio::time::timeout(drain, graceful.shutdown()).await {
-        Ok(()) => Drained::Complete,
-        Err(_) => Drained::TimedOut,
-    }
-}
-
-/// Builds the proxy, binds, and serves until `shutdown` completes.
-pub(crate) async fn run(
-    settings: Settings,
-    shutdown: impl Future<Output = ()>,
-) -> Result<Drained, BoxError> {
-    let app = App::new(&settings)?;
-    let listener = TcpListener::bind(settings.listen).await?;
-    let sellers: Vec<&str> = settings.sellers.iter().map(|s| s.id.as_str()).collect();
-    tracing::info!(
-        listen = %listener.local_addr()?,
-        upstream = %settings.upstream,
-        sellers = sellers.join(","),
-        fleet = settings.fleet.is_some(),
-        client_auth = settings.client_auth.is_configured(),
-        "serving"
-    );
-    let drained = serve(listener, app, shutdown, settings.drain_timeout).await;
-    match drained {
-        Drained::Complete => tracing::info!("drained, stopping"),
-        Drained::TimedOut => {
-            tracing::warn!("drain timeout passed, stopping with requests in flight")
-        }
-    }
-    Ok(drained)
-}
-
-/// The proxy's own answer when it cannot forward a request, in SP-API's error shape.
-#[derive(Debug)]
-pub(crate) struct Failure {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
-impl Failure {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Failure {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-
-    /// A token could not be had: worth a retry later (503), or not (502).
-    fn token(kind: ErrorKind, message: String) -> Self {
-        match kind {
-            ErrorKind::Transient => {
-                Failure::new(StatusCode::SERVICE_UNAVAILABLE, "TokenUnavailable", message)
-            }
-            _ => Failure::new(StatusCode::BAD_GATEWAY, "TokenRefused", message),
-        }
-    }
-
-    /// The stack failed: no RDT (the layer's error), or no answer from the upstream.
-    fn upstream(error: BoxError) -> Self {
-        match error.downcast_ref::<spapi_rdt::Error>() {
-            Some(e) => Failure::token(e.kind(), e.to_string()),
-            None => Failure::new(
-                StatusCode::BAD_GATEWAY,
-                "UpstreamUnavailable",
-                format!("the upstream did not answer: {error}"),
-            ),
-        }
-    }
-
-    fn into_response(self) -> Response<ResponseBody> {
-        let body = serde_json::json!({
-            "errors": [{ "code": self.code, "message": self.message }]
-        });
-        plain(
-            self.status,
-            "application/json",
-            Bytes::from(body.to_string()),
-        )
-    }
 }
