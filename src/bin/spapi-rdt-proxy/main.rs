@@ -4,6 +4,8 @@
 //! This file only wires the parts together: the command line and settings ([`cli`], [`config`]),
 //! the logs ([`logging`]), the proxy ([`server`]) and its operations endpoints ([`ops`]), served
 //! ([`serve`]) until SIGTERM or SIGINT ([`shutdown`]).
+// The flags' doc comments are also their `--help` text, where a URL is plain text.
+#![allow(rustdoc::bare_urls)]
 
 mod auth;
 mod cli;
