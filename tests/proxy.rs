@@ -836,6 +836,113 @@ async fn metrics_parse_as_prometheus_text_and_move() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_mode_with_its_store_down_is_not_ready_but_serves_and_counts_the_fallback() {
+    let emulator = emulator().await;
+    // Nothing listens on port 1: the store fails at once, on loopback.
+    let proxy = Running::start(settings_to(
+        &emulator.origin(),
+        &emulator,
+        &["--redis-url", "redis://127.0.0.1:1/0"],
+        &[("SPAPI_RDT_FLEET_KEY", &"ab".repeat(32))],
+    ))
+    .await;
+
+    let (parts, body) = proxy.get("/readyz", &[]).await;
+    assert_eq!(parts.status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("fleet store"), "{body}");
+    // The replica goes on alone: the token is fetched, the call served.
+    let (parts, body) = proxy
+        .get("/orders/v0/orders/902-3159896-1390916/address", &[])
+        .await;
+    assert_eq!(parts.status, StatusCode::OK, "{body}");
+    assert_eq!(header(&parts, "x-emulator-pii"), Some("served"));
+    let metrics = proxy.metrics().await;
+    assert!(
+        metrics["spapi_proxy_fleet_fallbacks_total"] >= 1.0,
+        "{metrics:#?}"
+    );
+    // A key that is not 32 bytes is refused before anything starts.
+    let mut bad = settings_to(&emulator.origin(), &emulator, &[], &[]);
+    bad.fleet = Some(config::FleetSettings {
+        redis_url: "redis://127.0.0.1:1/0".to_owned(),
+        key_hex: "abcd".to_owned(),
+        key_prefix: None,
+    });
+    let refused = App::new(&bad).err().unwrap().to_string();
+    assert!(refused.contains("SPAPI_RDT_FLEET_KEY"), "{refused}");
+    assert!(!refused.contains("abcd"), "{refused}");
+}
+
+/// Collects what a `tracing` subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// On one thread, so the subscriber set here sees the server's tasks too.
+#[tokio::test(flavor = "current_thread")]
+async fn the_logs_hold_no_secret() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let emulator = emulator().await;
+    emulator.deny_resource(Method::GET, "/orders/v0/orders/{orderId}/buyerInfo");
+    let proxy = Running::start(settings_to(
+        &emulator.origin(),
+        &emulator,
+        &[],
+        &[("SPAPI_PROXY_CLIENT_TOKEN", CLIENT_TOKEN)],
+    ))
+    .await;
+    let bearer = format!("Bearer {CLIENT_TOKEN}");
+    let auth = [("authorization", bearer.as_str())];
+    for path in [
+        "/orders/v0/orders/902-3159896-1390916/address?MarketplaceIds=ATVPDKIKX0DER",
+        "/orders/v0/orders/902-3159896-1390916/buyerInfo",
+        "/sellers/v1/marketplaceParticipations",
+        "/reports/2021-06-30/documents/amzn1.spdoc.1.4.na.4711",
+    ] {
+        proxy.get(path, &auth).await;
+    }
+    proxy
+        .get(
+            "/sellers/v1/marketplaceParticipations",
+            &[("authorization", "Bearer wrong-guess-of-the-secret")],
+        )
+        .await;
+    proxy.get("/readyz", &[]).await;
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("forwarded"), "nothing logged:\n{logs}");
+    for secret in [
+        emulator.client_secret(),
+        "Atzr|",
+        "Atza|",
+        "Atz.sprdt|",
+        CLIENT_TOKEN,
+        "wrong-guess-of-the-secret",
+        "MarketplaceIds=",
+    ] {
+        assert!(!logs.contains(secret), "`{secret}` in the logs:\n{logs}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Client authentication and safe defaults
 // ---------------------------------------------------------------------------------------------
