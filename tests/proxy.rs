@@ -402,6 +402,26 @@ async fn one_token_serves_an_operation_for_every_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2c_client_is_served_too() {
+    let emulator = emulator().await;
+    let proxy = proxy_to(&emulator).await;
+    let client: Client<HttpConnector, PlainBody> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let request = Request::get(proxy.url("/orders/v0/orders/902-3159896-1390916/address"))
+        .body(empty())
+        .unwrap();
+    let response = tokio::time::timeout(PATIENCE, client.request(request))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    let (parts, body) = read(response).await;
+    assert_eq!(parts.status, StatusCode::OK, "{body}");
+    assert_eq!(header(&parts, "x-emulator-pii"), Some("served"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unrestricted_calls_go_with_the_lwa_token() {
     let emulator = emulator().await;
     let proxy = proxy_to(&emulator).await;
