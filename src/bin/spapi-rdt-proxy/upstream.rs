@@ -35,8 +35,8 @@ pub(crate) struct LwaSent {
     pub(crate) token: SecretToken,
 }
 
-/// A 401/403 answered to this request says nothing about the LWA token (a report document of a
-/// restricted type is refused that way), so the token is kept.
+/// A 403 answered to this request says nothing about the LWA token (a report document of a
+/// restricted type is refused that way), so the token is kept; a 401 still drops it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct KeepLwaOnRefusal;
 
@@ -78,9 +78,13 @@ impl Service<Request<reqwest::Body>> for Upstream {
             metrics
                 .upstream_latency
                 .observe(started.elapsed().as_secs_f64());
+            let refused = match response.status().as_u16() {
+                401 => true,
+                403 => !keep_lwa,
+                _ => false,
+            };
             if let Some(sent) = lwa
-                && !keep_lwa
-                && matches!(response.status().as_u16(), 401 | 403)
+                && refused
             {
                 source.invalidate_lwa_access_token(&sent.seller, &sent.token);
             }
