@@ -34,6 +34,10 @@ mod shutdown;
 #[path = "../src/bin/spapi-rdt-proxy/upstream.rs"]
 mod upstream;
 
+/// A real Redis for the fleet test (started on a Unix socket, or skipped when there is none).
+#[path = "redis_server/mod.rs"]
+mod redis_server;
+
 /// The load generator of `examples/proxy_load`.
 #[path = "../examples/proxy_load/driver.rs"]
 mod driver;
@@ -892,6 +896,39 @@ async fn fleet_mode_with_its_store_down_is_not_ready_but_serves_and_counts_the_f
     let refused = App::new(&bad).err().unwrap().to_string();
     assert!(refused.contains("SPAPI_RDT_FLEET_KEY"), "{refused}");
     assert!(!refused.contains("abcd"), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sidecars_in_fleet_mode_share_one_token() {
+    let Some(redis) = redis_server::Redis::any() else {
+        return;
+    };
+    let emulator = emulator().await;
+    let sidecar = || {
+        let mut settings = settings_to(&emulator.origin(), &emulator, &[], &[]);
+        settings.fleet = Some(config::FleetSettings {
+            redis_url: redis.url().to_owned(),
+            key_hex: "5a".repeat(32),
+            key_prefix: Some(redis.prefix().to_owned()),
+        });
+        settings
+    };
+    let first = Running::start(sidecar()).await;
+    let second = Running::start(sidecar()).await;
+
+    let (parts, body) = first.get("/readyz", &[]).await;
+    assert_eq!(parts.status, StatusCode::OK, "{body}");
+    let address = "/orders/v0/orders/902-3159896-1390916/address";
+    for proxy in [&first, &second] {
+        let (parts, body) = proxy.get(address, &[]).await;
+        assert_eq!(parts.status, StatusCode::OK, "{body}");
+        assert_eq!(header(&parts, "x-emulator-pii"), Some("served"));
+    }
+    // The second sidecar found the first one's token in Redis.
+    assert_eq!(emulator.counters().token_calls, 1);
+    let metrics = second.metrics().await;
+    assert_eq!(metrics["spapi_proxy_fleet_hits_total"], 1.0);
+    assert_eq!(metrics["spapi_proxy_fleet_fallbacks_total"], 0.0);
 }
 
 /// Collects what a `tracing` subscriber writes.
