@@ -3,7 +3,7 @@
 //!
 //! Run it with `cargo run --example emulator`. It listens on `127.0.0.1` and a port the system
 //! picks, and prints its origin, its LWA URL and its credentials (made up, valid only here) as shell exports, and the
-//! command that starts `examples/proxy.rs` against it; it stops on Ctrl-C. It knows two sellers:
+//! command that starts the `spapi-rdt-proxy` binary against it; it stops on Ctrl-C. It knows two sellers:
 //! `default` (`SPAPI_REFRESH_TOKEN`) and `seller-b` (`SPAPI_REFRESH_TOKEN_B`, chosen with
 //! `x-spapi-seller: B` on the proxy). Every answer names the seller in `x-emulator-seller`, and
 //! restricted answers say in `x-emulator-pii` whether personal data was served.
@@ -32,7 +32,7 @@ async fn run() -> Result<(), BoxError> {
     );
     println!();
     println!(
-        "cargo run --example proxy -- --listen 127.0.0.1:8080 --upstream {origin} --lwa-url {}",
+        "cargo run --features proxy --bin spapi-rdt-proxy -- --upstream {origin} --lwa-url {}",
         emulator.lwa_url()
     );
     println!("curl -i http://127.0.0.1:8080/orders/v0/orders/902-3159896-1390916/address");

@@ -1,0 +1,162 @@
+//! The command line. Every flag has a config-file counterpart, and a flag given wins over the file;
+//! secrets have neither: they come from the environment only (see [`ENVIRONMENT`]).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+use ipnet::IpNet;
+use serde::Deserialize;
+use spapi_rdt::{Origin, Region};
+
+/// What `--help` shows after the flags: the environment, the files and the endpoints.
+pub(crate) const ENVIRONMENT: &str = "\
+ENVIRONMENT (secrets are read from here only, never from flags or the config file):
+  SPAPI_CLIENT_ID                 the application's LWA client id
+  SPAPI_CLIENT_SECRET             the application's LWA client secret
+  SPAPI_REFRESH_TOKEN             refresh token of the seller used without an x-spapi-seller header
+  SPAPI_REFRESH_TOKEN_<NAME>      refresh token of the seller named <NAME> (x-spapi-seller: <NAME>)
+  SPAPI_PROXY_CLIENT_TOKEN        shared secret clients must present as `Authorization: Bearer ...`
+                                  (or `Proxy-Authorization: Bearer ...`); compared in constant time
+  SPAPI_RDT_FLEET_KEY             fleet mode: 64 hex digits, the key that encrypts tokens in Redis
+  SPAPI_RDT_REDIS_URL             fleet mode: the Redis URL, when it holds a password
+  RUST_LOG                        log filter, e.g. `info` (default) or `spapi_rdt=debug,info`
+
+REQUESTS:
+  Point any SP-API client at http://LISTEN instead of the SP-API host. The proxy adds the seller's
+  LWA access token to every call and a Restricted Data Token to restricted ones; clients send no
+  token at all. Two optional request headers, removed before forwarding:
+    x-spapi-seller: <NAME>          which seller (SPAPI_REFRESH_TOKEN_<NAME>); none: the default one
+    x-spapi-restricted-report: true this getReportDocument call is for a restricted report type
+                                    (rarely needed: the proxy learns it from getReport/getReports
+                                    answers, and retries a refused document once with a token)
+
+CONFIG FILE (--config FILE, TOML; flags given on the command line win; unknown keys are errors):
+  listen = \"127.0.0.1:8080\"        region = \"eu\"  (or upstream = \"https://...\")   sandbox = false
+  lwa_url = \"...\"   log_format = \"json\"   upstream_timeout_secs = 60   drain_timeout_secs = 20
+  [client_auth]  allow_networks = [\"10.0.0.0/8\"]
+  [sellers.<NAME>]  region = \"na\"  (or upstream = \"https://...\"); token in SPAPI_REFRESH_TOKEN_<NAME>
+  [fleet]  redis_url = \"redis://127.0.0.1:6379/0\"   key_prefix = \"spapi-rdt\"
+  [reports]  remember = 10000   remember_secs = 86400   (restricted report documents kept)
+
+OPERATIONS (outside the SP-API path space, no client authentication):
+  GET /healthz   200 while the process serves
+  GET /readyz    200 once LWA answered for at least one seller (and Redis, in fleet mode)
+  GET /metrics   Prometheus / OpenMetrics text
+  SIGTERM or SIGINT: stop accepting, finish in-flight requests for up to --drain-timeout, exit 0.
+
+SAFETY:
+  Listens on loopback unless told otherwise, and refuses to start on another address unless client
+  authentication is configured (SPAPI_PROXY_CLIENT_TOKEN and/or --allow-network). Requests only go
+  to the configured upstream(s), redirects are not followed, and HTTP(S)_PROXY is ignored.";
+
+/// A reverse proxy that gives any SP-API client the Restricted Data Tokens it needs.
+///
+/// Run it next to an application written in any language, point the application's SP-API client
+/// at it, and every restricted call (order addresses, buyer info, shipping labels, restricted
+/// report documents) gets a cached Restricted Data Token, with one token call per operation and
+/// seller an hour, under Amazon's rate limit.
+#[derive(Debug, Clone, Default, Parser)]
+#[command(name = "spapi-rdt-proxy", version, after_long_help = ENVIRONMENT)]
+pub(crate) struct Args {
+    /// Where to accept connections. Default 127.0.0.1:8080. A non-loopback address needs client
+    /// authentication (SPAPI_PROXY_CLIENT_TOKEN or --allow-network).
+    #[arg(long, value_name = "ADDR:PORT", env = "SPAPI_PROXY_LISTEN")]
+    pub(crate) listen: Option<SocketAddr>,
+
+    /// The SP-API origin to forward to, e.g. https://sellingpartnerapi-eu.amazon.com (https, or
+    /// http on loopback only). Shorthand: --region.
+    #[arg(
+        long,
+        value_name = "URL",
+        conflicts_with = "region",
+        env = "SPAPI_PROXY_UPSTREAM"
+    )]
+    pub(crate) upstream: Option<String>,
+
+    /// The SP-API region to forward to: na, eu or fe (the production host, or the sandbox one with
+    /// --sandbox).
+    #[arg(long, value_enum, env = "SPAPI_PROXY_REGION")]
+    pub(crate) region: Option<RegionName>,
+
+    /// Use the sandbox host of --region (and of per-seller regions). Sandbox calls get the LWA
+    /// token only: Amazon's sandbox answers fixtures whatever the token.
+    #[arg(long)]
+    pub(crate) sandbox: bool,
+
+    /// The LWA token endpoint. Default: Amazon's, https://api.amazon.com/auth/o2/token.
+    #[arg(long, value_name = "URL", env = "SPAPI_PROXY_LWA_URL")]
+    pub(crate) lwa_url: Option<String>,
+
+    /// A TOML file for what flags make awkward: sellers with their own region, client networks,
+    /// fleet mode, timeouts. Flags given on the command line win over the file.
+    #[arg(long, value_name = "FILE", env = "SPAPI_PROXY_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+
+    /// A client network allowed to use the proxy, e.g. 10.0.0.0/8 (repeatable). Connections from
+    /// elsewhere are refused with 403. Replaces the file's `client_auth.allow_networks`.
+    #[arg(long = "allow-network", value_name = "CIDR")]
+    pub(crate) allow_networks: Vec<IpNet>,
+
+    /// Log format on stderr: text or json. Default text. Filter with RUST_LOG.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        env = "SPAPI_PROXY_LOG_FORMAT"
+    )]
+    pub(crate) log_format: Option<LogFormat>,
+
+    /// Fleet mode: share tokens and the token-call rate limit with other proxies through Redis,
+    /// e.g. redis://127.0.0.1:6379/0. Put a URL with a password in SPAPI_RDT_REDIS_URL instead.
+    /// Needs SPAPI_RDT_FLEET_KEY.
+    #[arg(long, value_name = "URL")]
+    pub(crate) redis_url: Option<String>,
+
+    /// Seconds an upstream call may take, response body included. Default 60.
+    #[arg(long, value_name = "SECONDS")]
+    pub(crate) upstream_timeout: Option<u64>,
+
+    /// Seconds to let in-flight requests finish after SIGTERM/SIGINT. Default 20.
+    #[arg(long, value_name = "SECONDS")]
+    pub(crate) drain_timeout: Option<u64>,
+}
+
+/// An SP-API region, as named on the command line and in the config file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RegionName {
+    /// North America.
+    Na,
+    /// Europe, India, Turkey, the Middle East, Africa.
+    Eu,
+    /// Far East.
+    Fe,
+}
+
+impl RegionName {
+    /// The region's origin: production, or its sandbox.
+    pub(crate) fn origin(self, sandbox: bool) -> Origin {
+        let region = match self {
+            RegionName::Na => Region::NorthAmerica,
+            RegionName::Eu => Region::Europe,
+            RegionName::Fe => Region::FarEast,
+        };
+        if sandbox {
+            region.sandbox_origin()
+        } else {
+            region.origin()
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object a line.
+    Json,
+}

@@ -1,0 +1,400 @@
+//! The proxy's settings: the command line over the optional TOML file over the defaults, with the
+//! secrets from the environment. Everything is checked here, before anything listens: an error
+//! names the flag, key or variable at fault, never a secret's value.
+//!
+//! ```toml
+//! listen = "0.0.0.0:8080"          # needs client authentication, see [client_auth]
+//! region = "eu"                    # or: upstream = "https://sellingpartnerapi-eu.amazon.com"
+//! sandbox = false
+//! log_format = "json"
+//! upstream_timeout_secs = 60
+//! drain_timeout_secs = 20
+//!
+//! [client_auth]
+//! allow_networks = ["10.0.0.0/8"]  # and/or the SPAPI_PROXY_CLIENT_TOKEN secret
+//!
+//! [sellers.A2EUQ1WTGCTBG2]         # refresh token in SPAPI_REFRESH_TOKEN_A2EUQ1WTGCTBG2
+//! region = "na"                    # this seller's calls go to North America
+//!
+//! [fleet]
+//! redis_url = "redis://127.0.0.1:6379/0"
+//! key_prefix = "spapi-rdt"
+//!
+//! [reports]
+//! remember = 10000                 # restricted report documents kept in memory
+//! remember_secs = 86400
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use spapi_rdt::{LwaCredentials, Origin, SellerId};
+
+use crate::auth::ClientAuth;
+use crate::cli::{Args, LogFormat, RegionName};
+
+/// The listen address when none is given: loopback only.
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// The environment variable holding the client bearer secret.
+pub(crate) const CLIENT_TOKEN_VAR: &str = "SPAPI_PROXY_CLIENT_TOKEN";
+/// The environment variable holding the fleet encryption key.
+pub(crate) const FLEET_KEY_VAR: &str = "SPAPI_RDT_FLEET_KEY";
+/// The environment variable that may hold the Redis URL (with its password).
+pub(crate) const REDIS_URL_VAR: &str = "SPAPI_RDT_REDIS_URL";
+
+/// The config file, as written. Unknown keys are errors, so a secret pasted into the file (or a
+/// typo) stops the proxy instead of being ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileConfig {
+    listen: Option<SocketAddr>,
+    upstream: Option<String>,
+    region: Option<RegionName>,
+    sandbox: Option<bool>,
+    lwa_url: Option<String>,
+    log_format: Option<LogFormat>,
+    upstream_timeout_secs: Option<u64>,
+    drain_timeout_secs: Option<u64>,
+    #[serde(default)]
+    client_auth: ClientAuthFile,
+    #[serde(default)]
+    sellers: BTreeMap<String, SellerFile>,
+    fleet: Option<FleetFile>,
+    #[serde(default)]
+    reports: ReportsFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientAuthFile {
+    #[serde(default)]
+    allow_networks: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SellerFile {
+    region: Option<RegionName>,
+    upstream: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FleetFile {
+    redis_url: Option<String>,
+    key_prefix: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportsFile {
+    remember: Option<usize>,
+    remember_secs: Option<u64>,
+}
+
+impl FileConfig {
+    /// Parses the file's text; `origin` names the file in errors.
+    pub(crate) fn parse(text: &str, origin: &str) -> Result<FileConfig, String> {
+        toml::from_str(text).map_err(|e| format!("{origin}: {e}"))
+    }
+
+    fn read(path: &Path) -> Result<FileConfig, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("--config {}: {e}", path.display()))?;
+        FileConfig::parse(&text, &path.display().to_string())
+    }
+}
+
+/// One seller: its name, its credentials and where its calls go.
+#[derive(Clone)]
+pub(crate) struct SellerSettings {
+    pub(crate) id: SellerId,
+    pub(crate) credentials: LwaCredentials,
+    pub(crate) upstream: Origin,
+}
+
+impl fmt::Debug for SellerSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Seller")
+            .field("id", &self.id)
+            .field("upstream", &self.upstream)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Fleet mode: where the shared store is and the key that encrypts tokens there.
+#[derive(Clone)]
+pub(crate) struct FleetSettings {
+    pub(crate) redis_url: String,
+    pub(crate) key_hex: String,
+    pub(crate) key_prefix: Option<String>,
+}
+
+impl fmt::Debug for FleetSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fleet")
+            .field("key_prefix", &self.key_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How many restricted report documents are remembered, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReportSettings {
+    pub(crate) capacity: usize,
+    pub(crate) ttl: Duration,
+}
+
+/// Everything the proxy runs with, checked.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) listen: SocketAddr,
+    /// Where calls of sellers without their own region go.
+    pub(crate) upstream: Origin,
+    pub(crate) lwa_url: Option<String>,
+    pub(crate) sellers: Vec<SellerSettings>,
+    pub(crate) client_auth: ClientAuth,
+    pub(crate) log_format: LogFormat,
+    pub(crate) upstream_timeout: Duration,
+    pub(crate) drain_timeout: Duration,
+    pub(crate) fleet: Option<FleetSettings>,
+    pub(crate) reports: ReportSettings,
+}
+
+/// An upper bound for the durations read from outside, so no setting overflows time arithmetic.
+const MAX_SECS: u64 = 7 * 24 * 3600;
+
+fn secs(value: u64, name: &str) -> Result<Duration, String> {
+    if value == 0 || value > MAX_SECS {
+        return Err(format!("{name} must be between 1 and {MAX_SECS} seconds"));
+    }
+    Ok(Duration::from_secs(value))
+}
+
+fn origin(input: &str, name: &str) -> Result<Origin, String> {
+    Origin::parse(input).map_err(|e| format!("{name}: {e}"))
+}
+
+impl Settings {
+    /// Reads the config file named by `args` (if any), then resolves the settings.
+    pub(crate) fn load(
+        args: &Args,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, String> {
+        let file = match &args.config {
+            Some(path) => FileConfig::read(path)?,
+            None => FileConfig::default(),
+        };
+        Settings::resolve(args, file, vars)
+    }
+
+    /// The command line over the file over the defaults, secrets from `vars`.
+    pub(crate) fn resolve(
+        args: &Args,
+        file: FileConfig,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, String> {
+        // Only our own variables, and only those with a value.
+        let vars: BTreeMap<String, String> = vars
+            .into_iter()
+            .filter(|(name, value)| name.starts_with("SPAPI_") && !value.trim().is_empty())
+            .collect();
+
+        let sandbox = args.sandbox || file.sandbox.unwrap_or(false);
+        if args.sandbox && args.upstream.is_some() {
+            return Err(
+                "--sandbox picks the sandbox host of --region; with --upstream, name the \
+                        sandbox host itself"
+                    .to_owned(),
+            );
+        }
+        let upstream = match (&args.upstream, args.region) {
+            (Some(url), _) => origin(url, "--upstream")?,
+            (None, Some(region)) => region.origin(sandbox),
+            (None, None) => match (&file.upstream, file.region) {
+                (Some(_), Some(_)) => {
+                    return Err("config: give `upstream` or `region`, not both".to_owned());
+                }
+                (Some(url), None) => origin(url, "config `upstream`")?,
+                (None, Some(region)) => region.origin(sandbox),
+                (None, None) => {
+                    return Err(
+                        "no upstream: give --region na|eu|fe or --upstream URL (or `region` in \
+                         the config file)"
+                            .to_owned(),
+                    );
+                }
+            },
+        };
+        let listen = match args.listen.or(file.listen) {
+            Some(listen) => listen,
+            None => DEFAULT_LISTEN
+                .parse()
+                .map_err(|e| format!("default listen address: {e}"))?,
+        };
+        let lwa_url = args.lwa_url.clone().or(file.lwa_url);
+
+        // Client authentication: a secret from the environment, and/or client networks.
+        let networks: Vec<IpNet> = if args.allow_networks.is_empty() {
+            file.client_auth
+                .allow_networks
+                .iter()
+                .map(|n| {
+                    n.parse::<IpNet>()
+                        .map_err(|e| format!("config `client_auth.allow_networks` `{n}`: {e}"))
+                })
+                .collect::<Result<_, _>>()?
+        } else {
+            args.allow_networks.clone()
+        };
+        let client_auth = ClientAuth::new(vars.get(CLIENT_TOKEN_VAR).map(String::as_str), networks)
+            .map_err(|e| format!("{CLIENT_TOKEN_VAR}: {e}"))?;
+        if !listen.ip().is_loopback() && !client_auth.is_configured() {
+            return Err(format!(
+                "refusing to listen on {listen}: it is not a loopback address and no client \
+                 authentication is configured; set {CLIENT_TOKEN_VAR} (a shared secret clients \
+                 send as `Authorization: Bearer ...`) and/or --allow-network CIDR, or listen on \
+                 127.0.0.1"
+            ));
+        }
+
+        let sellers = sellers(&vars, &file.sellers, &upstream, sandbox)?;
+
+        let upstream_timeout = secs(
+            args.upstream_timeout
+                .or(file.upstream_timeout_secs)
+                .unwrap_or(60),
+            "the upstream timeout",
+        )?;
+        let drain_timeout = secs(
+            args.drain_timeout.or(file.drain_timeout_secs).unwrap_or(20),
+            "the drain timeout",
+        )?;
+        let reports = ReportSettings {
+            capacity: file.reports.remember.unwrap_or(10_000).clamp(1, 1_000_000),
+            ttl: secs(
+                file.reports.remember_secs.unwrap_or(24 * 3600),
+                "config `reports.remember_secs`",
+            )?,
+        };
+
+        let redis_url = args
+            .redis_url
+            .clone()
+            .or_else(|| vars.get(REDIS_URL_VAR).cloned())
+            .or_else(|| file.fleet.as_ref().and_then(|f| f.redis_url.clone()));
+        let fleet = match redis_url {
+            None => None,
+            Some(redis_url) => {
+                let key_hex = vars.get(FLEET_KEY_VAR).cloned().ok_or_else(|| {
+                    format!("fleet mode needs {FLEET_KEY_VAR} (64 hexadecimal digits)")
+                })?;
+                Some(FleetSettings {
+                    redis_url,
+                    key_hex,
+                    key_prefix: file.fleet.and_then(|f| f.key_prefix),
+                })
+            }
+        };
+
+        Ok(Settings {
+            listen,
+            upstream,
+            lwa_url,
+            sellers,
+            client_auth,
+            log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+            upstream_timeout,
+            drain_timeout,
+            fleet,
+            reports,
+        })
+    }
+
+    /// Every origin the proxy may send a request (and so a token) to.
+    pub(crate) fn origins(&self) -> Vec<Origin> {
+        let mut origins = vec![self.upstream.clone()];
+        for seller in &self.sellers {
+            if !origins.contains(&seller.upstream) {
+                origins.push(seller.upstream.clone());
+            }
+        }
+        origins
+    }
+}
+
+/// The sellers: one per `SPAPI_REFRESH_TOKEN[_<NAME>]`, each on its own region when the file says.
+fn sellers(
+    vars: &BTreeMap<String, String>,
+    file: &BTreeMap<String, SellerFile>,
+    upstream: &Origin,
+    sandbox: bool,
+) -> Result<Vec<SellerSettings>, String> {
+    let read = |name: &str| {
+        vars.get(name)
+            .ok_or_else(|| format!("environment variable `{name}` is not set"))
+    };
+    let client_id = read("SPAPI_CLIENT_ID")?;
+    let client_secret = read("SPAPI_CLIENT_SECRET")?;
+    let mut sellers = Vec::new();
+    for (name, refresh_token) in vars {
+        let id = match name.strip_prefix("SPAPI_REFRESH_TOKEN") {
+            Some("") => SellerId::default(),
+            Some(rest) => match rest.strip_prefix('_') {
+                Some(seller) if !seller.is_empty() => SellerId::new(seller),
+                _ => continue,
+            },
+            None => continue,
+        };
+        let own = file.get(id.as_str());
+        let upstream = match own {
+            Some(SellerFile {
+                region: Some(_),
+                upstream: Some(_),
+            }) => {
+                return Err(format!(
+                    "config `sellers.{id}`: give `upstream` or `region`, not both"
+                ));
+            }
+            Some(SellerFile {
+                upstream: Some(url),
+                ..
+            }) => origin(url, &format!("config `sellers.{id}.upstream`"))?,
+            Some(SellerFile {
+                region: Some(region),
+                ..
+            }) => region.origin(sandbox),
+            _ => upstream.clone(),
+        };
+        let credentials = LwaCredentials::new(client_id, client_secret, refresh_token);
+        sellers.push(SellerSettings {
+            id,
+            credentials,
+            upstream,
+        });
+    }
+    for name in file.keys() {
+        if !sellers.iter().any(|s| s.id.as_str() == name) {
+            let var = if name == SellerId::DEFAULT_NAME {
+                "SPAPI_REFRESH_TOKEN".to_owned()
+            } else {
+                format!("SPAPI_REFRESH_TOKEN_{name}")
+            };
+            return Err(format!(
+                "config `sellers.{name}`: environment variable `{var}` is not set"
+            ));
+        }
+    }
+    if sellers.is_empty() {
+        return Err(
+            "no refresh token: set SPAPI_REFRESH_TOKEN and/or SPAPI_REFRESH_TOKEN_<NAME>"
+                .to_owned(),
+        );
+    }
+    Ok(sellers)
+}

@@ -1,0 +1,76 @@
+//! What the proxy answers by itself: its errors, in SP-API's error shape, and plain-text answers.
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use spapi_rdt::{BoxError, ErrorKind};
+
+/// The body of every answer: the upstream's, streamed, or the proxy's own.
+pub(crate) type ResponseBody = BoxBody<Bytes, BoxError>;
+
+/// A complete answer with `body`.
+pub(crate) fn plain(
+    status: StatusCode,
+    content_type: &'static str,
+    body: Bytes,
+) -> Response<ResponseBody> {
+    let mut response = Response::new(Full::new(body).map_err(|never| match never {}).boxed());
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// The proxy's own answer when it cannot forward a request, in SP-API's error shape.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) status: StatusCode,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
+}
+
+impl Failure {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Failure {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A token could not be had: worth a retry later (503), or not (502).
+    pub(crate) fn token(kind: ErrorKind, message: String) -> Self {
+        match kind {
+            ErrorKind::Transient => {
+                Failure::new(StatusCode::SERVICE_UNAVAILABLE, "TokenUnavailable", message)
+            }
+            _ => Failure::new(StatusCode::BAD_GATEWAY, "TokenRefused", message),
+        }
+    }
+
+    /// The stack failed: no RDT (the layer's error), or no answer from the upstream.
+    pub(crate) fn upstream(error: BoxError) -> Self {
+        match error.downcast_ref::<spapi_rdt::Error>() {
+            Some(e) => Failure::token(e.kind(), e.to_string()),
+            None => Failure::new(
+                StatusCode::BAD_GATEWAY,
+                "UpstreamUnavailable",
+                format!("the upstream did not answer: {error}"),
+            ),
+        }
+    }
+
+    pub(crate) fn into_response(self) -> Response<ResponseBody> {
+        let body = serde_json::json!({
+            "errors": [{ "code": self.code, "message": self.message }]
+        });
+        plain(
+            self.status,
+            "application/json",
+            Bytes::from(body.to_string()),
+        )
+    }
+}

@@ -1,0 +1,119 @@
+//! The operations endpoints: `/healthz`, `/readyz` and `/metrics`.
+//!
+//! SP-API paths all have an API and a version segment (`/orders/v0/...`); these single-segment
+//! paths cannot shadow one. They answer without client authentication and never go upstream.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Response, StatusCode};
+use spapi_rdt::fleet::{FleetKey, RedisFleet, SharedTokenStore};
+use spapi_rdt::{Origin, SellerId, SpApiTokenSource, TokenRequest};
+
+use crate::failure::{Failure, ResponseBody, plain};
+use crate::metrics::{self, Metrics};
+
+/// Liveness.
+pub(crate) const HEALTHZ: &str = "/healthz";
+/// Readiness.
+pub(crate) const READYZ: &str = "/readyz";
+/// Prometheus metrics.
+pub(crate) const METRICS: &str = "/metrics";
+
+/// How long a readiness check waits for LWA or the fleet store.
+const READY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the operations endpoints look at.
+pub(crate) struct Ops {
+    pub(crate) source: SpApiTokenSource,
+    pub(crate) sellers: Vec<SellerId>,
+    pub(crate) upstream: Origin,
+    pub(crate) fleet: Option<RedisFleet>,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+impl Ops {
+    /// The answer for `/healthz`, `/readyz` and `/metrics`; `None` for any other path.
+    pub(crate) async fn answer(
+        &self,
+        method: &Method,
+        path: &str,
+    ) -> Option<Response<ResponseBody>> {
+        if !matches!(path, HEALTHZ | READYZ | METRICS) {
+            return None;
+        }
+        if method != Method::GET && method != Method::HEAD {
+            return Some(
+                Failure::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "MethodNotAllowed",
+                    "operations endpoints answer GET",
+                )
+                .into_response(),
+            );
+        }
+        let (status, content_type, body) = match path {
+            HEALTHZ => (
+                StatusCode::OK,
+                "text/plain; charset=utf-8",
+                "ok\n".to_owned(),
+            ),
+            READYZ => match self.readiness().await {
+                Ok(()) => (
+                    StatusCode::OK,
+                    "text/plain; charset=utf-8",
+                    "ready\n".to_owned(),
+                ),
+                Err(reason) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain; charset=utf-8",
+                    format!("not ready: {reason}\n"),
+                ),
+            },
+            _ => match self.metrics.encode() {
+                Ok(text) => (StatusCode::OK, metrics::CONTENT_TYPE, text),
+                Err(_) => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain; charset=utf-8",
+                    "metrics could not be encoded\n".to_owned(),
+                ),
+            },
+        };
+        let body = if method == Method::HEAD {
+            Bytes::new()
+        } else {
+            Bytes::from(body)
+        };
+        Some(plain(status, content_type, body))
+    }
+
+    /// Ready when LWA gives a token for at least one seller and, in fleet mode, the shared store
+    /// answers. The reason given names no secret.
+    pub(crate) async fn readiness(&self) -> Result<(), String> {
+        let mut lwa = false;
+        for seller in &self.sellers {
+            let fetched =
+                tokio::time::timeout(READY_TIMEOUT, self.source.lwa_access_token(seller)).await;
+            if matches!(fetched, Ok(Ok(_))) {
+                lwa = true;
+                break;
+            }
+        }
+        if !lwa {
+            return Err("LWA gave no access token for any seller".to_owned());
+        }
+        if let (Some(fleet), Some(seller)) = (&self.fleet, self.sellers.first()) {
+            let probe = FleetKey::for_request(&TokenRequest::new(
+                seller.clone(),
+                self.upstream.clone(),
+                [],
+            ));
+            match tokio::time::timeout(READY_TIMEOUT, fleet.get(&probe)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) | Err(_) => return Err("the fleet store does not answer".to_owned()),
+            }
+        }
+        Ok(())
+    }
+}

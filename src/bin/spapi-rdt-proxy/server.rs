@@ -1,0 +1,476 @@
+//! The proxy itself: turns a plain request into an SP-API call with the right token and back,
+//! after the operations endpoints ([`crate::ops`]) and client authentication ([`crate::auth`])
+//! had their say.
+//!
+//! A request is forwarded to the upstream of its seller, with the path and query it came with; the
+//! proxy never builds a URL from anything else, so no request can reach another host. Bodies are
+//! streamed both ways; a client that goes away drops its upstream call with it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Extensions, Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use spapi_rdt::control::RestrictedReport;
+use spapi_rdt::fleet::{EncryptionKey, RedisFleet};
+use spapi_rdt::recover::RecoverStaleToken;
+use spapi_rdt::{
+    BoxError, Origin, RestrictedDataTokenLayer, RestrictedDataTokenService, SellerId,
+    SpApiTokenSource, X_AMZ_ACCESS_TOKEN,
+};
+use tower_layer::Layer as _;
+use tower_service::Service as _;
+
+use crate::auth::{ClientAuth, Denied};
+use crate::config::Settings;
+use crate::failure::{Failure, ResponseBody};
+use crate::metrics::{Metrics, RefusalLabels, ReportLabels, RequestLabels};
+use crate::ops::Ops;
+use crate::reports::{Learning, ReportCall, RestrictedDocuments};
+use crate::upstream::{self, KeepLwaOnRefusal, LwaSent, Upstream, strip_hop_by_hop};
+
+/// Names the seller a request is for (removed before forwarding).
+pub(crate) const SELLER_HEADER: HeaderName = HeaderName::from_static("x-spapi-seller");
+/// Marks a `getReportDocument` call as fetching a restricted report (removed before forwarding).
+pub(crate) const RESTRICTED_REPORT_HEADER: HeaderName =
+    HeaderName::from_static("x-spapi-restricted-report");
+
+/// The token stack requests go through: stale-token recovery, the RDT layer, the upstream.
+type Stack = RecoverStaleToken<RestrictedDataTokenService<Upstream>>;
+
+/// The proxy. Cloning is cheap; clones share everything.
+#[derive(Clone)]
+pub(crate) struct App {
+    inner: Arc<AppInner>,
+}
+
+struct AppInner {
+    upstream: Origin,
+    upstreams: HashMap<SellerId, Origin>,
+    source: SpApiTokenSource,
+    layer: RestrictedDataTokenLayer,
+    stack: Stack,
+    auth: ClientAuth,
+    metrics: Arc<Metrics>,
+    documents: RestrictedDocuments,
+    ops: Ops,
+}
+
+impl App {
+    /// Builds the token source, the layer, the upstream client and the metrics from `settings`.
+    /// Nothing is contacted yet.
+    pub(crate) fn new(settings: &Settings) -> Result<App, BoxError> {
+        let http = upstream::client(settings.upstream_timeout)?;
+        let mut source = SpApiTokenSource::builder().http_client(http.clone());
+        for seller in &settings.sellers {
+            source = source.seller(seller.id.clone(), seller.credentials.clone());
+        }
+        if let Some(url) = &settings.lwa_url {
+            source = source.lwa_url(url.clone());
+        }
+        let source = source.build()?;
+
+        // Tokens only for the configured upstreams.
+        let mut builder =
+            RestrictedDataTokenLayer::builder(source.clone()).origins(settings.origins());
+        let fleet = match &settings.fleet {
+            None => None,
+            Some(fleet) => {
+                let key = EncryptionKey::from_hex(&fleet.key_hex)
+                    .map_err(|e| format!("{}: {e}", crate::config::FLEET_KEY_VAR))?;
+                let mut redis = RedisFleet::builder(&fleet.redis_url).encryption_key(key);
+                if let Some(prefix) = &fleet.key_prefix {
+                    redis = redis.key_prefix(prefix.clone());
+                }
+                let redis = redis.build()?;
+                builder = builder.fleet(redis.clone());
+                Some(redis)
+            }
+        };
+        let layer = builder.build()?;
+
+        let documents = RestrictedDocuments::new(settings.reports);
+        let metrics = Arc::new(Metrics::new(layer.clone(), documents.clone()));
+        let service = Upstream {
+            http,
+            source: source.clone(),
+            metrics: Arc::clone(&metrics),
+        };
+        let stack = layer.recover_stale_tokens().layer(layer.layer(service));
+        Ok(App {
+            inner: Arc::new(AppInner {
+                upstream: settings.upstream.clone(),
+                upstreams: settings
+                    .sellers
+                    .iter()
+                    .map(|s| (s.id.clone(), s.upstream.clone()))
+                    .collect(),
+                ops: Ops {
+                    source: source.clone(),
+                    sellers: settings.sellers.iter().map(|s| s.id.clone()).collect(),
+                    upstream: settings.upstream.clone(),
+                    fleet,
+                    metrics: Arc::clone(&metrics),
+                },
+                source,
+                layer,
+                stack,
+                auth: settings.client_auth.clone(),
+                metrics,
+                documents,
+            }),
+        })
+    }
+
+    /// The metrics (for tests and the `/metrics` endpoint).
+    #[allow(dead_code)] // for tests/proxy.rs
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The restricted report documents known so far.
+    #[allow(dead_code)] // for tests/proxy.rs
+    pub(crate) fn documents(&self) -> &RestrictedDocuments {
+        &self.inner.documents
+    }
+
+    /// The token layer (its statistics).
+    #[allow(dead_code)] // for tests/proxy.rs
+    pub(crate) fn layer(&self) -> &RestrictedDataTokenLayer {
+        &self.inner.layer
+    }
+
+    /// Answers one request from `peer`.
+    pub(crate) async fn handle<B>(
+        &self,
+        peer: SocketAddr,
+        request: Request<B>,
+    ) -> Response<ResponseBody>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<BoxError>,
+    {
+        if let Some(response) = self
+            .inner
+            .ops
+            .answer(request.method(), request.uri().path())
+            .await
+        {
+            return response;
+        }
+        if let Err(denied) = self.inner.auth.check(peer.ip(), request.headers()) {
+            let (reason, failure) = match denied {
+                Denied::Unauthenticated => (
+                    "unauthenticated",
+                    Failure::new(
+                        StatusCode::UNAUTHORIZED,
+                        "Unauthorized",
+                        "this proxy needs `Authorization: Bearer <secret>`",
+                    ),
+                ),
+                Denied::Network => (
+                    "network",
+                    Failure::new(
+                        StatusCode::FORBIDDEN,
+                        "Forbidden",
+                        "this client's network may not use this proxy",
+                    ),
+                ),
+            };
+            self.inner
+                .metrics
+                .refused
+                .get_or_create(&RefusalLabels { reason })
+                .inc();
+            tracing::warn!(peer = %peer.ip(), reason, "client refused");
+            let mut response = failure.into_response();
+            if denied == Denied::Unauthenticated {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            return response;
+        }
+
+        let started = tokio::time::Instant::now();
+        let method = request.method().clone();
+        // The path only: no query string, no header, no token in the log.
+        let path = request.uri().path().to_owned();
+        let operation = self.operation(&method, &path);
+        let (status, response) = match self.forward(request).await {
+            Ok((seller, response)) => {
+                tracing::info!(
+                    %method,
+                    path,
+                    seller = seller.as_str(),
+                    status = response.status().as_u16(),
+                    elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    "forwarded"
+                );
+                (response.status(), response)
+            }
+            Err(failure) => {
+                tracing::warn!(
+                    %method,
+                    path,
+                    status = failure.status.as_u16(),
+                    error = failure.message.as_str(),
+                    "not forwarded"
+                );
+                (failure.status, failure.into_response())
+            }
+        };
+        self.inner
+            .metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                api: operation.0,
+                operation: operation.1,
+                status: status.as_u16(),
+            })
+            .inc();
+        response
+    }
+
+    /// The catalogue's name for a request's operation, from a fixed set.
+    fn operation(&self, method: &Method, path: &str) -> (String, String) {
+        if let Some(classified) = self.inner.layer.matcher().classify(method, path) {
+            let op = classified.operation();
+            return (op.api().to_owned(), op.name().to_owned());
+        }
+        match ReportCall::of(method, path) {
+            Some(ReportCall::Listing) => (
+                "Reports 2021-06-30".to_owned(),
+                if path.ends_with("/reports") {
+                    "getReports"
+                } else {
+                    "getReport"
+                }
+                .to_owned(),
+            ),
+            _ => ("other".to_owned(), "other".to_owned()),
+        }
+    }
+
+    async fn forward<B>(
+        &self,
+        request: Request<B>,
+    ) -> Result<(SellerId, Response<ResponseBody>), Failure>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<BoxError>,
+    {
+        if request.method() == Method::CONNECT {
+            return Err(Failure::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "this proxy forwards requests to one origin; it does not tunnel",
+            ));
+        }
+        let (mut parts, incoming) = request.into_parts();
+        let seller = self.seller(&parts.headers)?;
+        let upstream = self
+            .inner
+            .upstreams
+            .get(&seller)
+            .unwrap_or(&self.inner.upstream);
+        let marked = parts
+            .headers
+            .get(RESTRICTED_REPORT_HEADER)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true") || v == "1");
+        parts.uri = upstream_uri(upstream, &parts.uri)?;
+        strip_hop_by_hop(&mut parts.headers);
+        for name in [header::HOST, SELLER_HEADER, RESTRICTED_REPORT_HEADER] {
+            parts.headers.remove(name);
+        }
+        if self.inner.auth.has_secret() {
+            // The client's credential for this proxy, not for Amazon.
+            parts.headers.remove(header::AUTHORIZATION);
+        }
+        parts.version = Version::HTTP_11;
+        let report = ReportCall::of(&parts.method, parts.uri.path());
+        if report == Some(ReportCall::Listing) {
+            // A plain JSON answer, so that the proxy can read it on the way back.
+            parts.headers.remove(header::ACCEPT_ENCODING);
+        }
+
+        // The LWA token goes on every call; the layer replaces it on restricted ones.
+        let lwa = self
+            .inner
+            .source
+            .lwa_access_token(&seller)
+            .await
+            .map_err(|e| Failure::token(e.kind(), format!("no LWA access token: {e}")))?;
+        parts
+            .headers
+            .insert(X_AMZ_ACCESS_TOKEN, lwa.header_value().clone());
+        let sent = LwaSent {
+            seller: seller.clone(),
+            token: lwa,
+        };
+
+        // A restricted report document: known by the header, or from memory?
+        let document = match &report {
+            Some(ReportCall::Document(id)) => Some(id.clone()),
+            _ => None,
+        };
+        let known = match &document {
+            Some(_) if marked => Some("header"),
+            Some(id) if self.inner.documents.contains(id) => Some("learned"),
+            _ => None,
+        };
+        let bodiless = incoming.is_end_stream();
+        // A document not known to be restricted is tried with the LWA token, and once more with
+        // an RDT if refused; keep what the second try needs.
+        let retry = match (&document, known, bodiless) {
+            (Some(id), None, true) => Some((
+                id.clone(),
+                parts.method.clone(),
+                parts.uri.clone(),
+                parts.headers.clone(),
+            )),
+            _ => None,
+        };
+        parts.extensions = Extensions::new();
+        parts.extensions.insert(seller.clone());
+        parts.extensions.insert(sent.clone());
+        if known.is_some() {
+            parts.extensions.insert(RestrictedReport);
+            if let Some(how) = known {
+                self.inner
+                    .metrics
+                    .report_documents
+                    .get_or_create(&ReportLabels { how })
+                    .inc();
+            }
+        } else if document.is_some() {
+            parts.extensions.insert(KeepLwaOnRefusal);
+        }
+
+        // A request without a body gets an in-memory empty one, which the recovery layer can
+        // replay; any other body is streamed as it arrives.
+        let body = if bodiless {
+            reqwest::Body::from(Bytes::new())
+        } else {
+            reqwest::Body::wrap(incoming)
+        };
+        let mut response = self.send(Request::from_parts(parts, body)).await?;
+
+        if response.status() == StatusCode::FORBIDDEN
+            && let Some((id, method, uri, headers)) = retry
+        {
+            // Most likely a restricted report type: once more, with a token for this document.
+            drop(response);
+            let mut again = Request::new(reqwest::Body::from(Bytes::new()));
+            *again.method_mut() = method;
+            *again.uri_mut() = uri;
+            *again.headers_mut() = headers;
+            again.extensions_mut().insert(seller.clone());
+            again.extensions_mut().insert(sent);
+            again.extensions_mut().insert(RestrictedReport);
+            response = self.send(again).await?;
+            if response.status().is_success() {
+                self.inner.documents.remember(&id);
+                self.inner
+                    .metrics
+                    .report_documents
+                    .get_or_create(&ReportLabels { how: "retried" })
+                    .inc();
+            } else {
+                self.inner.metrics.report_retries_refused.inc();
+            }
+        }
+
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        let learn = report == Some(ReportCall::Listing)
+            && parts.status.is_success()
+            && !parts.headers.contains_key(header::CONTENT_ENCODING);
+        let body: ResponseBody = if learn {
+            let (documents, metrics) = (
+                self.inner.documents.clone(),
+                Arc::clone(&self.inner.metrics),
+            );
+            Learning::new(body, move |bytes: &[u8]| {
+                let learned = documents.learn_from(bytes);
+                if learned > 0 {
+                    metrics.reports_learned.inc_by(learned as u64);
+                    tracing::debug!(learned, "restricted report documents learned");
+                }
+            })
+            .map_err(BoxError::from)
+            .boxed()
+        } else {
+            body.map_err(BoxError::from).boxed()
+        };
+        Ok((seller, Response::from_parts(parts, body)))
+    }
+
+    async fn send(
+        &self,
+        request: Request<reqwest::Body>,
+    ) -> Result<Response<reqwest::Body>, Failure> {
+        let mut stack = self.inner.stack.clone();
+        futures_util::future::poll_fn(|cx| stack.poll_ready(cx))
+            .await
+            .map_err(Failure::upstream)?;
+        stack.call(request).await.map_err(Failure::upstream)
+    }
+
+    fn seller(&self, headers: &HeaderMap) -> Result<SellerId, Failure> {
+        let named = headers.get(SELLER_HEADER);
+        let seller = match named {
+            None => SellerId::default(),
+            Some(value) => match value.to_str() {
+                Ok(name) if !name.trim().is_empty() => SellerId::new(name.trim()),
+                _ => {
+                    return Err(Failure::new(
+                        StatusCode::BAD_REQUEST,
+                        "InvalidSeller",
+                        "the x-spapi-seller header must be a non-empty ASCII name",
+                    ));
+                }
+            },
+        };
+        if self.inner.source.has_seller(&seller) {
+            return Ok(seller);
+        }
+        let message = match named {
+            None => {
+                "no x-spapi-seller header, and no default seller (SPAPI_REFRESH_TOKEN)".to_owned()
+            }
+            Some(_) => format!("unknown seller `{seller}` (no SPAPI_REFRESH_TOKEN_{seller})"),
+        };
+        Err(Failure::new(
+            StatusCode::BAD_REQUEST,
+            "UnknownSeller",
+            message,
+        ))
+    }
+}
+
+/// The request's path and query on `upstream`. The URL is normalized here, as the upstream client
+/// would do it, so the layer classifies exactly the path that is sent; the result is checked to be
+/// on `upstream`.
+fn upstream_uri(upstream: &Origin, uri: &Uri) -> Result<Uri, Failure> {
+    let bad = || {
+        Failure::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidPath",
+            "the request target cannot be forwarded",
+        )
+    };
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    if !path.starts_with('/') || path.starts_with("//") {
+        return Err(bad());
+    }
+    let url = reqwest::Url::parse(&format!("{upstream}{path}")).map_err(|_| bad())?;
+    let uri: Uri = url.as_str().parse().map_err(|_| bad())?;
+    if !upstream.matches_uri(&uri) {
+        return Err(bad());
+    }
+    Ok(uri)
+}
