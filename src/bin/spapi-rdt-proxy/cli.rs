@@ -19,7 +19,7 @@ ENVIRONMENT (secrets are read from here only, never from flags or the config fil
   SPAPI_PROXY_CLIENT_TOKEN        shared secret clients must present as `Authorization: Bearer ...`
                                   (or `Proxy-Authorization: Bearer ...`); compared in constant time
   SPAPI_RDT_FLEET_KEY             fleet mode: 64 hex digits, the key that encrypts tokens in Redis
-  SPAPI_RDT_REDIS_URL             fleet mode: the Redis URL, when it holds a password
+  SPAPI_PROXY_REDIS_URL           fleet mode: the Redis URL, when it holds a password
   RUST_LOG                        log filter, e.g. `info` (default) or `spapi_rdt=debug,info`
 
 REQUESTS:
@@ -108,7 +108,7 @@ pub(crate) struct Args {
     pub(crate) log_format: Option<LogFormat>,
 
     /// Fleet mode: share tokens and the token-call rate limit with other proxies through Redis,
-    /// e.g. redis://127.0.0.1:6379/0. Put a URL with a password in SPAPI_RDT_REDIS_URL instead.
+    /// e.g. redis://127.0.0.1:6379/0. Put a URL with a password in SPAPI_PROXY_REDIS_URL instead.
     /// Needs SPAPI_RDT_FLEET_KEY.
     #[arg(long, value_name = "URL")]
     pub(crate) redis_url: Option<String>,

@@ -45,7 +45,7 @@ pub(crate) const CLIENT_TOKEN_VAR: &str = "SPAPI_PROXY_CLIENT_TOKEN";
 /// The environment variable holding the fleet encryption key.
 pub(crate) const FLEET_KEY_VAR: &str = "SPAPI_RDT_FLEET_KEY";
 /// The environment variable that may hold the Redis URL (with its password).
-pub(crate) const REDIS_URL_VAR: &str = "SPAPI_RDT_REDIS_URL";
+pub(crate) const REDIS_URL_VAR: &str = "SPAPI_PROXY_REDIS_URL";
 
 /// The config file, as written. Unknown keys are errors, so a secret pasted into the file (or a
 /// typo) stops the proxy instead of being ignored.
