@@ -462,29 +462,57 @@ async fn works_over_a_concurrency_limited_inner_service() {
     assert_eq!(source.calls(), 2);
 }
 
-#[tokio::test]
+/// The layer inside an axum `Router` (as a client-side stack that routes on the path): a request
+/// with an absolute SP-API URI gets its token, and the layer's error reaches `HandleErrorLayer`.
+#[tokio::test(start_paused = true)]
 async fn axum_accepts_the_layer_with_handle_error() {
     use axum::{Router, error_handling::HandleErrorLayer, routing::get as route_get};
-    let source = ScriptedSource::new();
+    // The second token call (another operation, so another cache slot) is refused.
+    let source = ScriptedSource::new().fail_calls([2], SourceErrorSpec::Permanent);
     let layer = layer(&source);
-    let app: Router = Router::new()
-        .route("/{*path}", route_get(|| async { "ok" }))
-        .layer(
-            tower::ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(|e: BoxError| async move {
-                    (http::StatusCode::BAD_GATEWAY, e.to_string())
-                }))
-                .layer(layer),
-        );
-    let response = app
-        .oneshot(
-            http::Request::get("/orders/v0/orders/1/address")
-                .body(axum::body::Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(response.status(), http::StatusCode::OK);
+    let echo = |headers: http::HeaderMap| async move {
+        headers
+            .get("x-amz-access-token")
+            .map_or("none".to_owned(), |v| v.to_str().unwrap().to_owned())
+    };
+    let app: Router = Router::new().route("/{*path}", route_get(echo)).layer(
+        tower::ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(|e: BoxError| async move {
+                (http::StatusCode::BAD_GATEWAY, format!("handled: {e}"))
+            }))
+            .layer(layer),
+    );
+    let send = |path: &str| {
+        let request = http::Request::get(format!("{NA}{path}"))
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let app = app.clone();
+        async move {
+            let response = app.oneshot(request).await.unwrap();
+            let status = response.status();
+            let body = http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            (status, String::from_utf8(body.to_vec()).unwrap())
+        }
+    };
+    assert_eq!(
+        send("/orders/v0/orders/1/address").await,
+        (http::StatusCode::OK, token_value(1))
+    );
+    let (status, body) = send("/orders/v0/orders/1/buyerInfo").await;
+    assert_eq!(status, http::StatusCode::BAD_GATEWAY);
+    assert!(
+        body.starts_with("handled: ") && body.contains("call 2 refused"),
+        "{body}"
+    );
+    // An unrestricted path goes through untouched.
+    assert_eq!(
+        send("/catalog/2022-04-01/items/B01").await,
+        (http::StatusCode::OK, "none".to_owned())
+    );
+    assert_eq!(source.calls(), 2);
 }
 
 #[tokio::test]
