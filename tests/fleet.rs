@@ -238,15 +238,23 @@ async fn a_thousand_calls_across_four_replicas_make_one_token_call_per_key() {
     assert_eq!(counters.throttled, 0);
     assert_eq!(fetches, keys);
     assert_eq!(total(&replicas, |s| s.fleet_fallbacks), 0);
-    // Each key is missed once per replica at most; every miss but one per key ends in the store.
-    assert!(fleet_hits > 0);
+    // Per key and replica: every replica sees all the keys, and in each the first request for a
+    // key leads one local fetch (the others join it). That fetch ends either in the shared store
+    // (a fleet hit) or in the one source call for the key, so each replica's leaders are exactly
+    // its fleet hits plus its source calls, and the fleet as a whole made one source call per key.
+    for (r, replica) in replicas.iter().enumerate() {
+        let stats = replica.layer.stats();
+        assert_eq!(stats.misses - stats.coalesced, keys, "replica {r}: {stats:?}");
+        assert_eq!(stats.fleet_hits + stats.fetches, keys, "replica {r}: {stats:?}");
+    }
+    assert_eq!(fleet_hits, keys * (replicas.len() as u64 - 1));
 }
 
 /// N replicas × many keys of one seller, all at once, against Amazon's quota.
 async fn run_quota_load(
     redis: &Redis,
     fleet: bool,
-) -> (spapi_rdt::testing::Counters, Vec<Replica>) {
+) -> (spapi_rdt::testing::Counters, Vec<Replica>, Duration) {
     // A faster quota than Amazon's 1/s (the same shape: a burst, then a steady rate), so that the
     // test takes seconds.
     let em = Emulator::start_with(emulator_config().token_quota(5.0, 5))
@@ -264,13 +272,15 @@ async fn run_quota_load(
             move |d| replica.token(report(em, "default", &format!("DOC-{r}-{d}")))
         })
     });
+    let start = Instant::now();
     let results = join_all(calls).await;
+    let elapsed = start.elapsed();
     if fleet {
         for result in &results {
             assert!(result.as_ref().unwrap().starts_with("Atz.sprdt|"));
         }
     }
-    (em.counters(), replicas)
+    (em.counters(), replicas, elapsed)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -278,9 +288,10 @@ async fn replicas_share_one_rate_limit_per_seller() {
     let Some(redis) = Redis::any() else {
         return;
     };
-    let (counters, replicas) = run_quota_load(&redis, true).await;
+    let (counters, replicas, elapsed) = run_quota_load(&redis, true).await;
     eprintln!(
-        "3 replicas x 8 keys, quota 5/s burst 5, fleet: token calls {}, 429s {}, limiter waits {}",
+        "3 replicas x 8 keys, quota 5/s burst 5, fleet: token calls {}, 429s {}, limiter waits {}, \
+         {elapsed:?}",
         counters.token_calls,
         counters.throttled,
         total(&replicas, |s| s.rate_limit_waits)
@@ -288,7 +299,15 @@ async fn replicas_share_one_rate_limit_per_seller() {
     assert_eq!(counters.token_calls, 24);
     assert_eq!(counters.throttled, 0);
     assert_eq!(total(&replicas, |s| s.fleet_fallbacks), 0);
-    assert!(total(&replicas, |s| s.rate_limit_waits) > 0);
+    // 24 calls, 5 at once, then one per 200 ms + the 100 ms margin: the 24th call is admitted
+    // 19 x 300 ms = 5.7 s after the first, so all of them take at least that (a 50 ms allowance
+    // for the limiter's clock in Redis). Only the first 5 go without waiting.
+    let floor = Duration::from_millis(19 * 300 - 50);
+    assert!(elapsed >= floor, "{elapsed:?}");
+    assert_eq!(total(&replicas, |s| s.rate_limit_waits), 19);
+    // And the shared limit is all that held them: real time on a busy machine, so the ceiling is
+    // loose, but far under what one replica's 8 calls after another's would take.
+    assert!(elapsed < floor * 2, "{elapsed:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -297,7 +316,7 @@ async fn without_the_fleet_the_same_load_is_throttled() {
     let Some(redis) = Redis::any() else {
         return;
     };
-    let (counters, _replicas) = run_quota_load(&redis, false).await;
+    let (counters, _replicas, _elapsed) = run_quota_load(&redis, false).await;
     eprintln!(
         "3 replicas x 8 keys, quota 5/s burst 5, no fleet: token calls {}, 429s {}",
         counters.token_calls, counters.throttled
