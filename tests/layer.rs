@@ -90,6 +90,37 @@ async fn single_flight_under_a_thousand_concurrent_callers() {
     assert_eq!(stats.coalesced, 999);
 }
 
+/// The same on four worker threads, each caller a spawned task released by one barrier: the
+/// callers really run at the same time, so a check-then-start race in the cache would show as a
+/// second source call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn single_flight_under_a_thousand_callers_on_four_threads() {
+    const CALLERS: usize = 1000;
+    let source = ScriptedSource::new().delay(Duration::from_millis(50));
+    let layer = layer(&source);
+    let start = Arc::new(tokio::sync::Barrier::new(CALLERS));
+    let tasks: Vec<_> = (0..CALLERS)
+        .map(|i| {
+            let (layer, start) = (layer.clone(), Arc::clone(&start));
+            tokio::spawn(async move {
+                start.wait().await;
+                call(&layer, get(&format!("/orders/v0/orders/{i}/buyerInfo"))).await
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap(), token_value(1));
+    }
+    assert_eq!(source.calls(), 1);
+    let stats = layer.stats();
+    assert_eq!(stats.fetches, 1);
+    // Whoever came after the token was cached is a hit; everyone else waited for the one fetch
+    // (a caller that missed on the lock-free read and found the token under the lock counts as
+    // both, hence no equality).
+    assert!(stats.misses + stats.hits >= CALLERS as u64, "{stats:?}");
+    assert!(stats.coalesced < stats.misses, "{stats:?}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_error_reaches_every_waiter_from_one_call() {
     let source = ScriptedSource::new()
