@@ -478,6 +478,34 @@ async fn tokens_are_encrypted_in_redis() {
     assert_ne!(theirs, token);
     assert_eq!(em.counters().token_calls, before + 1);
     assert_eq!(other.layer.stats().fleet_hits, 0);
+    // What it wrote over the unreadable value is its own token: the stored bytes changed, and a
+    // replica with its key is served from Redis with no token call.
+    let now: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let now = now.expect("a token is stored under the key");
+    assert!(
+        now != value,
+        "the value that did not decrypt is still there"
+    );
+    let third = replica(
+        &em,
+        &redis,
+        Options {
+            key: [0x11; 32],
+            ..Options::default()
+        },
+    );
+    let before = em.counters().token_calls;
+    let shared = third
+        .token(request(&em, "default", "/orders/v0/orders/3/address"))
+        .await
+        .unwrap();
+    assert_eq!(shared, theirs);
+    assert_eq!(em.counters().token_calls, before);
+    assert_eq!(third.layer.stats().fleet_hits, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
