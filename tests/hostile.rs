@@ -330,7 +330,7 @@ fn hostile_paths_match_the_reference_and_ignore_the_query() {
             method,
             path
         );
-        // The router answers the path alone: with a query string glued on, a template never matches.
+        // A URI's path leaves its query out, and classifying the URI answers as its path does.
         let uri = match &query {
             Some(q) => format!("https://sellingpartnerapi-na.amazon.com{path}?{q}"),
             None => format!("https://sellingpartnerapi-na.amazon.com{path}"),
