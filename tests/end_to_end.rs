@@ -649,7 +649,8 @@ async fn a_slow_tokens_api_is_a_transient_timeout_in_bounded_time() {
     let em = Emulator::start().await.unwrap();
     let source = source_builder(&em)
         .credentials(credentials(&em, SellerId::DEFAULT_NAME))
-        .request_timeout(Duration::from_millis(200))
+        // 1 s: long enough for a normal call on a busy machine, far under the 10 s delay.
+        .request_timeout(Duration::from_secs(1))
         .build()
         .unwrap();
     let stack = Stack::with_source(em, source, |b| {
@@ -677,7 +678,7 @@ async fn a_slow_tokens_api_is_a_transient_timeout_in_bounded_time() {
         "the request timeout did not apply: {elapsed:?}"
     );
     assert_eq!(stack.em.counters().token_calls, 2);
-    println!("Tokens API 10 s late, 200 ms timeout, 2 attempts: failed in {elapsed:?}: {err}");
+    println!("Tokens API 10 s late, 1 s timeout, 2 attempts: failed in {elapsed:?}: {err}");
 
     // Once the failure is no longer remembered, the next call fetches again and succeeds.
     tokio::time::sleep(Duration::from_millis(150)).await;
@@ -691,7 +692,8 @@ async fn a_slow_lwa_endpoint_is_a_transient_timeout_in_bounded_time() {
     let em = Emulator::start().await.unwrap();
     let source = source_builder(&em)
         .credentials(credentials(&em, SellerId::DEFAULT_NAME))
-        .request_timeout(Duration::from_millis(200))
+        // 1 s: long enough for a normal call on a busy machine, far under the 10 s delay.
+        .request_timeout(Duration::from_secs(1))
         .build()
         .unwrap();
     let stack = Stack::with_source(em, source, |b| b.max_attempts(2));
@@ -710,7 +712,7 @@ async fn a_slow_lwa_endpoint_is_a_transient_timeout_in_bounded_time() {
     );
     let counters = stack.em.counters();
     assert_eq!((counters.lwa_calls, counters.token_calls), (2, 0));
-    println!("LWA 10 s late, 200 ms timeout, 2 attempts: failed in {elapsed:?}");
+    println!("LWA 10 s late, 1 s timeout, 2 attempts: failed in {elapsed:?}");
 }
 
 #[tokio::test]
