@@ -1,5 +1,5 @@
 //! `Origin::matches_uri` allocates nothing: counted by a global allocator that this test binary has
-//! to itself (one test, so no other test allocates while it counts).
+//! to itself (one test, so no other test allocates while it counts; libtest's threads still may).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use spapi_rdt::Region as SpRegion;
@@ -44,24 +44,31 @@ fn origin_matches_uris_without_allocating() {
         "the allocator does not count"
     );
 
-    let region = Region::new(GLOBAL);
-    let mut matched = 0usize;
-    for _ in 0..1_000 {
-        for (uri, _) in &uris {
-            matched += usize::from(origin.matches_uri(std::hint::black_box(uri)));
+    // The allocator counts every thread, and libtest's own threads allocate now and then while a
+    // test runs (4 allocations, 900 bytes, seen once in ten runs). So: five rounds of 9,000 calls,
+    // and the quietest must count nothing. An allocation in `matches_uri` would show in every round,
+    // 9,000 times over.
+    let mut quietest = None;
+    for _ in 0..5 {
+        let region = Region::new(GLOBAL);
+        let mut matched = 0usize;
+        for _ in 0..1_000 {
+            for (uri, _) in &uris {
+                matched += usize::from(origin.matches_uri(std::hint::black_box(uri)));
+            }
         }
-    }
-    let change = region.change();
-    assert_eq!(
-        (
+        let change = region.change();
+        assert_eq!(matched, 3_000);
+        let counted = (
             change.allocations,
             change.reallocations,
-            change.bytes_allocated
-        ),
-        (0, 0, 0),
-        "{change:?}"
-    );
-    assert_eq!(matched, 3_000);
+            change.bytes_allocated,
+        );
+        if quietest.is_none_or(|q: (usize, usize, usize)| counted < q) {
+            quietest = Some(counted);
+        }
+    }
+    assert_eq!(quietest, Some((0, 0, 0)));
     for (uri, yes) in &uris {
         assert_eq!(origin.matches_uri(uri), *yes, "{uri}");
     }
