@@ -5,8 +5,13 @@
 //! The restricted ones are hits, the rest misses.
 //!
 //! - `classify/lookup`: per-lookup time of `Matcher::classify` over all samples, the hits and the
-//!   misses, against a `regex::RegexSet` per method built from the same catalogue templates
-//!   (anchored, each `{x}` as `[^/]+`), the usual hand-rolled alternative;
+//!   misses, against two regex classifiers per method built from the same catalogue templates
+//!   (anchored, each `{x}` as `[^/]+`), the usual hand-rolled alternative:
+//!   - `regex_meta`, the fair baseline: one `regex_automata::meta::Regex` over every template,
+//!     whose anchored `search` names the pattern that matched and allocates nothing, as the matcher
+//!     allocates nothing;
+//!   - `regex_set`, for comparison with earlier runs: `regex::RegexSet::matches`, which also
+//!     allocates a `Vec<bool>` of every pattern per lookup (work the matcher does not do);
 //! - `classify/catalogue_size`: the same lookups with the catalogue trimmed to 8 and 16 operations,
 //!   Amazon's 32, and grown with synthetic operations to 256 and 1024, for both; and
 //!   `matcher_same_work`: only the samples that hit one of the first 8 operations, which every
@@ -25,6 +30,7 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use http::Method;
 use regex::RegexSet;
+use regex_automata::{Anchored, Input, meta};
 use spapi_rdt::catalog::{Catalog, RestrictedOperation};
 use spapi_rdt::matcher::Matcher;
 
@@ -103,34 +109,39 @@ fn samples() -> (Vec<Sample>, String) {
     (samples, from)
 }
 
-/// The peer baseline: one `RegexSet` per method, one anchored pattern per template.
+/// Per method: one anchored pattern per template (`{x}` as `[^/]+`), and the operations' indexes.
+fn patterns_by_method(catalog: &Catalog) -> Vec<(Method, Vec<String>, Vec<usize>)> {
+    let mut by_method: Vec<(Method, Vec<String>, Vec<usize>)> = Vec::new();
+    for (index, op) in catalog.operations().iter().enumerate() {
+        let mut pattern = String::from("^");
+        for segment in op.template().split('/').skip(1) {
+            pattern.push('/');
+            if segment.starts_with('{') && segment.ends_with('}') {
+                pattern.push_str("[^/]+");
+            } else {
+                pattern.push_str(&regex::escape(segment));
+            }
+        }
+        pattern.push('$');
+        match by_method.iter_mut().find(|(m, ..)| m == op.method()) {
+            Some((_, patterns, indexes)) => {
+                patterns.push(pattern);
+                indexes.push(index);
+            }
+            None => by_method.push((op.method().clone(), vec![pattern], vec![index])),
+        }
+    }
+    by_method
+}
+
+/// The earlier baseline: one `RegexSet` per method, one anchored pattern per template.
 struct RegexClassifier {
     sets: Vec<(Method, RegexSet, Vec<usize>)>,
 }
 
 impl RegexClassifier {
     fn new(catalog: &Catalog) -> Self {
-        let mut by_method: Vec<(Method, Vec<String>, Vec<usize>)> = Vec::new();
-        for (index, op) in catalog.operations().iter().enumerate() {
-            let mut pattern = String::from("^");
-            for segment in op.template().split('/').skip(1) {
-                pattern.push('/');
-                if segment.starts_with('{') && segment.ends_with('}') {
-                    pattern.push_str("[^/]+");
-                } else {
-                    pattern.push_str(&regex::escape(segment));
-                }
-            }
-            pattern.push('$');
-            match by_method.iter_mut().find(|(m, ..)| m == op.method()) {
-                Some((_, patterns, indexes)) => {
-                    patterns.push(pattern);
-                    indexes.push(index);
-                }
-                None => by_method.push((op.method().clone(), vec![pattern], vec![index])),
-            }
-        }
-        let sets = by_method
+        let sets = patterns_by_method(catalog)
             .into_iter()
             .map(|(m, patterns, indexes)| (m, RegexSet::new(patterns).unwrap(), indexes))
             .collect();
@@ -141,6 +152,32 @@ impl RegexClassifier {
     fn classify(&self, method: &Method, path: &str) -> Option<usize> {
         let (_, set, indexes) = self.sets.iter().find(|(m, ..)| m == method)?;
         set.matches(path).iter().next().map(|i| indexes[i])
+    }
+}
+
+/// The fair baseline: one `meta::Regex` per method with one anchored pattern per template. An
+/// anchored search returns the pattern that matched (templates end in `$`, so only a whole-path
+/// match counts) from a cache the regex keeps, without allocating.
+struct MetaClassifier {
+    regexes: Vec<(Method, meta::Regex, Vec<usize>)>,
+}
+
+impl MetaClassifier {
+    fn new(catalog: &Catalog) -> Self {
+        let regexes = patterns_by_method(catalog)
+            .into_iter()
+            .map(|(m, patterns, indexes)| (m, meta::Regex::new_many(&patterns).unwrap(), indexes))
+            .collect();
+        MetaClassifier { regexes }
+    }
+
+    #[inline]
+    fn classify(&self, method: &Method, path: &str) -> Option<usize> {
+        let (_, regex, indexes) = self.regexes.iter().find(|(m, ..)| m == method)?;
+        let input = Input::new(path).anchored(Anchored::Yes);
+        regex
+            .search(&input)
+            .map(|found| indexes[found.pattern().as_usize()])
     }
 }
 
@@ -201,12 +238,20 @@ fn classify(c: &mut Criterion) {
     let (samples, from) = samples();
     let matcher = Matcher::new(Catalog::amazon()).unwrap();
     let regexes = RegexClassifier::new(matcher.catalog());
+    let metas = MetaClassifier::new(matcher.catalog());
 
-    // The two classifiers must agree on every sample, or the race is not fair.
+    // The classifiers must agree on every sample, or the race is not fair.
     for s in &samples {
         let by_matcher = matcher.classify(&s.method, &s.path).map(|h| h.index());
         let by_regex = regexes.classify(&s.method, &s.path);
         assert_eq!(by_matcher, by_regex, "{} {}", s.method, s.path);
+        assert_eq!(
+            by_matcher,
+            metas.classify(&s.method, &s.path),
+            "{} {}",
+            s.method,
+            s.path
+        );
     }
     let (hits, misses): (Vec<&Sample>, Vec<&Sample>) = samples
         .iter()
@@ -247,6 +292,13 @@ fn classify(c: &mut Criterion) {
                 }
             })
         });
+        group.bench_with_input(BenchmarkId::new("regex_meta", name), set, |b, set| {
+            b.iter(|| {
+                for s in set.iter() {
+                    black_box(metas.classify(black_box(&s.method), black_box(&s.path)));
+                }
+            })
+        });
         group.bench_with_input(BenchmarkId::new("regex_set", name), set, |b, set| {
             b.iter(|| {
                 for s in set.iter() {
@@ -267,10 +319,18 @@ fn classify(c: &mut Criterion) {
         assert_eq!(catalog.operations().len(), size);
         let matcher = Matcher::new(catalog).unwrap();
         let regexes = RegexClassifier::new(matcher.catalog());
+        let metas = MetaClassifier::new(matcher.catalog());
         group.bench_with_input(BenchmarkId::new("matcher", size), &all, |b, set| {
             b.iter(|| {
                 for s in set.iter() {
                     black_box(matcher.classify(black_box(&s.method), black_box(&s.path)));
+                }
+            })
+        });
+        group.bench_with_input(BenchmarkId::new("regex_meta", size), &all, |b, set| {
+            b.iter(|| {
+                for s in set.iter() {
+                    black_box(metas.classify(black_box(&s.method), black_box(&s.path)));
                 }
             })
         });

@@ -4,8 +4,10 @@
 //! through `poll_ready`, `call` and one poll (no runtime):
 //! - `bare`: the inner service alone (a `service_fn` answering with a ready future);
 //! - `layer`: `RestrictedDataTokenLayer` over it (classifies the request, leaves it alone);
-//! - `set_request_header`: tower-http's `SetRequestHeaderLayer::overriding`, the cheapest header
-//!   middleware there is, over the same inner service.
+//! - `set_request_header`: tower-http's `SetRequestHeaderLayer::overriding` over the same inner
+//!   service, for reference only: it inserts a header into every request, work that the layer does
+//!   not do for an unrestricted one, so it is not a baseline for the layer's pass-through cost
+//!   (`bench_report` judges the layer against `bare` alone).
 // `criterion_group!` makes an undocumented public function; benches may unwrap.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 

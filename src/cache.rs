@@ -1011,15 +1011,31 @@ mod tests {
     fn windows_never_cause_a_refresh_storm() {
         let now = Instant::now();
         let w = Windows::default();
+        // Refreshing ahead takes at most half the usable life, however long `refresh_ahead` is:
+        // without jitter, a token is fresh for at least half its usable life.
+        let greedy = Windows {
+            refresh_ahead: Duration::from_secs(86_400),
+            jitter: Duration::ZERO,
+            ..w
+        };
+        // The jitter adds at most half of that again: with it, at least a quarter.
+        let jittery = Windows {
+            jitter: Duration::from_secs(86_400),
+            ..greedy
+        };
         for life in [0u64, 1, 10, 60, 600, 3600, 86_400] {
             let life = Duration::from_secs(life);
-            for _ in 0..50 {
-                let (soft, hard) = w.deadlines(now, life);
-                assert!(soft <= hard);
-                assert!(hard <= now + life);
-                // The token is fresh for at least half its usable life.
-                let usable = hard - now;
-                assert!(soft - now >= usable / 2 - usable / 4, "{life:?}");
+            let (soft, hard) = greedy.deadlines(now, life);
+            let usable = hard - now;
+            assert_eq!(soft - now, usable - usable / 2, "{life:?}");
+            for windows in [w, jittery] {
+                for _ in 0..50 {
+                    let (soft, hard) = windows.deadlines(now, life);
+                    assert!(soft <= hard);
+                    assert!(hard <= now + life);
+                    let usable = hard - now;
+                    assert!(soft - now >= usable - usable / 2 - usable / 4, "{life:?}");
+                }
             }
         }
         let (soft, hard) = w.deadlines(now, Duration::from_secs(3600));

@@ -332,7 +332,7 @@ impl Core {
         loop {
             attempt += 1;
             let budget = deadline.saturating_duration_since(Instant::now());
-            match self
+            let waited = match self
                 .limiter
                 .acquire(request.seller(), request.origin(), budget)
                 .await
@@ -340,12 +340,14 @@ impl Core {
                 Ok(waited) if !waited.is_zero() => {
                     self.counters.bump(Counter::RateLimitWaits);
                     tracing::debug!(seller = %request.seller(), ?waited, "waited for the token-call rate limit");
+                    true
                 }
-                Ok(_) => {}
+                Ok(_) => false,
                 Err(e) => return Err(FetchError::RateLimited { needed: e.needed }),
-            }
+            };
             if let Some(fleet) = &self.fleet {
-                self.fleet_admit(fleet, request, deadline).await?;
+                // A call that waited here and waits again for the fleet is one wait in the counters.
+                self.fleet_admit(fleet, request, deadline, waited).await?;
             }
             self.counters.bump(Counter::Fetches);
             let error = match self.source.fetch(request.clone()).await {

@@ -428,7 +428,7 @@ mod tests {
     }
 
     #[test]
-    fn origin_matches_uris_without_allocating() {
+    fn origin_matches_uris() {
         let o = Region::FarEast.origin();
         let yes: http::Uri = "https://SELLINGPARTNERAPI-FE.amazon.com:443/orders/v0/orders"
             .parse()

@@ -906,10 +906,14 @@ async fn generic_and_specific_paths_cover_what_amazon_covers() {
 
 #[tokio::test]
 async fn stale_tokens_are_refused() {
+    // Lifetimes long enough for the two token calls and a first use on a busy machine (checked
+    // below, so a slow set-up fails loudly instead of passing for the wrong reason); the wait
+    // starts after both tokens were issued, so it always outlasts them.
+    const LIFE: Duration = Duration::from_secs(2);
     let em = Emulator::start_with(
         EmulatorConfig::default()
-            .rdt_lifetime(Duration::from_millis(300))
-            .lwa_lifetime(Duration::from_millis(300)),
+            .rdt_lifetime(LIFE)
+            .lwa_lifetime(LIFE),
     )
     .await
     .unwrap();
@@ -920,7 +924,13 @@ async fn stale_tokens_are_refused() {
         &[("GET", "/orders/v0/orders/{orderId}/address", &[])],
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        get(&em, "/orders/v0/orders/1/address", &short)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    tokio::time::sleep(LIFE + Duration::from_millis(100)).await;
     let response = get(&em, "/orders/v0/orders/1/address", &short).await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     let body: Value = response.json().await.unwrap();

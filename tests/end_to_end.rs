@@ -357,11 +357,11 @@ async fn every_restricted_operation_with_the_bundle_strategy_and_amazons_quota()
     );
 }
 
-/// `count` generic templates called at once, one id each, through a layer with `quota` against an
-/// emulator with Amazon's quota. Returns the stack and how long the burst took.
-async fn burst(count: usize, quota: TokenQuota) -> (Stack, Duration) {
+/// `count` generic templates called at once, one id each, through a layer with `quota` and
+/// `margin` against an emulator with Amazon's quota. Returns the stack and how long the burst took.
+async fn burst(count: usize, quota: TokenQuota, margin: Duration) -> (Stack, Duration) {
     let em = Emulator::start().await.unwrap();
-    let stack = Stack::new(em, |b| b.quota(quota));
+    let stack = Stack::new(em, |b| b.quota(quota).rate_margin(margin));
     let ops: Vec<_> = Catalog::amazon()
         .operations()
         .iter()
@@ -388,9 +388,15 @@ async fn burst(count: usize, quota: TokenQuota) -> (Stack, Duration) {
 
 #[tokio::test]
 async fn a_burst_of_fifteen_templates_with_amazons_quota_waits_for_the_limiter() {
-    // Amazon's quota on both sides: 10 token calls at once, then one a second.
+    // Amazon's quota on both sides: 10 token calls at once, then one a second. The margin is
+    // 400 ms here, not the default 100 ms: the emulator's clock starts when a call arrives and the
+    // layer's when it leaves, so the first call after the burst meets a 429 whenever the burst's
+    // first call took longer to arrive than it did by more than the margin, which a busy 2-core
+    // machine manages with 100 ms. What is checked is the same: the layer's limiter, margin added,
+    // keeps the calls under the server's quota.
     let quota = TokenQuota::default();
-    let (stack, elapsed) = burst(15, quota).await;
+    let margin = Duration::from_millis(400);
+    let (stack, elapsed) = burst(15, quota, margin).await;
     let counters = stack.em.counters();
     let stats = stack.layer.stats();
     println!(
@@ -406,6 +412,9 @@ async fn a_burst_of_fifteen_templates_with_amazons_quota_waits_for_the_limiter()
     assert_eq!(counters.token_calls, 15);
     assert_eq!(stats.rate_limit_waits, beyond_burst, "{stats:?}");
     assert_eq!(stats.fetch_errors, 0);
+    // The margin is spent: the 15th call leaves 5 x (1 s + 400 ms) after the first.
+    let floor = (Duration::from_secs(1) + margin) * u32::try_from(beyond_burst).unwrap();
+    assert!(elapsed >= floor, "{elapsed:?}");
 }
 
 #[tokio::test]
@@ -413,7 +422,7 @@ async fn a_layer_quota_just_under_amazons_makes_no_429() {
     // 20% under Amazon's rate: each call after the burst leaves 0.25 s or more after the server's
     // bucket would take it, far more than a cold call's latency exceeds a warm one's on loopback.
     let quota = TokenQuota::new(0.8, 10).unwrap();
-    let (stack, elapsed) = burst(13, quota).await;
+    let (stack, elapsed) = burst(13, quota, Duration::from_millis(100)).await;
     let counters = stack.em.counters();
     let stats = stack.layer.stats();
     println!(
@@ -640,7 +649,8 @@ async fn a_slow_tokens_api_is_a_transient_timeout_in_bounded_time() {
     let em = Emulator::start().await.unwrap();
     let source = source_builder(&em)
         .credentials(credentials(&em, SellerId::DEFAULT_NAME))
-        .request_timeout(Duration::from_millis(200))
+        // 1 s: long enough for a normal call on a busy machine, far under the 10 s delay.
+        .request_timeout(Duration::from_secs(1))
         .build()
         .unwrap();
     let stack = Stack::with_source(em, source, |b| {
@@ -668,7 +678,7 @@ async fn a_slow_tokens_api_is_a_transient_timeout_in_bounded_time() {
         "the request timeout did not apply: {elapsed:?}"
     );
     assert_eq!(stack.em.counters().token_calls, 2);
-    println!("Tokens API 10 s late, 200 ms timeout, 2 attempts: failed in {elapsed:?}: {err}");
+    println!("Tokens API 10 s late, 1 s timeout, 2 attempts: failed in {elapsed:?}: {err}");
 
     // Once the failure is no longer remembered, the next call fetches again and succeeds.
     tokio::time::sleep(Duration::from_millis(150)).await;
@@ -682,7 +692,8 @@ async fn a_slow_lwa_endpoint_is_a_transient_timeout_in_bounded_time() {
     let em = Emulator::start().await.unwrap();
     let source = source_builder(&em)
         .credentials(credentials(&em, SellerId::DEFAULT_NAME))
-        .request_timeout(Duration::from_millis(200))
+        // 1 s: long enough for a normal call on a busy machine, far under the 10 s delay.
+        .request_timeout(Duration::from_secs(1))
         .build()
         .unwrap();
     let stack = Stack::with_source(em, source, |b| b.max_attempts(2));
@@ -701,7 +712,7 @@ async fn a_slow_lwa_endpoint_is_a_transient_timeout_in_bounded_time() {
     );
     let counters = stack.em.counters();
     assert_eq!((counters.lwa_calls, counters.token_calls), (2, 0));
-    println!("LWA 10 s late, 200 ms timeout, 2 attempts: failed in {elapsed:?}");
+    println!("LWA 10 s late, 1 s timeout, 2 attempts: failed in {elapsed:?}");
 }
 
 #[tokio::test]

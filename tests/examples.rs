@@ -12,8 +12,14 @@ mod hyper_client;
 #[path = "../examples/reqwest_middleware.rs"]
 mod reqwest_mw;
 
+use std::time::Duration;
+
 use http::StatusCode;
+use spapi_rdt::Origin;
 use spapi_rdt::testing::Emulator;
+
+/// How long an example binary may take before a test gives up on it.
+const PATIENCE: Duration = Duration::from_secs(30);
 
 // ---------------------------------------------------------------------------------------------
 // hyper_client, reqwest_middleware, custom_source
@@ -125,4 +131,173 @@ async fn custom_source_asks_the_token_service_once_per_operation() {
     assert_eq!(emulator.counters().token_calls, 4);
     assert_eq!(outcome.stats.remembered_errors, 1);
     assert_eq!(outcome.stats.hits, 3);
+}
+
+// ---------------------------------------------------------------------------------------------
+// quickstart and emulator: the example binaries themselves
+// ---------------------------------------------------------------------------------------------
+
+/// The built example `name` (`<target>/debug/examples/<name>`, next to this test's `deps/`).
+/// `cargo test` builds every example before it runs the tests; a test run that selects this test
+/// alone (`--test examples`) builds none, so build them first in that case.
+fn example_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile = exe.parent().and_then(std::path::Path::parent).unwrap();
+    let binary = profile.join("examples").join(name);
+    assert!(
+        binary.exists(),
+        "{} is missing: `cargo test --all-features` builds the examples (or run \
+         `cargo build --all-features --examples` before `--test examples`)",
+        binary.display()
+    );
+    binary
+}
+
+/// The example's command, with none of the variables that would send it to Amazon.
+fn example_command(name: &str) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(example_binary(name));
+    for var in [
+        "SPAPI_CLIENT_ID",
+        "SPAPI_CLIENT_SECRET",
+        "SPAPI_REFRESH_TOKEN",
+        "SPAPI_ENDPOINT",
+        "SPAPI_ORDER_IDS",
+    ] {
+        command.env_remove(var);
+    }
+    command.kill_on_drop(true);
+    command
+}
+
+/// The value after `prefix` on the line that starts with it.
+fn after<'t>(text: &'t str, prefix: &str) -> Option<&'t str> {
+    text.lines().find_map(|line| line.strip_prefix(prefix))
+}
+
+#[tokio::test]
+async fn the_quickstart_runs_against_the_emulator_and_gets_pii() {
+    let output = tokio::time::timeout(PATIENCE, example_command("quickstart").output())
+        .await
+        .expect("the quickstart hung")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.starts_with("SP-API emulator at http://127.0.0.1:"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("FAILED"), "{stdout}");
+    // Every restricted call got personal data, and the tokens came from few token calls.
+    let pii = after(&stdout, "PII received:  ").expect("no PII line");
+    let (got, of) = pii
+        .split_once(" restricted calls")
+        .unwrap()
+        .0
+        .split_once(" of ")
+        .unwrap();
+    assert_eq!(got, of, "{pii}");
+    assert!(got.parse::<u32>().unwrap() > 0, "{pii}");
+    let calls = after(&stdout, "token calls:   ").expect("no token-call line");
+    assert!(
+        calls.ends_with(", 0 throttled (emulator's counts)"),
+        "{calls}"
+    );
+    let token_calls: u32 = calls.split(' ').next().unwrap().parse().unwrap();
+    assert!(token_calls < got.parse().unwrap(), "{calls}; {pii}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_emulator_example_serves_what_it_prints_until_ctrl_c() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = example_command("emulator")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut printed = String::new();
+    tokio::time::timeout(PATIENCE, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            printed.push_str(&line);
+            printed.push('\n');
+            if line == "Ctrl-C stops the emulator." {
+                return;
+            }
+        }
+        panic!("the emulator example ended early:\n{printed}");
+    })
+    .await
+    .expect("the emulator example never said it was ready");
+
+    // Its exports and the sidecar command are enough to get a token and personal data.
+    let origin = Origin::parse(after(&printed, "SP-API emulator on ").unwrap()).unwrap();
+    let export = |name: &str| {
+        after(&printed, &format!("export {name}='"))
+            .and_then(|v| v.strip_suffix('\''))
+            .unwrap_or_else(|| panic!("no {name} in:\n{printed}"))
+            .to_owned()
+    };
+    let lwa_url = after(&printed, "cargo run --features proxy --bin spapi-rdt-proxy -- ")
+        .and_then(|command| command.split("--lwa-url ").nth(1))
+        .unwrap()
+        .to_owned();
+    let credentials = spapi_rdt::LwaCredentials::new(
+        export("SPAPI_CLIENT_ID"),
+        export("SPAPI_CLIENT_SECRET"),
+        export("SPAPI_REFRESH_TOKEN"),
+    );
+    let source = spapi_rdt::SpApiTokenSource::builder()
+        .credentials(credentials)
+        .lwa_url(lwa_url)
+        .build()
+        .unwrap();
+    let layer = spapi_rdt::RestrictedDataTokenLayer::builder(source)
+        .origins([origin.clone()])
+        .build()
+        .unwrap();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let client = reqwest_middleware::ClientBuilder::new(http)
+        .with(layer.middleware())
+        .build();
+    let response = client
+        .get(format!(
+            "{}/orders/v0/orders/902-3159896-1390916/address",
+            origin.as_str()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["x-emulator-pii"], "served");
+
+    // Ctrl-C: it stops, says what it served, and exits cleanly.
+    let pid = child.id().unwrap().to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = tokio::time::timeout(PATIENCE, child.wait())
+        .await
+        .expect("the emulator example did not stop on Ctrl-C")
+        .unwrap();
+    let mut rest = String::new();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        rest.push_str(&line);
+        rest.push('\n');
+    }
+    assert!(status.success(), "{status}\n{rest}");
+    assert!(
+        rest.contains(
+            "served 1 restricted calls (1 with personal data), 0 unrestricted calls, 1 token calls"
+        ),
+        "{rest}"
+    );
 }

@@ -399,7 +399,8 @@ async fn lwa_errors_are_mapped() {
 #[tokio::test]
 async fn connection_refused_is_transient() {
     let server = Server::start().await;
-    let port = dead_port().await;
+    let dead = dead_port();
+    let port = dead.port();
     // The Tokens API is down.
     let source = server.source();
     let request = TokenRequest::new(

@@ -361,12 +361,13 @@ impl Core {
 
     /// Takes a cell of the shared rate limit for `request`'s seller and origin, waiting for one
     /// until `deadline`. When the shared limiter fails, the local limiter (already passed) is all
-    /// there is.
+    /// there is. `waited_locally`: the local limiter made this call wait and counted it already.
     pub(crate) async fn fleet_admit(
         &self,
         fleet: &FleetState,
         request: &TokenRequest,
         deadline: Instant,
+        waited_locally: bool,
     ) -> Result<(), FetchError> {
         let start = Instant::now();
         let mut counted = false;
@@ -396,7 +397,9 @@ impl Core {
                     }
                     if !counted {
                         counted = true;
-                        self.counters.bump(Counter::RateLimitWaits);
+                        if !waited_locally {
+                            self.counters.bump(Counter::RateLimitWaits);
+                        }
                     }
                     tokio::time::sleep(wait).await;
                 }

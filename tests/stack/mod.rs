@@ -21,7 +21,7 @@ use spapi_rdt::{BoxError, LwaCredentials, Origin, SellerId, SpApiTokenSource};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 /// A restricted operation the emulator serves: `getOrderAddress`.
@@ -174,10 +174,29 @@ pub fn get(origin: &Origin, path: &str) -> http::Request<String> {
         .unwrap()
 }
 
-/// A port on 127.0.0.1 on which nothing listens (bound, then closed).
-pub async fn dead_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap().port()
+/// A port on 127.0.0.1 that refuses connections for as long as this value lives: a socket bound
+/// to it that never listens. Holding the socket keeps the port ours, so no test running beside this
+/// one can bind it (as it could between binding a port, letting it go and connecting to it).
+pub struct DeadPort {
+    _socket: tokio::net::TcpSocket,
+    port: u16,
+}
+
+impl DeadPort {
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+/// A [`DeadPort`].
+pub fn dead_port() -> DeadPort {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    DeadPort {
+        _socket: socket,
+        port,
+    }
 }
 
 /// A TCP forwarder on 127.0.0.1 to `target`, which can be switched off (afterwards its port
@@ -188,6 +207,9 @@ pub struct Forwarder {
     accept: JoinHandle<()>,
     connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
     cut: Arc<AtomicBool>,
+    /// After `close`: a socket bound to the forwarder's port that never listens, so the port keeps
+    /// refusing connections and no other test's listener can take it.
+    closed: Mutex<Option<tokio::net::TcpSocket>>,
 }
 
 /// What a cut answer sends before closing: a complete head announcing 512 bytes, then 40.
@@ -195,7 +217,11 @@ pub const CUT_RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: application/j
 
 impl Forwarder {
     pub async fn start(target: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // SO_REUSEPORT, so that `close` can bind a stand-in to the port before letting it go.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_reuseport(true).unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(128).unwrap();
         let addr = listener.local_addr().unwrap();
         let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let tracked = Arc::clone(&connections);
@@ -219,6 +245,7 @@ impl Forwarder {
             accept,
             connections,
             cut,
+            closed: Mutex::new(None),
         }
     }
 
@@ -231,8 +258,12 @@ impl Forwarder {
         Origin::parse(&format!("http://{}", self.addr)).unwrap()
     }
 
-    /// Stops listening and cuts every connection.
+    /// Stops listening and cuts every connection. The port stays bound (see `closed`).
     pub async fn close(&self) {
+        let stand_in = tokio::net::TcpSocket::new_v4().unwrap();
+        stand_in.set_reuseport(true).unwrap();
+        stand_in.bind(self.addr).unwrap();
+        *self.closed.lock().unwrap() = Some(stand_in);
         self.accept.abort();
         for task in self.connections.lock().unwrap().drain(..) {
             task.abort();
