@@ -241,10 +241,13 @@ async fn the_emulator_example_serves_what_it_prints_until_ctrl_c() {
             .unwrap_or_else(|| panic!("no {name} in:\n{printed}"))
             .to_owned()
     };
-    let lwa_url = after(&printed, "cargo run --features proxy --bin spapi-rdt-proxy -- ")
-        .and_then(|command| command.split("--lwa-url ").nth(1))
-        .unwrap()
-        .to_owned();
+    let lwa_url = after(
+        &printed,
+        "cargo run --features proxy --bin spapi-rdt-proxy -- ",
+    )
+    .and_then(|command| command.split("--lwa-url ").nth(1))
+    .unwrap()
+    .to_owned();
     let credentials = spapi_rdt::LwaCredentials::new(
         export("SPAPI_CLIENT_ID"),
         export("SPAPI_CLIENT_SECRET"),
