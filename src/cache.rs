@@ -21,6 +21,7 @@ use http::{HeaderValue, Method};
 use tokio::time::Instant;
 
 use crate::catalog::DataElements;
+use crate::error::FetchError;
 use crate::resource::SellerId;
 use crate::source::{ErrorKind, SourceError};
 use crate::time;
@@ -107,29 +108,6 @@ impl Backoff {
             .retry_after()
             .unwrap_or_default()
             .min(self.transient_max)
-    }
-}
-
-/// Why a fetch produced no token. Cheap to clone: every waiter gets the same one.
-#[derive(Clone, Debug)]
-pub(crate) enum FetchError {
-    Source(Arc<SourceError>),
-    RateLimited {
-        needed: Duration,
-    },
-    TimedOut(Duration),
-    /// The fetch task panicked or was cancelled (its runtime shut down).
-    Aborted,
-    /// A bundled token came back without the operation a request waited for.
-    NotCovered,
-}
-
-impl FetchError {
-    pub(crate) fn kind(&self) -> ErrorKind {
-        match self {
-            FetchError::Source(e) => e.kind(),
-            _ => ErrorKind::Transient,
-        }
     }
 }
 

@@ -12,15 +12,15 @@ use http::{Extensions, Method, Uri};
 use tokio::time::Instant;
 
 use crate::cache::{
-    Backoff, Begin, BundleInfo, Coverage, Denied, FetchError, FetchOutcome, Granted, Keep, Peek,
-    Refusal, ScopeRef, SharedFetch, Slot, SlotKeyRef, TokenCache, Windows,
+    Backoff, Begin, BundleInfo, Coverage, Denied, FetchOutcome, Granted, Keep, Peek, Refusal,
+    ScopeRef, SharedFetch, Slot, SlotKeyRef, TokenCache, Windows,
 };
 use crate::catalog::{DataElements, PathKind};
 use crate::control::{
     ReportPolicy, RestrictedReport, SandboxPolicy, Strategy, TargetApplication, TokenMode,
 };
 use crate::deprecation::DeprecationWarnings;
-use crate::error::Error;
+use crate::error::{Error, FetchError};
 use crate::fleet::run::FleetState;
 use crate::limit::TokenRateLimiter;
 use crate::matcher::Matcher;

@@ -13,7 +13,7 @@ use tower_service::Service;
 use crate::BoxError;
 use crate::cache::Granted;
 use crate::error::Error;
-use crate::recover::TokenUsed;
+use crate::header;
 
 pin_project! {
     /// The response future of [`RestrictedDataTokenService`](crate::RestrictedDataTokenService):
@@ -107,7 +107,7 @@ where
                     };
                     match result {
                         Ok(granted) => {
-                            TokenUsed::record(&mut request, granted);
+                            header::insert_token(&mut request, granted);
                             this.state.set(State::Readying {
                                 service,
                                 request: Some(request),

@@ -8,8 +8,9 @@ use http::HeaderValue;
 use tokio::time::Instant;
 
 use super::{Admission, Fleet, FleetError, FleetFuture, FleetKey, TokenRecord, record};
-use crate::cache::{CachedToken, FetchError, Slot};
+use crate::cache::{CachedToken, Slot};
 use crate::core::Core;
+use crate::error::FetchError;
 use crate::limit::TokenQuota;
 use crate::resource::TokenRequest;
 use crate::source::ErrorKind;
