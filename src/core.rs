@@ -12,8 +12,8 @@ use http::{Extensions, Method, Uri};
 use tokio::time::Instant;
 
 use crate::cache::{
-    Backoff, Begin, BundleInfo, Coverage, Denied, FetchOutcome, Granted, Keep, Peek, Refusal,
-    ScopeRef, SharedFetch, Slot, SlotKeyRef, TokenCache, Windows,
+    Backoff, Begin, BundleInfo, CachedToken, Coverage, Denied, FetchOutcome, Granted, Keep, Peek,
+    Refusal, ScopeRef, SharedFetch, Slot, SlotKeyRef, TokenCache, Windows,
 };
 use crate::catalog::{DataElements, PathKind};
 use crate::control::{
@@ -21,7 +21,6 @@ use crate::control::{
 };
 use crate::deprecation::DeprecationWarnings;
 use crate::error::{Error, FetchError};
-use crate::fleet::run::FleetState;
 use crate::limit::TokenRateLimiter;
 use crate::matcher::Matcher;
 use crate::resource::{Origin, RestrictedResource, SellerId, TokenRequest};
@@ -74,6 +73,50 @@ impl Default for Settings {
     }
 }
 
+/// A token store and rate limiter shared with other replicas (fleet mode), as the core uses them.
+///
+/// On a local miss the core hands [`fetch`](Self::fetch) the job, including its own fetch not yet
+/// started; before each call to the token source it asks [`admit`](Self::admit). The
+/// [`fleet`](crate::fleet) module implements it; the core names no fleet type.
+pub(crate) trait SharedTokens: Send + Sync {
+    /// A token for `job`: another replica's, or the one `job.fetch_here` fetches (shared with the
+    /// others afterwards), or `job.fetch_here`'s alone when the shared store fails.
+    fn fetch<'a>(&'a self, job: FetchJob<'a>) -> BoxFuture<'a, Result<CachedToken, FetchError>>;
+
+    /// Waits until `deadline` at most for a call under the limit shared by every replica.
+    fn admit<'a>(
+        &'a self,
+        request: &'a TokenRequest,
+        deadline: Instant,
+        counters: &'a Counters,
+    ) -> BoxFuture<'a, Result<(), FetchError>>;
+
+    /// Its settings, for `Debug`.
+    fn describe(&self) -> &dyn fmt::Debug;
+
+    /// For tests that look inside the implementation.
+    #[cfg(test)]
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
+/// One local miss, as handed to [`SharedTokens::fetch`].
+pub(crate) struct FetchJob<'a> {
+    /// What the token source would be asked.
+    pub(crate) request: &'a TokenRequest,
+    /// For a bundled token: the catalogue indexes of its operations.
+    pub(crate) bundle: Option<&'a [u32]>,
+    /// The slot the token goes into (it knows which token this replica last dropped).
+    pub(crate) slot: &'a Slot,
+    /// Makes cache entries (it numbers their generations).
+    pub(crate) cache: &'a TokenCache,
+    /// How long failures are remembered.
+    pub(crate) backoff: &'a Backoff,
+    /// The layer's counters.
+    pub(crate) counters: &'a Counters,
+    /// This replica's own fetch (rate limit, source, retries), not started yet.
+    pub(crate) fetch_here: BoxFuture<'a, Result<CachedToken, FetchError>>,
+}
+
 /// What to do with one request.
 pub(crate) enum Plan {
     /// Not a restricted call this layer handles: leave it alone.
@@ -97,8 +140,9 @@ pub(crate) struct Core {
     pub(crate) settings: Settings,
     /// Under [`Strategy::Bundle`]: the groups of generic operations, and each operation's group.
     pub(crate) bundles: Bundles,
-    /// Fleet mode: the shared token store and rate limiter consulted on a local miss.
-    pub(crate) fleet: Option<FleetState>,
+    /// Fleet mode: the token store and rate limiter shared with other replicas, consulted on a
+    /// local miss.
+    pub(crate) shared: Option<Box<dyn SharedTokens>>,
     /// Which deprecated operations have been warned about.
     pub(crate) deprecations: DeprecationWarnings,
 }
@@ -260,18 +304,7 @@ impl Core {
             let started = Instant::now();
             let deadline = time::add(started, core.settings.fetch_timeout);
             let attempt = AssertUnwindSafe(async {
-                let entry = match &core.fleet {
-                    Some(fleet) => {
-                        core.fetch_via_fleet(fleet, &request, bundle, &slot, deadline)
-                            .await?
-                    }
-                    None => {
-                        let (token, info) =
-                            core.fetch_fresh(&request, bundle, &slot, deadline).await?;
-                        core.cache
-                            .entry(token, Instant::now(), &core.settings.windows, info)
-                    }
-                };
+                let entry = core.fetch_entry(&request, bundle, &slot, deadline).await?;
                 Ok(Arc::new(entry))
             })
             .catch_unwind();
@@ -304,8 +337,43 @@ impl Core {
             .shared()
     }
 
+    /// A cache entry for `request`: through the replicas' shared store in fleet mode, else from
+    /// this replica's source.
+    pub(crate) async fn fetch_entry(
+        &self,
+        request: &TokenRequest,
+        bundle: Option<u16>,
+        slot: &Slot,
+        deadline: Instant,
+    ) -> Result<CachedToken, FetchError> {
+        let fetch_here = async {
+            let (token, info) = self.fetch_fresh(request, bundle, slot, deadline).await?;
+            Ok(self
+                .cache
+                .entry(token, Instant::now(), &self.settings.windows, info))
+        };
+        let Some(shared) = &self.shared else {
+            return fetch_here.await;
+        };
+        let job = FetchJob {
+            request,
+            bundle: bundle.map(|chunk| {
+                self.bundles
+                    .chunks
+                    .get(usize::from(chunk))
+                    .map_or(&[][..], Vec::as_slice)
+            }),
+            slot,
+            cache: &self.cache,
+            backoff: &self.settings.backoff,
+            counters: &self.counters,
+            fetch_here: Box::pin(fetch_here),
+        };
+        shared.fetch(job).await
+    }
+
     /// Calls the source for `request` (a bundle's when `bundle` names one), with retries.
-    pub(crate) async fn fetch_fresh(
+    async fn fetch_fresh(
         &self,
         request: &TokenRequest,
         bundle: Option<u16>,
@@ -344,8 +412,8 @@ impl Core {
                 Ok(_) => {}
                 Err(e) => return Err(FetchError::RateLimited { needed: e.needed }),
             }
-            if let Some(fleet) = &self.fleet {
-                self.fleet_admit(fleet, request, deadline).await?;
+            if let Some(shared) = &self.shared {
+                shared.admit(request, deadline, &self.counters).await?;
             }
             self.counters.bump(Counter::Fetches);
             let error = match self.source.fetch(request.clone()).await {
@@ -811,7 +879,7 @@ impl fmt::Debug for Core {
             .field("limiter", &self.limiter)
             .field("cache", &self.cache)
             .field("settings", &self.settings)
-            .field("fleet", &self.fleet.as_ref().map(FleetState::config))
+            .field("fleet", &self.shared.as_ref().map(|s| s.describe()))
             .finish_non_exhaustive()
     }
 }

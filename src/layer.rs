@@ -10,6 +10,7 @@ use crate::cache::TokenCache;
 use crate::catalog::{Catalog, DataElements};
 use crate::control::Strategy;
 use crate::control::{ReportPolicy, SandboxPolicy};
+use crate::core::SharedTokens;
 use crate::core::{Bundles, Core, Settings};
 use crate::deprecation::DeprecationWarnings;
 use crate::fleet::Fleet;
@@ -398,7 +399,9 @@ impl RestrictedDataTokenLayerBuilder {
             limiter: TokenRateLimiter::new(self.quota, self.rate_margin),
             counters: Counters::default(),
             settings: self.settings,
-            fleet: self.fleet.map(|f| FleetState::new(f, self.quota)),
+            shared: self
+                .fleet
+                .map(|f| Box::new(FleetState::new(f, self.quota)) as Box<dyn SharedTokens>),
         }
     }
 }

@@ -1,20 +1,22 @@
 //! The fetch path in fleet mode: look in the shared store, else lease, fetch under the shared rate
 //! limit, store and release; and fall back to this replica alone when the shared store fails.
 
+use std::fmt;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures_util::future::BoxFuture;
 use http::HeaderValue;
 use tokio::time::Instant;
 
 use super::{Admission, Fleet, FleetError, FleetFuture, FleetKey, TokenRecord, record};
-use crate::cache::{CachedToken, Slot};
-use crate::core::Core;
+use crate::cache::{Backoff, CachedToken, Slot, TokenCache};
+use crate::core::{FetchJob, SharedTokens};
 use crate::error::FetchError;
 use crate::limit::TokenQuota;
 use crate::resource::TokenRequest;
 use crate::source::ErrorKind;
-use crate::stats::Counter;
+use crate::stats::{Counter, Counters};
 use crate::time;
 
 /// How often, at most, a warning says that the shared store is failing.
@@ -65,10 +67,6 @@ impl FleetState {
         let since =
             u64::try_from(now.saturating_duration_since(anchor).as_millis()).unwrap_or(u64::MAX);
         anchor_ms.saturating_add(since)
-    }
-
-    pub(crate) fn config(&self) -> &Fleet {
-        &self.config
     }
 
     fn health(&self) -> std::sync::MutexGuard<'_, Health> {
@@ -154,103 +152,139 @@ fn jittered(base: Duration) -> Duration {
     time::scale(base, 0.5 + fastrand::f64())
 }
 
-impl Core {
-    /// A token for `request` in fleet mode: another replica's from the shared store, or one this
-    /// replica fetches under the key's lease and shares. Falls back to a plain fetch when the shared
-    /// store fails.
-    pub(crate) async fn fetch_via_fleet(
-        &self,
-        fleet: &FleetState,
-        request: &TokenRequest,
-        bundle: Option<u16>,
-        slot: &Slot,
+impl SharedTokens for FleetState {
+    fn fetch<'a>(&'a self, job: FetchJob<'a>) -> BoxFuture<'a, Result<CachedToken, FetchError>> {
+        Box::pin(self.fetch_shared(job))
+    }
+
+    fn admit<'a>(
+        &'a self,
+        request: &'a TokenRequest,
         deadline: Instant,
-    ) -> Result<CachedToken, FetchError> {
+        counters: &'a Counters,
+    ) -> BoxFuture<'a, Result<(), FetchError>> {
+        Box::pin(self.admit_shared(request, deadline, counters))
+    }
+
+    fn describe(&self) -> &dyn fmt::Debug {
+        &self.config
+    }
+
+    #[cfg(test)]
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl FleetState {
+    /// A token for `job`: another replica's from the shared store, or one this replica fetches
+    /// under the key's lease and shares. Falls back to this replica alone when the shared store
+    /// fails.
+    async fn fetch_shared(&self, job: FetchJob<'_>) -> Result<CachedToken, FetchError> {
+        let FetchJob {
+            request,
+            bundle,
+            slot,
+            cache,
+            backoff,
+            counters,
+            fetch_here,
+        } = job;
         let key = match bundle {
-            Some(chunk) => {
-                let ops = self.bundles.chunks.get(usize::from(chunk));
-                FleetKey::for_bundle(request, ops.map_or(&[][..], Vec::as_slice))
-            }
+            Some(ops) => FleetKey::for_bundle(request, ops),
             None => FleetKey::for_request(request),
         };
-        let store = &fleet.config.store;
-        if !fleet.available() {
-            return self.fetch_alone(request, bundle, slot, deadline).await;
+        let fall_back = || {
+            counters.bump(Counter::FleetFallbacks);
+            tracing::debug!(seller = %request.seller(), "fleet mode unavailable: fetching with this replica's cache and limiter");
+        };
+        let store = &self.config.store;
+        if !self.available() {
+            {
+                fall_back();
+                return fetch_here.await;
+            };
         }
+        let answer = |found| self.shared_answer(found, slot, cache, backoff, counters);
 
         // Another replica's token?
-        match fleet.call("get", store.get(&key)).await {
+        match self.call("get", store.get(&key)).await {
             Ok(found) => {
-                if let Some(answer) = self.shared_answer(fleet, found, slot) {
+                if let Some(answer) = answer(found) {
                     tracing::debug!(seller = %request.seller(), "answer taken from the shared store");
                     return answer;
                 }
             }
-            Err(()) => return self.fetch_alone(request, bundle, slot, deadline).await,
+            Err(()) => {
+                fall_back();
+                return fetch_here.await;
+            }
         }
 
         // Take the lease, or wait for its holder's token.
         let holder = lease_holder();
-        let ttl = fleet.config.lease_ttl;
+        let ttl = self.config.lease_ttl;
         let mut waited = false;
         loop {
-            match fleet
+            match self
                 .call("lease", store.try_lease(&key, &holder, ttl))
                 .await
             {
                 Ok(true) => break,
                 Ok(false) => {}
-                Err(()) => return self.fetch_alone(request, bundle, slot, deadline).await,
+                Err(()) => {
+                    fall_back();
+                    return fetch_here.await;
+                }
             }
             if !waited {
                 waited = true;
-                self.counters.bump(Counter::FleetWaits);
+                counters.bump(Counter::FleetWaits);
                 tracing::debug!(seller = %request.seller(), "another replica is fetching this token: waiting for it");
             }
             // The fetch's own deadline bounds the wait (the caller times the whole fetch out).
-            tokio::time::sleep(jittered(fleet.config.poll_interval)).await;
-            match fleet.call("get", store.get(&key)).await {
+            tokio::time::sleep(jittered(self.config.poll_interval)).await;
+            match self.call("get", store.get(&key)).await {
                 Ok(found) => {
-                    if let Some(answer) = self.shared_answer(fleet, found, slot) {
+                    if let Some(answer) = answer(found) {
                         return answer;
                     }
                 }
-                Err(()) => return self.fetch_alone(request, bundle, slot, deadline).await,
+                Err(()) => {
+                    fall_back();
+                    return fetch_here.await;
+                }
             }
         }
 
         // We hold the lease. The previous holder may have stored its token just before letting go.
-        if let Ok(found) = fleet.call("get", store.get(&key)).await
-            && let Some(answer) = self.shared_answer(fleet, found, slot)
+        if let Ok(found) = self.call("get", store.get(&key)).await
+            && let Some(answer) = answer(found)
         {
-            let _ = fleet.call("release", store.release(&key, &holder)).await;
+            let _ = self.call("release", store.release(&key, &holder)).await;
             return answer;
         }
 
         // Fetch, renewing the lease while it runs.
-        let fetched = tokio::select! {
+        let entry = tokio::select! {
             biased;
-            fetched = self.fetch_fresh(request, bundle, slot, deadline) => fetched,
-            () = renew_lease(fleet, &key, &holder) => Err(FetchError::Aborted),
+            fetched = fetch_here => fetched,
+            () = renew_lease(self, &key, &holder) => Err(FetchError::Aborted),
         };
-        let entry = fetched.map(|(token, info)| {
-            self.cache
-                .entry(token, Instant::now(), &self.settings.windows, info)
-        });
         // A failure of the source is shared for its back-off, so the other replicas do not
         // repeat it; a failure of this replica's own (its rate limit, its deadline) is not.
         if let Err(error @ FetchError::Source(_)) = &entry
-            && fleet.available()
+            && self.available()
         {
-            let ttl = self.settings.backoff.remember_for(error, 1);
-            let bytes = record::encode_failure(error, fleet.wall_ms(Instant::now()));
+            let ttl = backoff.remember_for(error, 1);
+            let bytes = record::encode_failure(error, self.wall_ms(Instant::now()));
             if !ttl.is_zero() {
                 let record = TokenRecord::new(bytes, ttl);
-                let _ = fleet.call("put", store.put(&key, record)).await;
+                let _ = self.call("put", store.put(&key, record)).await;
             }
         }
         if let Ok(entry) = &entry
-            && fleet.available()
+            && self.available()
         {
             let now = Instant::now();
             let usable = entry.hard.saturating_duration_since(now);
@@ -261,33 +295,17 @@ impl Core {
                 usable,
                 entry.bundle.as_deref(),
                 now,
-                fleet.wall_ms(now),
+                self.wall_ms(now),
             );
             if !usable.is_zero() {
                 let record = TokenRecord::new(bytes, usable);
-                let _ = fleet.call("put", store.put(&key, record)).await;
+                let _ = self.call("put", store.put(&key, record)).await;
             }
         }
-        if fleet.available() {
-            let _ = fleet.call("release", store.release(&key, &holder)).await;
+        if self.available() {
+            let _ = self.call("release", store.release(&key, &holder)).await;
         }
         entry
-    }
-
-    /// A fetch by this replica alone, because the shared store failed now or moments ago.
-    async fn fetch_alone(
-        &self,
-        request: &TokenRequest,
-        bundle: Option<u16>,
-        slot: &Slot,
-        deadline: Instant,
-    ) -> Result<CachedToken, FetchError> {
-        self.counters.bump(Counter::FleetFallbacks);
-        tracing::debug!(seller = %request.seller(), "fleet mode unavailable: fetching with this replica's cache and limiter");
-        let (token, info) = self.fetch_fresh(request, bundle, slot, deadline).await?;
-        Ok(self
-            .cache
-            .entry(token, Instant::now(), &self.settings.windows, info))
     }
 
     /// What a record from the shared store answers: a token (counted as a fleet hit), another
@@ -295,27 +313,29 @@ impl Core {
     /// last is read after the store answered, so a drop made during the read is not undone.
     fn shared_answer(
         &self,
-        fleet: &FleetState,
         found: Option<TokenRecord>,
         slot: &Slot,
+        cache: &TokenCache,
+        backoff: &Backoff,
+        counters: &Counters,
     ) -> Option<Result<CachedToken, FetchError>> {
         let found = found?;
         if let Some((error, written_ms)) = record::decode_failure(found.as_bytes()) {
             // The store's time to live is the back-off, bounded by the longest this layer would
             // remember such a failure itself.
             let longest = match error.kind() {
-                ErrorKind::Permanent => self.settings.backoff.permanent,
-                ErrorKind::Transient => self.settings.backoff.transient_max,
+                ErrorKind::Permanent => backoff.permanent,
+                ErrorKind::Transient => backoff.transient_max,
             };
-            let age = fleet.wall_ms(Instant::now()).saturating_sub(written_ms);
+            let age = self.wall_ms(Instant::now()).saturating_sub(written_ms);
             if Duration::from_millis(age) >= longest {
                 return None;
             }
             tracing::debug!("another replica's fetch failed moments ago: sharing its error");
             return Some(Err(error));
         }
-        let entry = self.shared_entry(Some(found), slot.revoked().as_ref())?;
-        self.counters.bump(Counter::FleetHits);
+        let entry = self.shared_entry(found, slot.revoked().as_ref(), cache)?;
+        counters.bump(Counter::FleetHits);
         Some(Ok(entry))
     }
 
@@ -323,10 +343,10 @@ impl Core {
     /// token this replica last found stale (a 403 made it drop it).
     fn shared_entry(
         &self,
-        found: Option<TokenRecord>,
+        found: TokenRecord,
         revoked: Option<&HeaderValue>,
+        cache: &TokenCache,
     ) -> Option<CachedToken> {
-        let found = found?;
         let now = Instant::now();
         let left = found.ttl();
         let decoded = record::decode(found.as_bytes(), now);
@@ -336,9 +356,7 @@ impl Core {
         };
         // The expiry sealed in the record wins over the store's time to live, which anyone who
         // can write to the store can extend. A write time ahead of this clock counts as now.
-        let age = self.fleet.as_ref().map_or(Duration::ZERO, |fleet| {
-            Duration::from_millis(fleet.wall_ms(now).saturating_sub(record.written_ms))
-        });
+        let age = Duration::from_millis(self.wall_ms(now).saturating_sub(record.written_ms));
         // A record is believed no longer than any token a source states.
         record.usable = record.usable.min(time::MAX_TOKEN_LIFETIME);
         let left = left.min(record.usable.saturating_sub(age));
@@ -352,7 +370,7 @@ impl Core {
                 denied.since = denied.since.checked_sub(elapsed).unwrap_or(denied.since);
             }
         }
-        Some(self.cache.entry_with_deadlines(
+        Some(cache.entry_with_deadlines(
             record.token,
             time::add(now, fresh_left),
             time::add(now, left),
@@ -363,24 +381,23 @@ impl Core {
     /// Takes a cell of the shared rate limit for `request`'s seller and origin, waiting for one
     /// until `deadline`. When the shared limiter fails, the local limiter (already passed) is all
     /// there is.
-    pub(crate) async fn fleet_admit(
+    async fn admit_shared(
         &self,
-        fleet: &FleetState,
         request: &TokenRequest,
         deadline: Instant,
+        counters: &Counters,
     ) -> Result<(), FetchError> {
         let start = Instant::now();
         let mut counted = false;
         loop {
-            if !fleet.available() {
+            if !self.available() {
                 return Ok(());
             }
-            let call =
-                fleet
-                    .config
-                    .limiter
-                    .acquire(request.seller(), request.origin(), fleet.quota);
-            match fleet.call("rate limit", call).await {
+            let call = self
+                .config
+                .limiter
+                .acquire(request.seller(), request.origin(), self.quota);
+            match self.call("rate limit", call).await {
                 Ok(Admission::Granted) => {
                     if counted {
                         tracing::debug!(seller = %request.seller(), waited = ?start.elapsed(), "waited for the fleet's token-call rate limit");
@@ -397,12 +414,12 @@ impl Core {
                     }
                     if !counted {
                         counted = true;
-                        self.counters.bump(Counter::RateLimitWaits);
+                        counters.bump(Counter::RateLimitWaits);
                     }
                     tokio::time::sleep(wait).await;
                 }
                 Err(()) => {
-                    self.counters.bump(Counter::FleetFallbacks);
+                    counters.bump(Counter::FleetFallbacks);
                     return Ok(());
                 }
             }
@@ -730,7 +747,9 @@ mod tests {
                 fetch(seller).await;
                 tokio::time::advance(Duration::from_secs(6)).await;
             }
-            let warnings = || layer.core().fleet.as_ref().unwrap().health().warnings;
+            let fleet = layer.core().shared.as_ref().unwrap();
+            let fleet = fleet.as_any().downcast_ref::<FleetState>().unwrap();
+            let warnings = || fleet.health().warnings;
             assert_eq!(store.calls.load(Ordering::SeqCst), 8);
             assert_eq!(warnings(), 1);
             // A minute after the first warning, the next failure warns again.
@@ -841,9 +860,8 @@ mod tests {
         let fetch = {
             let (core, slot) = (Arc::clone(&core), Arc::clone(&slot));
             tokio::spawn(async move {
-                let fleet = core.fleet.as_ref().unwrap();
                 let deadline = Instant::now() + Duration::from_secs(60);
-                core.fetch_via_fleet(fleet, &token_request, None, &slot, deadline)
+                core.fetch_entry(&token_request, None, &slot, deadline)
                     .await
                     .map(|entry| entry.header.to_str().unwrap().to_owned())
             })
