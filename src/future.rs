@@ -11,7 +11,7 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::BoxError;
-use crate::cache::Granted;
+use crate::cache::TokenHeader;
 use crate::error::Error;
 use crate::header;
 
@@ -38,7 +38,7 @@ pin_project! {
             future: S::Future,
         },
         Waiting {
-            token: BoxFuture<'static, Result<Granted, Error>>,
+            token: BoxFuture<'static, Result<TokenHeader, Error>>,
             // A clone of the inner service, not yet polled ready, and the request; `Some` until
             // the token arrives.
             call: Option<(S, Request<B>)>,
@@ -68,7 +68,7 @@ where
     /// Waits for `token`, then drives `service` (a clone that holds no capacity yet) to readiness
     /// and calls it.
     pub(crate) fn waiting(
-        token: BoxFuture<'static, Result<Granted, Error>>,
+        token: BoxFuture<'static, Result<TokenHeader, Error>>,
         service: S,
         request: Request<B>,
     ) -> Self {

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::{HeaderName, Request};
 
-use crate::cache::Granted;
+use crate::cache::TokenHeader;
 
 /// The header that carries SP-API access tokens and Restricted Data Tokens.
 pub const X_AMZ_ACCESS_TOKEN: HeaderName = HeaderName::from_static("x-amz-access-token");
@@ -35,7 +35,7 @@ impl GenerationCell {
 /// Inserts `granted` into `request`, and notes its generation in the request's
 /// [`GenerationCell`] when a recovery layer outside put one there.
 #[inline]
-pub(crate) fn insert_token<B>(request: &mut Request<B>, granted: Granted) {
+pub(crate) fn insert_token<B>(request: &mut Request<B>, granted: TokenHeader) {
     if let Some(cell) = request.extensions().get::<GenerationCell>() {
         cell.0.store(granted.generation, Ordering::Relaxed);
     }

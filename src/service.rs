@@ -8,7 +8,7 @@ use http::Request;
 use tower_service::Service;
 
 use crate::BoxError;
-use crate::core::{Core, Plan};
+use crate::core::{Core, TokenAnswer};
 use crate::future::ResponseFuture;
 use crate::header;
 use crate::stats::Stats;
@@ -96,17 +96,17 @@ where
             .core
             .plan(request.method(), request.uri(), request.extensions())
         {
-            Plan::PassThrough => ResponseFuture::called(self.inner.call(request)),
-            Plan::Ready(granted) => {
+            TokenAnswer::PassThrough => ResponseFuture::called(self.inner.call(request)),
+            TokenAnswer::Ready(granted) => {
                 header::insert_token(&mut request, granted);
                 ResponseFuture::called(self.inner.call(request))
             }
-            Plan::Wait(token) => {
+            TokenAnswer::Wait(token) => {
                 // The ready service (and whatever capacity it reserved) stays for the next call;
                 // the future drives its own clone to readiness once the token is there.
                 ResponseFuture::waiting(token, self.inner.clone(), request)
             }
-            Plan::Fail(error) => ResponseFuture::failed(error),
+            TokenAnswer::Fail(error) => ResponseFuture::failed(error),
         }
     }
 }

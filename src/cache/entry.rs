@@ -1,5 +1,5 @@
 //! What a slot holds: a token with its deadlines and generation ([`CachedToken`]), what a bundled
-//! token covers, and what a request takes away ([`Granted`]).
+//! token covers, and what a request takes away ([`TokenHeader`]).
 
 use std::fmt;
 use std::sync::Arc;
@@ -77,7 +77,7 @@ pub(crate) type SharedFetch = Shared<BoxFuture<'static, FetchOutcome>>;
 /// A token handed to one request: the header value and the generation it came from (so that a
 /// 403 can invalidate exactly that token).
 #[derive(Clone)]
-pub(crate) struct Granted {
+pub(crate) struct TokenHeader {
     pub(crate) header: HeaderValue,
     pub(crate) generation: u64,
     /// When the layer stops using the token.
@@ -85,8 +85,8 @@ pub(crate) struct Granted {
 }
 
 impl CachedToken {
-    pub(crate) fn grant(&self) -> Granted {
-        Granted {
+    pub(crate) fn grant(&self) -> TokenHeader {
+        TokenHeader {
             header: self.header.clone(),
             generation: self.generation,
             usable_until: self.hard,

@@ -27,12 +27,12 @@ use crate::time;
 use crate::token::IssuedToken;
 
 pub(crate) use entry::{
-    BundleInfo, CachedToken, Coverage, Denied, FetchOutcome, Granted, SharedFetch,
+    BundleInfo, CachedToken, Coverage, Denied, FetchOutcome, SharedFetch, TokenHeader,
 };
 use key::{PathKey, SellerSlots, path_key};
 pub(crate) use key::{ScopeRef, SlotKeyRef};
-pub(crate) use slot::{Begin, Peek, Refusal, Slot};
-pub(crate) use timing::{Backoff, Windows};
+pub(crate) use slot::{Held, Refusal, Slot, TokenOrFetch};
+pub(crate) use timing::{FailureMemory, RefreshTiming};
 
 /// How long a sweep keeps what a slot remembers besides its token.
 #[derive(Clone, Copy, Debug)]
@@ -160,10 +160,10 @@ impl TokenCache {
         &self,
         token: IssuedToken,
         now: Instant,
-        windows: &Windows,
+        refresh: &RefreshTiming,
         bundle: Option<BundleInfo>,
     ) -> CachedToken {
-        let (soft, hard) = windows.deadlines(now, time::cap_lifetime(token.expires_in()));
+        let (soft, hard) = refresh.deadlines(now, time::cap_lifetime(token.expires_in()));
         self.entry_with_deadlines(token.token().header_value().clone(), soft, hard, bundle)
     }
 
@@ -246,7 +246,7 @@ mod tests {
                 now + Duration::from_secs(60),
                 None,
             );
-            slot.publish(&Ok(Arc::new(token)), now, &Backoff::default());
+            slot.publish(&Ok(Arc::new(token)), now, &FailureMemory::default());
             assert!(cache.with_slot(&seller, key, |s| s.is_some()));
         }
         // The seller's own list, which every lookup of an operation scans, holds one slot whatever
@@ -274,7 +274,7 @@ mod tests {
             cache.entry_with_deadlines(header("old"), now, now + Duration::from_secs(100), None);
         slot.set_current(Some(Arc::new(in_window)));
         // A request sees the token in its refresh window...
-        assert!(matches!(slot.peek(now, None), Peek::Stale(_)));
+        assert!(matches!(slot.peek(now, None), Held::Stale(_)));
         // ...while the refresh under way publishes a fresh one.
         assert!(slot.begin_refresh(now, never));
         let fresh = cache.entry_with_deadlines(
@@ -283,7 +283,7 @@ mod tests {
             now + Duration::from_secs(100),
             None,
         );
-        slot.publish(&Ok(Arc::new(fresh)), now, &Backoff::default());
+        slot.publish(&Ok(Arc::new(fresh)), now, &FailureMemory::default());
         let mut started = 0;
         let began = slot.begin_refresh(now, || {
             started += 1;
@@ -296,7 +296,7 @@ mod tests {
     #[test]
     fn windows_never_cause_a_refresh_storm() {
         let now = Instant::now();
-        let w = Windows::default();
+        let w = RefreshTiming::default();
         for life in [0u64, 1, 10, 60, 600, 3600, 86_400] {
             let life = Duration::from_secs(life);
             for _ in 0..50 {
@@ -316,7 +316,7 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_is_capped() {
-        let b = Backoff::default();
+        let b = FailureMemory::default();
         let err = FetchError::Source(Arc::new(SourceError::transient("x")));
         let first = b.remember_for(&err, 1);
         assert!(first >= Duration::from_millis(500) && first <= Duration::from_secs(1));

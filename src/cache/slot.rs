@@ -12,22 +12,26 @@ use tokio::time::Instant;
 use crate::error::FetchError;
 use crate::time;
 
-use super::{Backoff, CachedToken, Coverage, Denied, FetchOutcome, Granted, Keep, SharedFetch};
+use super::{
+    CachedToken, Coverage, Denied, FailureMemory, FetchOutcome, Keep, SharedFetch, TokenHeader,
+};
 
-/// What a slot's token is worth right now.
-pub(crate) enum Peek {
-    Fresh(Granted),
+/// What a slot holds for an operation right now: a fresh token, a token in its refresh window, a
+/// remembered refusal, or nothing usable.
+pub(crate) enum Held {
+    Fresh(TokenHeader),
     /// Inside the refresh window: usable, and a refresh is due.
-    Stale(Granted),
+    Stale(TokenHeader),
     /// A usable bundled token whose seller was refused this operation.
     Denied(FetchError),
     Missing,
 }
 
-/// What to do on a miss.
-pub(crate) enum Begin {
+/// What a miss finds in a slot: a token published meanwhile, a remembered failure, or the fetch
+/// to wait for (and whether this request started it).
+pub(crate) enum TokenOrFetch {
     /// A token was published while we looked.
-    Ready(Granted),
+    Ready(TokenHeader),
     /// The last fetch failed and its back-off has not ended.
     Remembered(FetchError),
     /// Wait for this fetch; `leader` when this caller started it.
@@ -144,16 +148,16 @@ impl Slot {
 
     /// The current token for operation `op` (`None` unless the slot holds bundled tokens).
     #[inline]
-    pub(crate) fn peek(&self, now: Instant, op: Option<u32>) -> Peek {
+    pub(crate) fn peek(&self, now: Instant, op: Option<u32>) -> Held {
         let current = self.current.load();
         let Some(t) = current.as_deref().filter(|t| now < t.hard) else {
-            return Peek::Missing;
+            return Held::Missing;
         };
         match t.coverage(op) {
-            Coverage::Covered if now < t.soft => Peek::Fresh(t.grant()),
-            Coverage::Covered => Peek::Stale(t.grant()),
-            Coverage::Denied(e) => Peek::Denied(e),
-            Coverage::Uncovered => Peek::Missing,
+            Coverage::Covered if now < t.soft => Held::Fresh(t.grant()),
+            Coverage::Covered => Held::Stale(t.grant()),
+            Coverage::Denied(e) => Held::Denied(e),
+            Coverage::Uncovered => Held::Missing,
         }
     }
 
@@ -173,17 +177,17 @@ impl Slot {
         now: Instant,
         op: Option<u32>,
         start: impl FnOnce() -> SharedFetch,
-    ) -> Begin {
+    ) -> TokenOrFetch {
         let mut state = self.state();
         match self.peek(now, op) {
-            Peek::Fresh(h) | Peek::Stale(h) => return Begin::Ready(h),
-            Peek::Denied(e) => return Begin::Remembered(e),
-            Peek::Missing => {}
+            Held::Fresh(h) | Held::Stale(h) => return TokenOrFetch::Ready(h),
+            Held::Denied(e) => return TokenOrFetch::Remembered(e),
+            Held::Missing => {}
         }
         if let Some(fetch) = &state.inflight {
             // A finished fetch whose task could not publish (it was cancelled) is stale.
             if fetch.peek().is_none() {
-                return Begin::Wait {
+                return TokenOrFetch::Wait {
                     fetch: fetch.clone(),
                     leader: false,
                 };
@@ -193,11 +197,11 @@ impl Slot {
         if let Some((error, until)) = &state.failure
             && now < *until
         {
-            return Begin::Remembered(error.clone());
+            return TokenOrFetch::Remembered(error.clone());
         }
         let fetch = start();
         state.inflight = Some(fetch.clone());
-        Begin::Wait {
+        TokenOrFetch::Wait {
             fetch,
             leader: true,
         }
@@ -229,7 +233,7 @@ impl Slot {
     }
 
     /// Records a fetch's outcome. A failure never removes a token that is still usable.
-    pub(crate) fn publish(&self, outcome: &FetchOutcome, now: Instant, backoff: &Backoff) {
+    pub(crate) fn publish(&self, outcome: &FetchOutcome, now: Instant, failures: &FailureMemory) {
         let mut state = self.state();
         state.inflight = None;
         match outcome {
@@ -240,7 +244,7 @@ impl Slot {
             }
             Err(error) => {
                 state.failures_in_a_row = state.failures_in_a_row.saturating_add(1);
-                let wait = backoff.remember_for(error, state.failures_in_a_row);
+                let wait = failures.remember_for(error, state.failures_in_a_row);
                 state.failure = Some((error.clone(), time::add(now, wait)));
             }
         }

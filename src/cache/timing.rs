@@ -1,5 +1,5 @@
-//! How long a token is fresh and usable ([`Windows`]), and how long a failed fetch is remembered
-//! ([`Backoff`]).
+//! How long a token is fresh and usable ([`RefreshTiming`]), and how long a failed fetch is remembered
+//! ([`FailureMemory`]).
 
 use std::time::Duration;
 
@@ -9,9 +9,9 @@ use crate::error::FetchError;
 use crate::source::{ErrorKind, SourceError};
 use crate::time;
 
-/// How long a token is fresh, and when it is refreshed.
+/// When a token is refreshed and when it stops being used: the margins before its expiry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Windows {
+pub(crate) struct RefreshTiming {
     /// Refresh this long before the hard deadline (at most half the token's life).
     pub(crate) refresh_ahead: Duration,
     /// Stop using a token this long before it expires (at most a tenth of its life).
@@ -20,9 +20,9 @@ pub(crate) struct Windows {
     pub(crate) jitter: Duration,
 }
 
-impl Default for Windows {
+impl Default for RefreshTiming {
     fn default() -> Self {
-        Windows {
+        RefreshTiming {
             refresh_ahead: Duration::from_secs(300),
             expiry_margin: Duration::from_secs(30),
             jitter: Duration::from_secs(60),
@@ -30,7 +30,7 @@ impl Default for Windows {
     }
 }
 
-impl Windows {
+impl RefreshTiming {
     /// The soft and hard deadlines of a token that lives `life` from `now`.
     pub(super) fn deadlines(&self, now: Instant, life: Duration) -> (Instant, Instant) {
         let usable = life.saturating_sub(self.expiry_margin.min(life / 10));
@@ -48,7 +48,7 @@ impl Windows {
 /// A source's `Retry-After` is honoured up to [`transient_max`](Self::transient_max) and no
 /// further: that is the documented ceiling on how long any answer can keep a seller from a token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Backoff {
+pub(crate) struct FailureMemory {
     /// The first transient failure is remembered this long; each further one doubles it.
     pub(crate) transient_base: Duration,
     /// The longest a transient failure is remembered.
@@ -57,9 +57,9 @@ pub(crate) struct Backoff {
     pub(crate) permanent: Duration,
 }
 
-impl Default for Backoff {
+impl Default for FailureMemory {
     fn default() -> Self {
-        Backoff {
+        FailureMemory {
             transient_base: Duration::from_secs(1),
             transient_max: Duration::from_secs(60),
             permanent: Duration::from_secs(60),
@@ -67,7 +67,7 @@ impl Default for Backoff {
     }
 }
 
-impl Backoff {
+impl FailureMemory {
     pub(crate) fn remember_for(&self, error: &FetchError, failures_in_a_row: u32) -> Duration {
         if error.kind() == ErrorKind::Permanent {
             return self.permanent;

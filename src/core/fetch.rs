@@ -12,7 +12,7 @@ use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 
 use crate::cache::{
-    Backoff, BundleInfo, CachedToken, FetchOutcome, ScopeRef, SharedFetch, Slot, SlotKeyRef,
+    BundleInfo, CachedToken, FailureMemory, FetchOutcome, ScopeRef, SharedFetch, Slot, SlotKeyRef,
     TokenCache,
 };
 use crate::error::{Error, FetchError};
@@ -61,7 +61,7 @@ pub(crate) struct FetchJob<'a> {
     /// Makes cache entries (it numbers their generations).
     pub(crate) cache: &'a TokenCache,
     /// How long failures are remembered.
-    pub(crate) backoff: &'a Backoff,
+    pub(crate) failures: &'a FailureMemory,
     /// The layer's counters.
     pub(crate) counters: &'a Counters,
     /// This replica's own fetch (rate limit, source, retries), not started yet.
@@ -113,7 +113,7 @@ impl Core {
                     );
                 }
             }
-            slot.publish(&outcome, now, &core.settings.backoff);
+            slot.publish(&outcome, now, &core.settings.failures);
             outcome
         });
         task.map(|joined| joined.unwrap_or(Err(FetchError::Aborted)))
@@ -134,7 +134,7 @@ impl Core {
             let (token, info) = self.fetch_fresh(request, bundle, slot, deadline).await?;
             Ok(self
                 .cache
-                .entry(token, Instant::now(), &self.settings.windows, info))
+                .entry(token, Instant::now(), &self.settings.refresh, info))
         };
         let Some(shared) = &self.shared else {
             return fetch_here.await;
@@ -149,7 +149,7 @@ impl Core {
             }),
             slot,
             cache: &self.cache,
-            backoff: &self.settings.backoff,
+            failures: &self.settings.failures,
             counters: &self.counters,
             fetch_here: Box::pin(fetch_here),
         };
@@ -226,6 +226,6 @@ impl Core {
             .retry_base
             .saturating_mul(1u32 << attempt.saturating_sub(1).min(10));
         let jittered = time::scale(base, 0.5 + fastrand::f64() / 2.0);
-        jittered.max(self.settings.backoff.retry_after(error))
+        jittered.max(self.settings.failures.retry_after(error))
     }
 }

@@ -6,15 +6,15 @@
 //! 1. [`RestrictedDataTokenService::call`](crate::RestrictedDataTokenService) asks [`Core::plan`].
 //! 2. [`Core::key_of`] (in `classify`) matches `(method, path)` with the [`Matcher`], reads the
 //!    request's extensions (token mode, seller, data elements, target application) and checks the
-//!    host against the allowed origins: no match means [`Plan::PassThrough`].
+//!    host against the allowed origins: no match means [`TokenAnswer::PassThrough`].
 //! 3. [`TokenCache::with_slot`] finds the key's slot and [`Slot::peek`](crate::cache::Slot::peek)
-//!    reads its token: fresh is [`Plan::Ready`]; in its refresh window it is served too, and
+//!    reads its token: fresh is [`TokenAnswer::Ready`]; in its refresh window it is served too, and
 //!    `refresh_in_background` starts one fetch.
 //! 4. Otherwise `miss` asks [`Slot::begin`](crate::cache::Slot::begin) to join the key's fetch or
 //!    start it with `start_fetch` (in `fetch`): a spawned task that runs [`Core::fetch_entry`]
 //!    (the fleet's [`SharedTokens`], or `fetch_fresh` → `fetch_with_retries` or `fetch_bundle`,
 //!    under the rate limiter) and [`Slot::publish`](crate::cache::Slot::publish)es the outcome.
-//!    The request gets [`Plan::Wait`], a future that ends with the token or an error.
+//!    The request gets [`TokenAnswer::Wait`], a future that ends with the token or an error.
 //! 5. The service (or its [`ResponseFuture`](crate::future::ResponseFuture) after the wait) puts
 //!    the token in `x-amz-access-token` with `header::insert_token` and calls the inner service.
 
@@ -27,7 +27,8 @@ use http::{Extensions, Method, Uri};
 use tokio::time::Instant;
 
 use crate::cache::{
-    Backoff, Begin, Coverage, Granted, Keep, Peek, Refusal, Slot, SlotKeyRef, TokenCache, Windows,
+    Coverage, FailureMemory, Held, Keep, RefreshTiming, Refusal, Slot, SlotKeyRef, TokenCache,
+    TokenHeader, TokenOrFetch,
 };
 use crate::catalog::DataElements;
 use crate::control::{ReportPolicy, SandboxPolicy, Strategy};
@@ -59,8 +60,8 @@ pub(crate) struct Settings {
     pub(crate) fetch_timeout: Duration,
     pub(crate) max_attempts: u32,
     pub(crate) retry_base: Duration,
-    pub(crate) windows: Windows,
-    pub(crate) backoff: Backoff,
+    pub(crate) refresh: RefreshTiming,
+    pub(crate) failures: FailureMemory,
     pub(crate) strategy: Strategy,
     /// How long an operation refused inside a bundle stays out of it before it is tried again.
     pub(crate) bundle_recheck: Duration,
@@ -81,8 +82,8 @@ impl Default for Settings {
             fetch_timeout: Duration::from_secs(60),
             max_attempts: 3,
             retry_base: Duration::from_millis(250),
-            windows: Windows::default(),
-            backoff: Backoff::default(),
+            refresh: RefreshTiming::default(),
+            failures: FailureMemory::default(),
             strategy: Strategy::default(),
             bundle_recheck: Duration::from_secs(3600),
             refusal_period: Duration::from_secs(60),
@@ -90,14 +91,15 @@ impl Default for Settings {
     }
 }
 
-/// What to do with one request.
-pub(crate) enum Plan {
+/// The core's answer for one request: no token needed, a token now, a token to wait for, or an
+/// error.
+pub(crate) enum TokenAnswer {
     /// Not a restricted call this layer handles: leave it alone.
     PassThrough,
     /// Insert this token now.
-    Ready(Granted),
+    Ready(TokenHeader),
     /// Wait for a token, then insert it.
-    Wait(BoxFuture<'static, Result<Granted, Error>>),
+    Wait(BoxFuture<'static, Result<TokenHeader, Error>>),
     /// Fail the request.
     Fail(Error),
 }
@@ -124,39 +126,44 @@ impl Core {
     /// Decides what `method uri` with `extensions` needs. Allocation-free and lock-free unless a
     /// token must be fetched.
     #[inline]
-    pub(crate) fn plan(self: &Arc<Self>, method: &Method, uri: &Uri, ext: &Extensions) -> Plan {
+    pub(crate) fn plan(
+        self: &Arc<Self>,
+        method: &Method,
+        uri: &Uri,
+        ext: &Extensions,
+    ) -> TokenAnswer {
         let Some((seller, key, op)) = self.key_of(method, uri, ext) else {
-            return Plan::PassThrough;
+            return TokenAnswer::PassThrough;
         };
         if self.settings.require_seller && ext.get::<SellerId>().is_none() {
-            return Plan::Fail(Error::missing_seller());
+            return TokenAnswer::Fail(Error::missing_seller());
         }
         let now = Instant::now();
         let peeked = self.cache.with_slot(seller, key, |slot| match slot {
-            None => (Peek::Missing, None),
+            None => (Held::Missing, None),
             Some(slot) => match slot.peek(now, op) {
-                Peek::Stale(h) => (Peek::Stale(h), Some(Arc::clone(slot))),
+                Held::Stale(h) => (Held::Stale(h), Some(Arc::clone(slot))),
                 other => (other, None),
             },
         });
         match peeked {
-            (Peek::Fresh(granted), _) => {
+            (Held::Fresh(granted), _) => {
                 self.counters.bump(Counter::Hits);
                 tracing::trace!(seller = %seller, "token cache hit");
-                Plan::Ready(granted)
+                TokenAnswer::Ready(granted)
             }
-            (Peek::Stale(granted), slot) => {
+            (Held::Stale(granted), slot) => {
                 self.counters.bump(Counter::StaleHits);
                 if let Some(slot) = slot {
                     self.refresh_in_background(&slot, seller, key, now);
                 }
-                Plan::Ready(granted)
+                TokenAnswer::Ready(granted)
             }
-            (Peek::Denied(error), _) => {
+            (Held::Denied(error), _) => {
                 self.counters.bump(Counter::RememberedErrors);
-                Plan::Fail(Error::from_fetch(error))
+                TokenAnswer::Fail(Error::from_fetch(error))
             }
-            (Peek::Missing, _) => self.miss(seller, key, op, now),
+            (Held::Missing, _) => self.miss(seller, key, op, now),
         }
     }
 
@@ -166,10 +173,10 @@ impl Core {
         key: SlotKeyRef<'_>,
         op: Option<u32>,
         now: Instant,
-    ) -> Plan {
+    ) -> TokenAnswer {
         self.counters.bump(Counter::Misses);
         if tokio::runtime::Handle::try_current().is_err() {
-            return Plan::Fail(Error::no_runtime());
+            return TokenAnswer::Fail(Error::no_runtime());
         }
         let keep = Keep {
             bundle_recheck: self.settings.bundle_recheck,
@@ -182,19 +189,19 @@ impl Core {
         let begun = slot.begin(now, op, || self.start_fetch(&slot, seller, key));
         match begun {
             // Published while this request looked: it was counted as a miss, and only as one.
-            Begin::Ready(header) => Plan::Ready(header),
-            Begin::Remembered(error) => {
+            TokenOrFetch::Ready(header) => TokenAnswer::Ready(header),
+            TokenOrFetch::Remembered(error) => {
                 self.counters.bump(Counter::RememberedErrors);
                 tracing::debug!(seller = %seller, "serving a remembered token-fetch failure");
-                Plan::Fail(Error::from_fetch(error))
+                TokenAnswer::Fail(Error::from_fetch(error))
             }
-            Begin::Wait { fetch, leader } => {
+            TokenOrFetch::Wait { fetch, leader } => {
                 if !leader {
                     self.counters.bump(Counter::Coalesced);
                 }
                 let core = Arc::clone(self);
                 let wait = self.settings.wait_timeout;
-                Plan::Wait(Box::pin(async move {
+                TokenAnswer::Wait(Box::pin(async move {
                     match tokio::time::timeout(wait, fetch).await {
                         Ok(Ok(token)) => match token.coverage(op) {
                             Coverage::Covered => Ok(token.grant()),
@@ -241,12 +248,12 @@ impl Core {
         method: &Method,
         uri: &Uri,
         ext: &Extensions,
-    ) -> Result<Option<Granted>, Error> {
+    ) -> Result<Option<TokenHeader>, Error> {
         match self.plan(method, uri, ext) {
-            Plan::PassThrough => Ok(None),
-            Plan::Ready(granted) => Ok(Some(granted)),
-            Plan::Wait(wait) => wait.await.map(Some),
-            Plan::Fail(error) => Err(error),
+            TokenAnswer::PassThrough => Ok(None),
+            TokenAnswer::Ready(granted) => Ok(Some(granted)),
+            TokenAnswer::Wait(wait) => wait.await.map(Some),
+            TokenAnswer::Fail(error) => Err(error),
         }
     }
 
@@ -356,7 +363,7 @@ mod tests {
         let (seller, key, op) = core.key_of(&method, &uri, &ext).unwrap();
         assert!(matches!(
             core.miss(seller, key, op, Instant::now()),
-            Plan::Ready(_)
+            TokenAnswer::Ready(_)
         ));
         let stats = core.stats();
         assert_eq!((stats.misses, stats.hits), (2, 0), "{stats:?}");

@@ -10,7 +10,7 @@ use http::HeaderValue;
 use tokio::time::Instant;
 
 use super::{Admission, Fleet, FleetError, FleetFuture, FleetKey, TokenRecord, record};
-use crate::cache::{Backoff, CachedToken, Slot, TokenCache};
+use crate::cache::{CachedToken, FailureMemory, Slot, TokenCache};
 use crate::core::{FetchJob, SharedTokens};
 use crate::error::FetchError;
 use crate::limit::TokenQuota;
@@ -49,9 +49,10 @@ struct Health {
 }
 
 impl FleetState {
-    pub(crate) fn new(config: Fleet, quota: TokenQuota) -> Self {
+    /// Fleet mode with `config`, its shared limiter enforcing `quota` spaced by `margin`.
+    pub(crate) fn new(config: Fleet, quota: TokenQuota, margin: Duration) -> Self {
         // The interval between admitted calls grows by the margin; the burst stays.
-        let interval = quota.interval(config.rate_margin);
+        let interval = quota.interval(margin);
         let quota = TokenQuota::new(1.0 / interval.as_secs_f64(), quota.burst()).unwrap_or(quota);
         FleetState {
             config,
@@ -186,7 +187,7 @@ impl FleetState {
             bundle,
             slot,
             cache,
-            backoff,
+            failures,
             counters,
             fetch_here,
         } = job;
@@ -205,7 +206,7 @@ impl FleetState {
                 return fetch_here.await;
             };
         }
-        let answer = |found| self.shared_answer(found, slot, cache, backoff, counters);
+        let answer = |found| self.shared_answer(found, slot, cache, failures, counters);
 
         // Another replica's token?
         match self.call("get", store.get(&key)).await {
@@ -276,7 +277,7 @@ impl FleetState {
         if let Err(error @ FetchError::Source(_)) = &entry
             && self.available()
         {
-            let ttl = backoff.remember_for(error, 1);
+            let ttl = failures.remember_for(error, 1);
             let bytes = record::encode_failure(error, self.wall_ms(Instant::now()));
             if !ttl.is_zero() {
                 let record = TokenRecord::new(bytes, ttl);
@@ -316,7 +317,7 @@ impl FleetState {
         found: Option<TokenRecord>,
         slot: &Slot,
         cache: &TokenCache,
-        backoff: &Backoff,
+        failures: &FailureMemory,
         counters: &Counters,
     ) -> Option<Result<CachedToken, FetchError>> {
         let found = found?;
@@ -324,8 +325,8 @@ impl FleetState {
             // The store's time to live is the back-off, bounded by the longest this layer would
             // remember such a failure itself.
             let longest = match error.kind() {
-                ErrorKind::Permanent => backoff.permanent,
-                ErrorKind::Transient => backoff.transient_max,
+                ErrorKind::Permanent => failures.permanent,
+                ErrorKind::Transient => failures.transient_max,
             };
             let age = self.wall_ms(Instant::now()).saturating_sub(written_ms);
             if Duration::from_millis(age) >= longest {

@@ -317,6 +317,7 @@ fn the_shared_quota_is_spaced_by_the_margin() {
     let state = FleetState::new(
         Fleet::new(Memory::default(), Memory::default()),
         TokenQuota::default(),
+        Duration::from_millis(100),
     );
     assert_eq!(state.quota.burst(), 10);
     assert!((1.0 / state.quota.per_second() - 1.1).abs() < 1e-9);
