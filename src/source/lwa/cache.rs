@@ -15,7 +15,7 @@ use crate::resource::SellerId;
 use crate::source::{ErrorKind, SourceError};
 use crate::token::SecretToken;
 
-use super::client::LwaCredentials;
+use super::credentials::LwaCredentials;
 use super::parse::LwaGrant;
 
 /// A cached access token and when to refresh it.

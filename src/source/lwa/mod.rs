@@ -14,22 +14,23 @@
 
 mod cache;
 mod client;
+mod credentials;
 mod parse;
 
 pub(in crate::source) use cache::LwaCache;
 pub(in crate::source) use cache::SellerSlot;
-pub use client::CredentialsError;
-pub use client::LwaCredentials;
 pub(in crate::source) use client::LwaEndpoint;
 pub(in crate::source) use client::read_body;
 pub(in crate::source) use client::retry_after_header;
 pub(in crate::source) use client::transport_error;
+pub use credentials::CredentialsError;
+pub use credentials::LwaCredentials;
+pub(in crate::source) use credentials::scrub;
 pub(in crate::source) use parse::ASSUMED_LIFETIME;
 pub(in crate::source) use parse::Lifetime;
 pub(in crate::source) use parse::MAX_LIFETIME;
 #[cfg(fuzzing)]
 pub use parse::fuzz_lwa_answer;
-pub(in crate::source) use parse::scrub;
 
 #[cfg(test)]
 mod tests {
@@ -41,8 +42,9 @@ mod tests {
     use http::StatusCode;
     use serde_json::Value;
 
-    use super::client::{ENV_CLIENT_ID, ENV_CLIENT_SECRET, ENV_REFRESH_TOKEN};
-    use super::parse::{CURE_REAUTHORIZE, LwaGrant, MAX_MESSAGE, lwa_answer};
+    use super::credentials::MAX_MESSAGE;
+    use super::credentials::{ENV_CLIENT_ID, ENV_CLIENT_SECRET, ENV_REFRESH_TOKEN};
+    use super::parse::{CURE_REAUTHORIZE, LwaGrant, lwa_answer};
     use crate::resource::SellerId;
     use crate::source::{ErrorKind, SourceError};
     use crate::token::SecretToken;

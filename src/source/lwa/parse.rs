@@ -10,7 +10,7 @@ use crate::resource::SellerId;
 use crate::source::{ErrorKind, SourceError};
 use crate::token::SecretToken;
 
-use super::client::LwaCredentials;
+use super::credentials::LwaCredentials;
 
 /// The lifetime assumed when a token endpoint states none (or an unbelievable one): one hour, the
 /// documented lifetime of both LWA access tokens and Restricted Data Tokens.
@@ -19,9 +19,6 @@ pub(in crate::source) const ASSUMED_LIFETIME: Duration = Duration::from_secs(360
 /// The longest stated lifetime believed: one day. Anything longer is treated as missing.
 pub(in crate::source) const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
-/// How much of a message from Amazon is kept in an error.
-pub(super) const MAX_MESSAGE: usize = 500;
-
 /// The cure for a refresh token that LWA no longer accepts.
 pub(in crate::source) const CURE_REAUTHORIZE: &str =
     "the seller must authorize the application again to get a new refresh token";
@@ -29,26 +26,6 @@ pub(in crate::source) const CURE_REAUTHORIZE: &str =
 /// The cure for a client id or secret that LWA does not accept.
 const CURE_CLIENT: &str = "check the client id and secret (LWA credentials of the application in the developer \
      console; a rotated secret must be updated here)";
-
-/// Replaces every occurrence of a secret in `text` and keeps at most [`MAX_MESSAGE`] characters.
-///
-/// Secrets go first and the cut comes after, so that a secret straddling the cut cannot leave its
-/// first part behind.
-pub(in crate::source) fn scrub(text: &str, secrets: &[&str]) -> String {
-    let mut text = text.trim().to_owned();
-    for secret in secrets {
-        if !secret.is_empty() && text.contains(secret) {
-            text = text.replace(secret, "<redacted>");
-        }
-    }
-    match text.char_indices().nth(MAX_MESSAGE) {
-        Some((end, _)) => {
-            text.truncate(end);
-            text
-        }
-        None => text,
-    }
-}
 
 /// What a token endpoint said about a token's lifetime.
 pub(in crate::source) enum Lifetime {

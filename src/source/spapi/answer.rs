@@ -11,8 +11,6 @@ use crate::source::lwa::{Lifetime, scrub};
 use crate::source::{ErrorKind, SourceError};
 use crate::token::{IssuedToken, SecretToken};
 
-use super::call::Outcome;
-
 /// The cure for a resource or data element the application has no role for.
 pub(super) const CURE_ROLE: &str = "grant the application the restricted role for this resource (or data element) in \
      Seller Central / the developer profile, then have the seller authorize the application again: \
@@ -53,6 +51,14 @@ pub fn fuzz_tokens_answer(
         Outcome::Issued(token) => Ok(token),
         Outcome::Refused(err) | Outcome::Failed(err) => Err(err),
     }
+}
+
+/// What one Tokens API call came to.
+pub(super) enum Outcome {
+    Issued(IssuedToken),
+    /// 401 or 403: the LWA token was refused.
+    Refused(SourceError),
+    Failed(SourceError),
 }
 
 /// A Tokens API answer and what is needed to describe it.

@@ -14,7 +14,7 @@ use crate::source::lwa::{SellerSlot, read_body, retry_after_header, transport_er
 use crate::token::{IssuedToken, SecretToken};
 
 use super::Inner;
-use super::answer::Answer;
+use super::answer::{Answer, Outcome};
 
 /// The Tokens API operation's path.
 const TOKENS_PATH: &str = "/tokens/2021-03-01/restrictedDataToken";
@@ -52,14 +52,6 @@ impl<'a> TokensBody<'a> {
             target_application: request.target_application(),
         }
     }
-}
-
-/// What one Tokens API call came to.
-pub(super) enum Outcome {
-    Issued(IssuedToken),
-    /// 401 or 403: the LWA token was refused.
-    Refused(SourceError),
-    Failed(SourceError),
 }
 
 /// Checks what can be checked before any call.

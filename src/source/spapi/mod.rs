@@ -174,9 +174,9 @@ impl TokenSource for SpApiTokenSource {
 mod tests {
     use http::{Method, StatusCode};
 
-    use super::answer::{Answer, CURE_ROLE};
+    use super::answer::{Answer, CURE_ROLE, Outcome};
     use super::builder::check_lwa_url;
-    use super::call::{Outcome, TokensBody, check};
+    use super::call::{TokensBody, check};
     use super::*;
     use crate::catalog::{DataElement, DataElements};
     use crate::resource::{Region, RestrictedResource};
