@@ -20,7 +20,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cache::FetchError;
 use crate::source::{ErrorKind, SourceError};
 
 /// Why a restricted request could not get a Restricted Data Token. It never holds a secret.
@@ -163,6 +162,29 @@ impl std::error::Error for Error {
         match &self.kind {
             Kind::Source(e) => Some(&**e),
             _ => None,
+        }
+    }
+}
+
+/// Why a fetch produced no token. Cheap to clone: every waiter gets the same one.
+#[derive(Clone, Debug)]
+pub(crate) enum FetchError {
+    Source(Arc<SourceError>),
+    RateLimited {
+        needed: Duration,
+    },
+    TimedOut(Duration),
+    /// The fetch task panicked or was cancelled (its runtime shut down).
+    Aborted,
+    /// A bundled token came back without the operation a request waited for.
+    NotCovered,
+}
+
+impl FetchError {
+    pub(crate) fn kind(&self) -> ErrorKind {
+        match self {
+            FetchError::Source(e) => e.kind(),
+            _ => ErrorKind::Transient,
         }
     }
 }

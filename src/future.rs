@@ -11,9 +11,9 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::BoxError;
-use crate::cache::Granted;
+use crate::cache::TokenHeader;
 use crate::error::Error;
-use crate::recover::TokenUsed;
+use crate::header;
 
 pin_project! {
     /// The response future of [`RestrictedDataTokenService`](crate::RestrictedDataTokenService):
@@ -37,22 +37,34 @@ pin_project! {
             #[pin]
             future: S::Future,
         },
+        // The rare states are boxed, so that the common one (`Called`) is not as large as a
+        // request and a service: the future is moved on every call.
         Waiting {
-            token: BoxFuture<'static, Result<Granted, Error>>,
-            // A clone of the inner service, not yet polled ready, and the request; `Some` until
-            // the token arrives.
-            call: Option<(S, Request<B>)>,
+            waiting: Box<Waiting<S, B>>,
         },
         // The token is in the request; the clone is being driven to readiness.
         Readying {
-            service: S,
-            // `Some` until the inner service is called.
-            request: Option<Request<B>>,
+            readying: Box<Readying<S, B>>,
         },
         Failed {
             error: Option<Error>,
         },
     }
+}
+
+/// Waiting for a token.
+struct Waiting<S, B> {
+    token: BoxFuture<'static, Result<TokenHeader, Error>>,
+    // A clone of the inner service, not yet polled ready, and the request; `Some` until the token
+    // arrives.
+    call: Option<(S, Request<B>)>,
+}
+
+/// The token is in the request; the inner service's clone is being driven to readiness.
+struct Readying<S, B> {
+    service: S,
+    // `Some` until the inner service is called.
+    request: Option<Request<B>>,
 }
 
 impl<S, B> ResponseFuture<S, B>
@@ -68,14 +80,16 @@ where
     /// Waits for `token`, then drives `service` (a clone that holds no capacity yet) to readiness
     /// and calls it.
     pub(crate) fn waiting(
-        token: BoxFuture<'static, Result<Granted, Error>>,
+        token: BoxFuture<'static, Result<TokenHeader, Error>>,
         service: S,
         request: Request<B>,
     ) -> Self {
         ResponseFuture {
             state: State::Waiting {
-                token,
-                call: Some((service, request)),
+                waiting: Box::new(Waiting {
+                    token,
+                    call: Some((service, request)),
+                }),
             },
         }
     }
@@ -99,18 +113,20 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Called { future } => return future.poll(cx).map_err(Into::into),
-                StateProj::Waiting { token, call } => {
-                    let result = ready!(token.as_mut().poll(cx));
-                    let Some((service, mut request)) = call.take() else {
+                StateProj::Waiting { waiting } => {
+                    let result = ready!(waiting.token.as_mut().poll(cx));
+                    let Some((service, mut request)) = waiting.call.take() else {
                         // Only reachable if polled again after completing with an error.
                         return Poll::Ready(Err(Error::polled_after_completion().into()));
                     };
                     match result {
                         Ok(granted) => {
-                            TokenUsed::record(&mut request, granted);
+                            header::insert_token(&mut request, granted);
                             this.state.set(State::Readying {
-                                service,
-                                request: Some(request),
+                                readying: Box::new(Readying {
+                                    service,
+                                    request: Some(request),
+                                }),
                             });
                         }
                         Err(error) => {
@@ -119,15 +135,15 @@ where
                         }
                     }
                 }
-                StateProj::Readying { service, request } => {
-                    if let Err(error) = ready!(service.poll_ready(cx)) {
+                StateProj::Readying { readying } => {
+                    if let Err(error) = ready!(readying.service.poll_ready(cx)) {
                         this.state.set(State::Failed { error: None });
                         return Poll::Ready(Err(error.into()));
                     }
-                    let Some(request) = request.take() else {
+                    let Some(request) = readying.request.take() else {
                         return Poll::Ready(Err(Error::polled_after_completion().into()));
                     };
-                    let future = service.call(request);
+                    let future = readying.service.call(request);
                     this.state.set(State::Called { future });
                 }
                 StateProj::Failed { error } => {

@@ -10,6 +10,7 @@ use crate::cache::TokenCache;
 use crate::catalog::{Catalog, DataElements};
 use crate::control::Strategy;
 use crate::control::{ReportPolicy, SandboxPolicy};
+use crate::core::SharedTokens;
 use crate::core::{Bundles, Core, Settings};
 use crate::deprecation::DeprecationWarnings;
 use crate::fleet::Fleet;
@@ -219,7 +220,8 @@ impl RestrictedDataTokenLayerBuilder {
     /// quota asks. Amazon counts from when a call arrives and the layer from when it leaves, so at
     /// exactly the quota a call on a warm connection can arrive early and meet a 429 (measured on
     /// loopback: 1 in 15). Default: 100 ms (1 call every 1.1 s at Amazon's quota); bursts are
-    /// unchanged. [`build`](Self::build) refuses a margin of a century or more, and a quota whose
+    /// unchanged. In [fleet mode](Self::fleet) the same margin spaces the limiter the replicas
+    /// share. [`build`](Self::build) refuses a margin of a century or more, and a quota whose
     /// burst, at its rate plus this margin, takes more than a century to refill.
     pub fn rate_margin(mut self, margin: Duration) -> Self {
         self.rate_margin = margin;
@@ -267,35 +269,35 @@ impl RestrictedDataTokenLayerBuilder {
     /// Refresh a token in the background this long before it expires (at most half its life, so
     /// short-lived tokens never cause a refresh storm). Default: 5 min.
     pub fn refresh_ahead(mut self, ahead: Duration) -> Self {
-        self.settings.windows.refresh_ahead = ahead;
+        self.settings.refresh.refresh_ahead = ahead;
         self
     }
 
     /// Stop using a token this long before it expires (at most a tenth of its life), so that a
     /// request never reaches Amazon with a token that just died. Default: 30 s.
     pub fn expiry_margin(mut self, margin: Duration) -> Self {
-        self.settings.windows.expiry_margin = margin;
+        self.settings.refresh.expiry_margin = margin;
         self
     }
 
     /// Spread refreshes over up to this much extra time, at random. Default: 60 s.
     pub fn refresh_jitter(mut self, jitter: Duration) -> Self {
-        self.settings.windows.jitter = jitter;
+        self.settings.refresh.jitter = jitter;
         self
     }
 
     /// How long a permanent failure (no role, bad credentials) is remembered and served to callers
     /// without calling the source again. Default: 60 s.
     pub fn permanent_error_ttl(mut self, ttl: Duration) -> Self {
-        self.settings.backoff.permanent = ttl;
+        self.settings.failures.permanent = ttl;
         self
     }
 
     /// How long transient failures are remembered: `base` after the first, doubling up to `max`.
     /// Defaults: 1 s and 60 s.
     pub fn transient_error_backoff(mut self, base: Duration, max: Duration) -> Self {
-        self.settings.backoff.transient_base = base;
-        self.settings.backoff.transient_max = max;
+        self.settings.failures.transient_base = base;
+        self.settings.failures.transient_max = max;
         self
     }
 
@@ -374,7 +376,11 @@ impl RestrictedDataTokenLayerBuilder {
             if fleet.call_timeout.is_zero() {
                 return bad("fleet.call_timeout", "must be more than zero");
             }
-            if self.quota.check(fleet.rate_margin).is_err() {
+            if self
+                .quota
+                .check(fleet.rate_margin.unwrap_or(self.rate_margin))
+                .is_err()
+            {
                 return bad(
                     "fleet.rate_margin",
                     "the burst, at the quota's rate plus the fleet's rate margin, must refill within a century",
@@ -398,7 +404,10 @@ impl RestrictedDataTokenLayerBuilder {
             limiter: TokenRateLimiter::new(self.quota, self.rate_margin),
             counters: Counters::default(),
             settings: self.settings,
-            fleet: self.fleet.map(|f| FleetState::new(f, self.quota)),
+            shared: self.fleet.map(|f| {
+                let margin = f.rate_margin.unwrap_or(self.rate_margin);
+                Box::new(FleetState::new(f, self.quota, margin)) as Box<dyn SharedTokens>
+            }),
         }
     }
 }

@@ -45,8 +45,8 @@ use reqwest_middleware::{Middleware, Next, Result};
 
 use crate::cache::Refusal;
 use crate::core::Core;
+use crate::header::X_AMZ_ACCESS_TOKEN;
 use crate::layer::RestrictedDataTokenLayer;
-use crate::service::X_AMZ_ACCESS_TOKEN;
 
 /// Injects Restricted Data Tokens into a reqwest-middleware client; made by
 /// [`RestrictedDataTokenLayer::middleware`].

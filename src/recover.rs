@@ -41,7 +41,6 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use futures_util::future::BoxFuture;
@@ -51,10 +50,10 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::BoxError;
-use crate::cache::{Granted, Refusal};
+use crate::cache::Refusal;
 use crate::core::Core;
+use crate::header::GenerationCell;
 use crate::layer::RestrictedDataTokenLayer;
-use crate::service::X_AMZ_ACCESS_TOKEN;
 
 /// Request bodies that can be sent twice.
 ///
@@ -106,30 +105,6 @@ impl ReplayBody for reqwest::Body {
         // In-memory bodies can be copied; streams cannot.
         self.as_bytes()
             .map(|bytes| reqwest::Body::from(bytes::Bytes::copy_from_slice(bytes)))
-    }
-}
-
-/// Where the token layer records which token it gave a request (0: none).
-#[derive(Clone, Default)]
-pub(crate) struct TokenUsed(Arc<AtomicU64>);
-
-impl TokenUsed {
-    /// Inserts `granted` into `request`, and notes its generation for a recovery layer outside.
-    #[inline]
-    pub(crate) fn record<B>(request: &mut Request<B>, granted: Granted) {
-        if let Some(used) = request.extensions().get::<TokenUsed>() {
-            used.0.store(granted.generation, Ordering::Relaxed);
-        }
-        request
-            .headers_mut()
-            .insert(X_AMZ_ACCESS_TOKEN, granted.header);
-    }
-
-    fn generation(&self) -> Option<u64> {
-        match self.0.load(Ordering::Relaxed) {
-            0 => None,
-            g => Some(g),
-        }
     }
 }
 
@@ -244,7 +219,7 @@ where
                 },
             };
         }
-        let used = TokenUsed::default();
+        let used = GenerationCell::default();
         request.extensions_mut().insert(used.clone());
         let replay = replayable(&request);
         let key = (

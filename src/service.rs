@@ -4,17 +4,14 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{HeaderName, Request};
+use http::Request;
 use tower_service::Service;
 
 use crate::BoxError;
-use crate::core::{Core, Plan};
+use crate::core::{Core, TokenAnswer};
 use crate::future::ResponseFuture;
-use crate::recover::TokenUsed;
+use crate::header;
 use crate::stats::Stats;
-
-/// The header that carries SP-API access tokens and Restricted Data Tokens.
-pub const X_AMZ_ACCESS_TOKEN: HeaderName = HeaderName::from_static("x-amz-access-token");
 
 /// Gives restricted SP-API requests a Restricted Data Token; made by
 /// [`RestrictedDataTokenLayer`](crate::RestrictedDataTokenLayer).
@@ -99,17 +96,17 @@ where
             .core
             .plan(request.method(), request.uri(), request.extensions())
         {
-            Plan::PassThrough => ResponseFuture::called(self.inner.call(request)),
-            Plan::Ready(granted) => {
-                TokenUsed::record(&mut request, granted);
+            TokenAnswer::PassThrough => ResponseFuture::called(self.inner.call(request)),
+            TokenAnswer::Ready(granted) => {
+                header::insert_token(&mut request, granted);
                 ResponseFuture::called(self.inner.call(request))
             }
-            Plan::Wait(token) => {
+            TokenAnswer::Wait(token) => {
                 // The ready service (and whatever capacity it reserved) stays for the next call;
                 // the future drives its own clone to readiness once the token is there.
                 ResponseFuture::waiting(token, self.inner.clone(), request)
             }
-            Plan::Fail(error) => ResponseFuture::failed(error),
+            TokenAnswer::Fail(error) => ResponseFuture::failed(error),
         }
     }
 }

@@ -8,7 +8,7 @@
 //!
 //! The bounds on outside numbers live here too: a token lifetime is cut to
 //! [`MAX_TOKEN_LIFETIME`] whatever source stated it, and a `Retry-After` is cut to the layer's
-//! longest transient back-off (see `Backoff` in the cache).
+//! longest transient back-off (see `FailureMemory` in the cache).
 
 use std::time::Duration;
 

@@ -416,7 +416,8 @@ pub struct Fleet {
     pub(crate) poll_interval: Duration,
     pub(crate) call_timeout: Duration,
     pub(crate) retry_after: Duration,
-    pub(crate) rate_margin: Duration,
+    /// Set only through the deprecated [`Fleet::rate_margin`]; the layer's margin otherwise.
+    pub(crate) rate_margin: Option<Duration>,
 }
 
 impl Fleet {
@@ -429,7 +430,7 @@ impl Fleet {
             poll_interval: Duration::from_millis(50),
             call_timeout: Duration::from_millis(200),
             retry_after: Duration::from_secs(5),
-            rate_margin: Duration::from_millis(100),
+            rate_margin: None,
         }
     }
 
@@ -467,13 +468,16 @@ impl Fleet {
     }
 
     /// Extra spacing between token calls admitted by the shared limiter, beyond the quota's
-    /// interval: a call admitted on time can still reach Amazon a little early relative to the one
-    /// before it (network and scheduling jitter), and Amazon then answers 429. Bursts are not
-    /// affected. Default: 100 ms (Amazon's 1 a second becomes one every 1.1 s once the burst is
-    /// spent).
+    /// interval, in place of the layer's
+    /// [`rate_margin`](crate::RestrictedDataTokenLayerBuilder::rate_margin), which now spaces both
+    /// limiters (and keeps the same 100 ms default).
+    #[deprecated(
+        since = "0.1.1",
+        note = "one margin spaces both limiters: set RestrictedDataTokenLayerBuilder::rate_margin"
+    )]
     #[must_use]
     pub fn rate_margin(mut self, margin: Duration) -> Self {
-        self.rate_margin = margin;
+        self.rate_margin = Some(margin);
         self
     }
 }

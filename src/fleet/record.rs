@@ -14,8 +14,9 @@ use std::time::Duration;
 use http::{HeaderValue, StatusCode};
 use tokio::time::Instant;
 
-use crate::cache::{BundleInfo, Denied, FetchError};
+use crate::cache::{BundleInfo, Denied};
 use crate::error::Error;
+use crate::error::FetchError;
 use crate::source::{ErrorKind, SourceError};
 use crate::token::SecretToken;
 

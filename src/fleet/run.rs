@@ -1,19 +1,22 @@
 //! The fetch path in fleet mode: look in the shared store, else lease, fetch under the shared rate
 //! limit, store and release; and fall back to this replica alone when the shared store fails.
 
+use std::fmt;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures_util::future::BoxFuture;
 use http::HeaderValue;
 use tokio::time::Instant;
 
 use super::{Admission, Fleet, FleetError, FleetFuture, FleetKey, TokenRecord, record};
-use crate::cache::{CachedToken, FetchError, Slot};
-use crate::core::Core;
+use crate::cache::{CachedToken, FailureMemory, Slot, TokenCache};
+use crate::core::{FetchJob, SharedTokens};
+use crate::error::FetchError;
 use crate::limit::TokenQuota;
 use crate::resource::TokenRequest;
 use crate::source::ErrorKind;
-use crate::stats::Counter;
+use crate::stats::{Counter, Counters};
 use crate::time;
 
 /// How often, at most, a warning says that the shared store is failing.
@@ -46,9 +49,10 @@ struct Health {
 }
 
 impl FleetState {
-    pub(crate) fn new(config: Fleet, quota: TokenQuota) -> Self {
+    /// Fleet mode with `config`, its shared limiter enforcing `quota` spaced by `margin`.
+    pub(crate) fn new(config: Fleet, quota: TokenQuota, margin: Duration) -> Self {
         // The interval between admitted calls grows by the margin; the burst stays.
-        let interval = quota.interval(config.rate_margin);
+        let interval = quota.interval(margin);
         let quota = TokenQuota::new(1.0 / interval.as_secs_f64(), quota.burst()).unwrap_or(quota);
         FleetState {
             config,
@@ -64,10 +68,6 @@ impl FleetState {
         let since =
             u64::try_from(now.saturating_duration_since(anchor).as_millis()).unwrap_or(u64::MAX);
         anchor_ms.saturating_add(since)
-    }
-
-    pub(crate) fn config(&self) -> &Fleet {
-        &self.config
     }
 
     fn health(&self) -> std::sync::MutexGuard<'_, Health> {
@@ -153,103 +153,140 @@ fn jittered(base: Duration) -> Duration {
     time::scale(base, 0.5 + fastrand::f64())
 }
 
-impl Core {
-    /// A token for `request` in fleet mode: another replica's from the shared store, or one this
-    /// replica fetches under the key's lease and shares. Falls back to a plain fetch when the shared
-    /// store fails.
-    pub(crate) async fn fetch_via_fleet(
-        &self,
-        fleet: &FleetState,
-        request: &TokenRequest,
-        bundle: Option<u16>,
-        slot: &Slot,
+impl SharedTokens for FleetState {
+    fn fetch<'a>(&'a self, job: FetchJob<'a>) -> BoxFuture<'a, Result<CachedToken, FetchError>> {
+        Box::pin(self.fetch_shared(job))
+    }
+
+    fn admit<'a>(
+        &'a self,
+        request: &'a TokenRequest,
         deadline: Instant,
-    ) -> Result<CachedToken, FetchError> {
+        waited_locally: bool,
+        counters: &'a Counters,
+    ) -> BoxFuture<'a, Result<(), FetchError>> {
+        Box::pin(self.admit_shared(request, deadline, waited_locally, counters))
+    }
+
+    fn describe(&self) -> &dyn fmt::Debug {
+        &self.config
+    }
+
+    #[cfg(test)]
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl FleetState {
+    /// A token for `job`: another replica's from the shared store, or one this replica fetches
+    /// under the key's lease and shares. Falls back to this replica alone when the shared store
+    /// fails.
+    async fn fetch_shared(&self, job: FetchJob<'_>) -> Result<CachedToken, FetchError> {
+        let FetchJob {
+            request,
+            bundle,
+            slot,
+            cache,
+            failures,
+            counters,
+            fetch_here,
+        } = job;
         let key = match bundle {
-            Some(chunk) => {
-                let ops = self.bundles.chunks.get(usize::from(chunk));
-                FleetKey::for_bundle(request, ops.map_or(&[][..], Vec::as_slice))
-            }
+            Some(ops) => FleetKey::for_bundle(request, ops),
             None => FleetKey::for_request(request),
         };
-        let store = &fleet.config.store;
-        if !fleet.available() {
-            return self.fetch_alone(request, bundle, slot, deadline).await;
+        let fall_back = || {
+            counters.bump(Counter::FleetFallbacks);
+            tracing::debug!(seller = %request.seller(), "fleet mode unavailable: fetching with this replica's cache and limiter");
+        };
+        let store = &self.config.store;
+        if !self.available() {
+            {
+                fall_back();
+                return fetch_here.await;
+            };
         }
+        let answer = |found| self.shared_answer(found, slot, cache, failures, counters);
 
         // Another replica's token?
-        match fleet.call("get", store.get(&key)).await {
+        match self.call("get", store.get(&key)).await {
             Ok(found) => {
-                if let Some(answer) = self.shared_answer(fleet, found, slot) {
+                if let Some(answer) = answer(found) {
                     tracing::debug!(seller = %request.seller(), "answer taken from the shared store");
                     return answer;
                 }
             }
-            Err(()) => return self.fetch_alone(request, bundle, slot, deadline).await,
+            Err(()) => {
+                fall_back();
+                return fetch_here.await;
+            }
         }
 
         // Take the lease, or wait for its holder's token.
         let holder = lease_holder();
-        let ttl = fleet.config.lease_ttl;
+        let ttl = self.config.lease_ttl;
         let mut waited = false;
         loop {
-            match fleet
+            match self
                 .call("lease", store.try_lease(&key, &holder, ttl))
                 .await
             {
                 Ok(true) => break,
                 Ok(false) => {}
-                Err(()) => return self.fetch_alone(request, bundle, slot, deadline).await,
+                Err(()) => {
+                    fall_back();
+                    return fetch_here.await;
+                }
             }
             if !waited {
                 waited = true;
-                self.counters.bump(Counter::FleetWaits);
+                counters.bump(Counter::FleetWaits);
                 tracing::debug!(seller = %request.seller(), "another replica is fetching this token: waiting for it");
             }
             // The fetch's own deadline bounds the wait (the caller times the whole fetch out).
-            tokio::time::sleep(jittered(fleet.config.poll_interval)).await;
-            match fleet.call("get", store.get(&key)).await {
+            tokio::time::sleep(jittered(self.config.poll_interval)).await;
+            match self.call("get", store.get(&key)).await {
                 Ok(found) => {
-                    if let Some(answer) = self.shared_answer(fleet, found, slot) {
+                    if let Some(answer) = answer(found) {
                         return answer;
                     }
                 }
-                Err(()) => return self.fetch_alone(request, bundle, slot, deadline).await,
+                Err(()) => {
+                    fall_back();
+                    return fetch_here.await;
+                }
             }
         }
 
         // We hold the lease. The previous holder may have stored its token just before letting go.
-        if let Ok(found) = fleet.call("get", store.get(&key)).await
-            && let Some(answer) = self.shared_answer(fleet, found, slot)
+        if let Ok(found) = self.call("get", store.get(&key)).await
+            && let Some(answer) = answer(found)
         {
-            let _ = fleet.call("release", store.release(&key, &holder)).await;
+            let _ = self.call("release", store.release(&key, &holder)).await;
             return answer;
         }
 
         // Fetch, renewing the lease while it runs.
-        let fetched = tokio::select! {
+        let entry = tokio::select! {
             biased;
-            fetched = self.fetch_fresh(request, bundle, slot, deadline) => fetched,
-            () = renew_lease(fleet, &key, &holder) => Err(FetchError::Aborted),
+            fetched = fetch_here => fetched,
+            () = renew_lease(self, &key, &holder) => Err(FetchError::Aborted),
         };
-        let entry = fetched.map(|(token, info)| {
-            self.cache
-                .entry(token, Instant::now(), &self.settings.windows, info)
-        });
         // A failure of the source is shared for its back-off, so the other replicas do not
         // repeat it; a failure of this replica's own (its rate limit, its deadline) is not.
         if let Err(error @ FetchError::Source(_)) = &entry
-            && fleet.available()
+            && self.available()
         {
-            let ttl = self.settings.backoff.remember_for(error, 1);
-            let bytes = record::encode_failure(error, fleet.wall_ms(Instant::now()));
+            let ttl = failures.remember_for(error, 1);
+            let bytes = record::encode_failure(error, self.wall_ms(Instant::now()));
             if !ttl.is_zero() {
                 let record = TokenRecord::new(bytes, ttl);
-                let _ = fleet.call("put", store.put(&key, record)).await;
+                let _ = self.call("put", store.put(&key, record)).await;
             }
         }
         if let Ok(entry) = &entry
-            && fleet.available()
+            && self.available()
         {
             let now = Instant::now();
             let usable = entry.hard.saturating_duration_since(now);
@@ -260,33 +297,17 @@ impl Core {
                 usable,
                 entry.bundle.as_deref(),
                 now,
-                fleet.wall_ms(now),
+                self.wall_ms(now),
             );
             if !usable.is_zero() {
                 let record = TokenRecord::new(bytes, usable);
-                let _ = fleet.call("put", store.put(&key, record)).await;
+                let _ = self.call("put", store.put(&key, record)).await;
             }
         }
-        if fleet.available() {
-            let _ = fleet.call("release", store.release(&key, &holder)).await;
+        if self.available() {
+            let _ = self.call("release", store.release(&key, &holder)).await;
         }
         entry
-    }
-
-    /// A fetch by this replica alone, because the shared store failed now or moments ago.
-    async fn fetch_alone(
-        &self,
-        request: &TokenRequest,
-        bundle: Option<u16>,
-        slot: &Slot,
-        deadline: Instant,
-    ) -> Result<CachedToken, FetchError> {
-        self.counters.bump(Counter::FleetFallbacks);
-        tracing::debug!(seller = %request.seller(), "fleet mode unavailable: fetching with this replica's cache and limiter");
-        let (token, info) = self.fetch_fresh(request, bundle, slot, deadline).await?;
-        Ok(self
-            .cache
-            .entry(token, Instant::now(), &self.settings.windows, info))
     }
 
     /// What a record from the shared store answers: a token (counted as a fleet hit), another
@@ -294,27 +315,29 @@ impl Core {
     /// last is read after the store answered, so a drop made during the read is not undone.
     fn shared_answer(
         &self,
-        fleet: &FleetState,
         found: Option<TokenRecord>,
         slot: &Slot,
+        cache: &TokenCache,
+        failures: &FailureMemory,
+        counters: &Counters,
     ) -> Option<Result<CachedToken, FetchError>> {
         let found = found?;
         if let Some((error, written_ms)) = record::decode_failure(found.as_bytes()) {
             // The store's time to live is the back-off, bounded by the longest this layer would
             // remember such a failure itself.
             let longest = match error.kind() {
-                ErrorKind::Permanent => self.settings.backoff.permanent,
-                ErrorKind::Transient => self.settings.backoff.transient_max,
+                ErrorKind::Permanent => failures.permanent,
+                ErrorKind::Transient => failures.transient_max,
             };
-            let age = fleet.wall_ms(Instant::now()).saturating_sub(written_ms);
+            let age = self.wall_ms(Instant::now()).saturating_sub(written_ms);
             if Duration::from_millis(age) >= longest {
                 return None;
             }
             tracing::debug!("another replica's fetch failed moments ago: sharing its error");
             return Some(Err(error));
         }
-        let entry = self.shared_entry(Some(found), slot.revoked().as_ref())?;
-        self.counters.bump(Counter::FleetHits);
+        let entry = self.shared_entry(found, slot.revoked().as_ref(), cache)?;
+        counters.bump(Counter::FleetHits);
         Some(Ok(entry))
     }
 
@@ -322,10 +345,10 @@ impl Core {
     /// token this replica last found stale (a 403 made it drop it).
     fn shared_entry(
         &self,
-        found: Option<TokenRecord>,
+        found: TokenRecord,
         revoked: Option<&HeaderValue>,
+        cache: &TokenCache,
     ) -> Option<CachedToken> {
-        let found = found?;
         let now = Instant::now();
         let left = found.ttl();
         let decoded = record::decode(found.as_bytes(), now);
@@ -335,9 +358,7 @@ impl Core {
         };
         // The expiry sealed in the record wins over the store's time to live, which anyone who
         // can write to the store can extend. A write time ahead of this clock counts as now.
-        let age = self.fleet.as_ref().map_or(Duration::ZERO, |fleet| {
-            Duration::from_millis(fleet.wall_ms(now).saturating_sub(record.written_ms))
-        });
+        let age = Duration::from_millis(self.wall_ms(now).saturating_sub(record.written_ms));
         // A record is believed no longer than any token a source states.
         record.usable = record.usable.min(time::MAX_TOKEN_LIFETIME);
         let left = left.min(record.usable.saturating_sub(age));
@@ -351,7 +372,7 @@ impl Core {
                 denied.since = denied.since.checked_sub(elapsed).unwrap_or(denied.since);
             }
         }
-        Some(self.cache.entry_with_deadlines(
+        Some(cache.entry_with_deadlines(
             record.token,
             time::add(now, fresh_left),
             time::add(now, left),
@@ -362,25 +383,24 @@ impl Core {
     /// Takes a cell of the shared rate limit for `request`'s seller and origin, waiting for one
     /// until `deadline`. When the shared limiter fails, the local limiter (already passed) is all
     /// there is. `waited_locally`: the local limiter made this call wait and counted it already.
-    pub(crate) async fn fleet_admit(
+    async fn admit_shared(
         &self,
-        fleet: &FleetState,
         request: &TokenRequest,
         deadline: Instant,
         waited_locally: bool,
+        counters: &Counters,
     ) -> Result<(), FetchError> {
         let start = Instant::now();
         let mut counted = false;
         loop {
-            if !fleet.available() {
+            if !self.available() {
                 return Ok(());
             }
-            let call =
-                fleet
-                    .config
-                    .limiter
-                    .acquire(request.seller(), request.origin(), fleet.quota);
-            match fleet.call("rate limit", call).await {
+            let call = self
+                .config
+                .limiter
+                .acquire(request.seller(), request.origin(), self.quota);
+            match self.call("rate limit", call).await {
                 Ok(Admission::Granted) => {
                     if counted {
                         tracing::debug!(seller = %request.seller(), waited = ?start.elapsed(), "waited for the fleet's token-call rate limit");
@@ -398,13 +418,13 @@ impl Core {
                     if !counted {
                         counted = true;
                         if !waited_locally {
-                            self.counters.bump(Counter::RateLimitWaits);
+                            counters.bump(Counter::RateLimitWaits);
                         }
                     }
                     tokio::time::sleep(wait).await;
                 }
                 Err(()) => {
-                    self.counters.bump(Counter::FleetFallbacks);
+                    counters.bump(Counter::FleetFallbacks);
                     return Ok(());
                 }
             }
@@ -427,436 +447,4 @@ async fn renew_lease(fleet: &FleetState, key: &FleetKey, holder: &str) {
 }
 
 #[cfg(test)]
-mod tests {
-    //! The fleet path against an in-memory store on paused time: sharing, a failing store, a slow
-    //! store, and a token a replica found stale. The Redis store has its own tests in
-    //! `tests/fleet.rs`, on a real server.
-
-    use std::collections::HashMap;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use super::*;
-    use crate::fleet::SharedRateLimiter;
-    use crate::fleet::SharedTokenStore;
-    use crate::resource::{Origin, SellerId};
-    use crate::{
-        IssuedToken, RestrictedDataTokenLayer, SecretToken, SourceError, TokenSource, source_fn,
-    };
-
-    /// What the in-memory store does with each call.
-    #[derive(Clone, Copy, PartialEq, Eq)]
-    enum Mode {
-        Works,
-        Fails,
-        Hangs,
-    }
-
-    #[derive(Default)]
-    struct Memory {
-        records: Mutex<HashMap<String, (Vec<u8>, Instant)>>,
-        leases: Mutex<HashMap<String, (String, Instant)>>,
-        mode: Mutex<Option<Mode>>,
-        calls: AtomicUsize,
-        /// Held by a test to keep reads waiting.
-        gate: tokio::sync::Mutex<()>,
-    }
-
-    impl Memory {
-        fn set_mode(&self, mode: Mode) {
-            *self.mode.lock().unwrap() = Some(mode);
-        }
-
-        /// Runs `f` as the store would, or fails, or hangs.
-        fn run<'a, T: Send + 'a>(
-            &'a self,
-            f: impl FnOnce() -> T + Send + 'a,
-        ) -> FleetFuture<'a, T> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            let mode = self.mode.lock().unwrap().unwrap_or(Mode::Works);
-            Box::pin(async move {
-                match mode {
-                    Mode::Works => Ok(f()),
-                    Mode::Fails => Err(FleetError::new("connection refused")),
-                    Mode::Hangs => {
-                        tokio::time::sleep(Duration::from_secs(3600)).await;
-                        Ok(f())
-                    }
-                }
-            })
-        }
-    }
-
-    impl SharedTokenStore for Memory {
-        fn get<'a>(&'a self, key: &'a FleetKey) -> FleetFuture<'a, Option<TokenRecord>> {
-            Box::pin(async move {
-                let _open = self.gate.lock().await;
-                self.run(move || {
-                    let now = Instant::now();
-                    let records = self.records.lock().unwrap();
-                    let (bytes, until) =
-                        records.get(key.name()).filter(|(_, until)| now < *until)?;
-                    Some(TokenRecord::new(bytes.clone(), *until - now))
-                })
-                .await
-            })
-        }
-        fn put<'a>(&'a self, key: &'a FleetKey, record: TokenRecord) -> FleetFuture<'a, ()> {
-            self.run(move || {
-                let until = Instant::now() + record.ttl();
-                let mut records = self.records.lock().unwrap();
-                records.insert(key.name().to_owned(), (record.into_bytes(), until));
-            })
-        }
-        fn try_lease<'a>(
-            &'a self,
-            key: &'a FleetKey,
-            holder: &'a str,
-            ttl: Duration,
-        ) -> FleetFuture<'a, bool> {
-            self.run(move || {
-                let now = Instant::now();
-                let mut leases = self.leases.lock().unwrap();
-                match leases.get(key.name()) {
-                    Some((h, until)) if now < *until && h != holder => false,
-                    _ => {
-                        leases.insert(key.name().to_owned(), (holder.to_owned(), now + ttl));
-                        true
-                    }
-                }
-            })
-        }
-        fn release<'a>(&'a self, key: &'a FleetKey, holder: &'a str) -> FleetFuture<'a, ()> {
-            self.run(move || {
-                let mut leases = self.leases.lock().unwrap();
-                if leases.get(key.name()).is_some_and(|(h, _)| h == holder) {
-                    leases.remove(key.name());
-                }
-            })
-        }
-    }
-
-    impl SharedRateLimiter for Memory {
-        fn acquire<'a>(
-            &'a self,
-            _: &'a SellerId,
-            _: &'a Origin,
-            _: TokenQuota,
-        ) -> FleetFuture<'a, Admission> {
-            self.run(|| Admission::Granted)
-        }
-    }
-
-    /// A source that numbers its tokens, shared by every replica of a test.
-    fn source(calls: &Arc<AtomicUsize>) -> impl TokenSource {
-        let calls = Arc::clone(calls);
-        source_fn(move |_| {
-            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
-            async move {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                let token = SecretToken::new(format!("Atz.sprdt|token-{n}")).unwrap();
-                Ok::<_, SourceError>(IssuedToken::new(token, Duration::from_secs(3600)))
-            }
-        })
-    }
-
-    fn replica(calls: &Arc<AtomicUsize>, store: &Arc<Memory>) -> RestrictedDataTokenLayer {
-        RestrictedDataTokenLayer::builder(source(calls))
-            .fleet(Fleet::new(Arc::clone(store), Arc::clone(store)))
-            .build()
-            .unwrap()
-    }
-
-    fn get(path: &str) -> http::Request<()> {
-        http::Request::get(format!("https://sellingpartnerapi-na.amazon.com{path}"))
-            .body(())
-            .unwrap()
-    }
-
-    async fn token(layer: &RestrictedDataTokenLayer, path: &str) -> String {
-        let request = get(path);
-        let granted = layer
-            .core()
-            .grant(request.method(), request.uri(), request.extensions())
-            .await
-            .unwrap()
-            .unwrap();
-        granted.header.to_str().unwrap().to_owned()
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn replicas_share_one_fetch_per_key() {
-        let (calls, store) = (Arc::default(), Arc::new(Memory::default()));
-        let replicas: Vec<_> = (0..5).map(|_| replica(&calls, &store)).collect();
-        let tokens = futures_util::future::join_all(
-            replicas
-                .iter()
-                .map(|r| token(r, "/orders/v0/orders/1/address")),
-        )
-        .await;
-        assert!(
-            tokens.iter().all(|t| t == "Atz.sprdt|token-1"),
-            "{tokens:?}"
-        );
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
-        let stats: Vec<_> = replicas.iter().map(|r| r.stats()).collect();
-        assert_eq!(stats.iter().map(|s| s.fleet_hits).sum::<u64>(), 4);
-        assert_eq!(stats.iter().map(|s| s.fleet_fallbacks).sum::<u64>(), 0);
-        // A local hit never asks the store.
-        let before = store.calls.load(Ordering::SeqCst);
-        token(&replicas[0], "/orders/v0/orders/2/address").await;
-        assert_eq!(store.calls.load(Ordering::SeqCst), before);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_failing_store_fails_no_request_and_is_retried_later() {
-        let (calls, store) = (Arc::default(), Arc::new(Memory::default()));
-        store.set_mode(Mode::Fails);
-        let layer = replica(&calls, &store);
-        assert_eq!(
-            token(&layer, "/orders/v0/orders/1/address").await,
-            "Atz.sprdt|token-1"
-        );
-        assert_eq!(layer.stats().fleet_fallbacks, 1);
-        assert_eq!(store.calls.load(Ordering::SeqCst), 1);
-        // Within the retry period the store is left alone.
-        assert_eq!(
-            token(&layer, "/mfn/v0/shipments/1").await,
-            "Atz.sprdt|token-2"
-        );
-        assert_eq!(store.calls.load(Ordering::SeqCst), 1);
-        assert_eq!(layer.stats().fleet_fallbacks, 2);
-        // After it, the store is asked again, and used once it works.
-        store.set_mode(Mode::Works);
-        tokio::time::advance(Duration::from_secs(6)).await;
-        token(&layer, "/shipping/v1/shipments/1").await;
-        assert!(store.calls.load(Ordering::SeqCst) > 1);
-        assert_eq!(layer.stats().fleet_fallbacks, 2);
-        let other = replica(&calls, &store);
-        token(&other, "/shipping/v1/shipments/9").await;
-        assert_eq!(other.stats().fleet_hits, 1);
-        assert_eq!(calls.load(Ordering::SeqCst), 3);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_hanging_store_is_cut_off_at_the_call_timeout() {
-        let (calls, store) = (Arc::default(), Arc::new(Memory::default()));
-        store.set_mode(Mode::Hangs);
-        let layer = replica(&calls, &store);
-        let started = Instant::now();
-        assert_eq!(
-            token(&layer, "/orders/v0/orders/1/address").await,
-            "Atz.sprdt|token-1"
-        );
-        // One bounded store call (200 ms), then the source (20 ms): on paused time, exactly.
-        assert_eq!(started.elapsed(), Duration::from_millis(220));
-        assert_eq!(layer.stats().fleet_fallbacks, 1);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_token_found_stale_is_not_taken_back_from_the_store() {
-        let (calls, store) = (Arc::default(), Arc::new(Memory::default()));
-        let a = replica(&calls, &store);
-        let b = replica(&calls, &store);
-        let path = "/orders/v0/orders/1/address";
-        assert_eq!(token(&a, path).await, "Atz.sprdt|token-1");
-        assert_eq!(token(&b, path).await, "Atz.sprdt|token-1");
-        // Amazon answered 403 to A with token 1: A drops it, and does not take it back from the
-        // store, but fetches a new one and shares it.
-        assert!(a.invalidate(&get(path)));
-        assert_eq!(token(&a, path).await, "Atz.sprdt|token-2");
-        assert_eq!(calls.load(Ordering::SeqCst), 2);
-        // B meets the 403 later: it finds token 2 in the store.
-        assert!(b.invalidate(&get(path)));
-        assert_eq!(token(&b, path).await, "Atz.sprdt|token-2");
-        assert_eq!(calls.load(Ordering::SeqCst), 2);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_held_lease_makes_others_wait_then_take_over() {
-        let (calls, store) = (Arc::default(), Arc::new(Memory::default()));
-        let layer = replica(&calls, &store);
-        let request = get("/orders/v0/orders/1/address");
-        let token_request = layer
-            .core()
-            .token_request_for(request.method(), request.uri(), request.extensions())
-            .unwrap();
-        let key = FleetKey::for_request(&token_request);
-        assert!(
-            store
-                .try_lease(&key, "dead-replica", Duration::from_secs(5))
-                .await
-                .unwrap()
-        );
-        let started = Instant::now();
-        assert_eq!(
-            token(&layer, "/orders/v0/orders/1/address").await,
-            "Atz.sprdt|token-1"
-        );
-        let waited = started.elapsed();
-        assert!(waited >= Duration::from_secs(5), "{waited:?}");
-        assert!(
-            waited < Duration::from_secs(5) + Duration::from_millis(200),
-            "{waited:?}"
-        );
-        assert_eq!(layer.stats().fleet_waits, 1);
-    }
-
-    #[test]
-    fn a_store_that_keeps_failing_is_warned_about_once_a_minute() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let (calls, store) = (Arc::default(), Arc::new(Memory::default()));
-            store.set_mode(Mode::Fails);
-            let layer = replica(&calls, &store);
-            let fetch = |seller: u32| {
-                let mut request = get("/orders/v0/orders/1/address");
-                request
-                    .extensions_mut()
-                    .insert(SellerId::new(format!("seller-{seller}")));
-                let core = Arc::clone(layer.core());
-                async move {
-                    core.grant(request.method(), request.uri(), request.extensions())
-                        .await
-                        .unwrap()
-                        .unwrap()
-                }
-            };
-            // Eight fetches in 48 s, each one asking the store again (the retry period is 5 s):
-            // eight failures, one warning.
-            for seller in 0..8 {
-                fetch(seller).await;
-                tokio::time::advance(Duration::from_secs(6)).await;
-            }
-            let warnings = || layer.core().fleet.as_ref().unwrap().health().warnings;
-            assert_eq!(store.calls.load(Ordering::SeqCst), 8);
-            assert_eq!(warnings(), 1);
-            // A minute after the first warning, the next failure warns again.
-            tokio::time::advance(Duration::from_secs(13)).await;
-            fetch(8).await;
-            assert_eq!(warnings(), 2);
-            assert_eq!(layer.stats().fleet_fallbacks, 9);
-            assert_eq!(calls.load(Ordering::SeqCst), 9);
-        });
-    }
-
-    #[test]
-    fn the_shared_quota_is_spaced_by_the_margin() {
-        let state = FleetState::new(
-            Fleet::new(Memory::default(), Memory::default()),
-            TokenQuota::default(),
-        );
-        assert_eq!(state.quota.burst(), 10);
-        assert!((1.0 / state.quota.per_second() - 1.1).abs() < 1e-9);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_store_ttl_extended_by_someone_else_does_not_extend_a_token() {
-        let (calls, store) = (Arc::default(), Arc::new(Memory::default()));
-        let replica = replica(&calls, &store);
-        let path = "/orders/v0/orders/1/address";
-        assert_eq!(token(&replica, path).await, "Atz.sprdt|token-1");
-        // Anyone who can write to the store extends every record by ten days.
-        for (_, until) in store.records.lock().unwrap().values_mut() {
-            *until += Duration::from_secs(10 * 86_400);
-        }
-        // Two hours on, the token sealed in the record has expired, whatever the store says.
-        tokio::time::advance(Duration::from_secs(2 * 3600)).await;
-        assert_eq!(token(&replica, path).await, "Atz.sprdt|token-2");
-        assert_eq!(calls.load(Ordering::SeqCst), 2);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_failed_fetch_is_shared_for_its_back_off() {
-        let (calls, store) = (Arc::new(AtomicUsize::new(0)), Arc::new(Memory::default()));
-        let counter = Arc::clone(&calls);
-        let refusing = move || {
-            let counter = Arc::clone(&counter);
-            source_fn(move |_| {
-                counter.fetch_add(1, Ordering::SeqCst);
-                async move {
-                    Err::<IssuedToken, _>(
-                        SourceError::permanent("no role for this operation")
-                            .with_status(http::StatusCode::FORBIDDEN),
-                    )
-                }
-            })
-        };
-        let replicas: Vec<_> = (0..5)
-            .map(|_| {
-                RestrictedDataTokenLayer::builder(refusing())
-                    .fleet(Fleet::new(Arc::clone(&store), Arc::clone(&store)))
-                    .build()
-                    .unwrap()
-            })
-            .collect();
-        let request = get("/orders/v0/orders/1/address");
-        for replica in &replicas {
-            let Err(err) = replica
-                .core()
-                .grant(request.method(), request.uri(), request.extensions())
-                .await
-            else {
-                panic!("a token without a source");
-            };
-            let source = err.source_error().unwrap();
-            assert_eq!(source.message(), "no role for this operation");
-            assert_eq!(source.status(), Some(http::StatusCode::FORBIDDEN));
-        }
-        assert_eq!(
-            calls.load(Ordering::SeqCst),
-            1,
-            "one replica asked, the others were told"
-        );
-        // Past the permanent-error TTL, the next replica asks again.
-        tokio::time::advance(Duration::from_secs(61)).await;
-        let fresh = RestrictedDataTokenLayer::builder(refusing())
-            .fleet(Fleet::new(Arc::clone(&store), Arc::clone(&store)))
-            .build()
-            .unwrap();
-        let _ = fresh
-            .core()
-            .grant(request.method(), request.uri(), request.extensions())
-            .await;
-        assert_eq!(calls.load(Ordering::SeqCst), 2);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_drop_made_during_a_store_read_is_not_undone() {
-        let (calls, store) = (Arc::default(), Arc::new(Memory::default()));
-        let replica = replica(&calls, &store);
-        let path = "/orders/v0/orders/1/address";
-        assert_eq!(token(&replica, path).await, "Atz.sprdt|token-1");
-        // A fetch of this key through the fleet (as for a bundle whose token lacks an operation)
-        // while token 1 is current, with its store read held...
-        let core = Arc::clone(replica.core());
-        let request = get(path);
-        let (method, uri, ext) = (request.method(), request.uri(), request.extensions());
-        let (seller, key, _) = core.key_of(method, uri, ext).unwrap();
-        let slot = core.cache.slot(seller, key);
-        let token_request = core.token_request_for(method, uri, ext).unwrap();
-        let gate = store.gate.lock().await;
-        let fetch = {
-            let (core, slot) = (Arc::clone(&core), Arc::clone(&slot));
-            tokio::spawn(async move {
-                let fleet = core.fleet.as_ref().unwrap();
-                let deadline = Instant::now() + Duration::from_secs(60);
-                core.fetch_via_fleet(fleet, &token_request, None, &slot, deadline)
-                    .await
-                    .map(|entry| entry.header.to_str().unwrap().to_owned())
-            })
-        };
-        for _ in 0..3 {
-            tokio::task::yield_now().await;
-        }
-        // ...a 403 drops token 1; the store still holds it, fresh.
-        assert!(replica.invalidate(&get(path)));
-        drop(gate);
-        let fetched = fetch.await.unwrap().unwrap();
-        assert_eq!(fetched, "Atz.sprdt|token-2");
-    }
-}
+mod tests;

@@ -6,7 +6,7 @@ use http::{HeaderMap, Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::server::{PII, SELLER, TARGET_APPLICATION, json_response, set_header, sp_error};
+use super::reply::{PII, SELLER, TARGET_APPLICATION, json_response, set_header, sp_error};
 use super::state::{Shared, live, match_template};
 use super::tokens::{bearer, forbidden, missing_token};
 use crate::catalog::{DataElement, DataElements, RestrictedOperation};

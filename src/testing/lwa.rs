@@ -5,7 +5,7 @@ use http::header::CONTENT_TYPE;
 use http::{HeaderMap, Method, StatusCode};
 use serde_json::{Map, Value, json};
 
-use super::server::{json_response, oauth_error};
+use super::reply::{json_response, oauth_error};
 use super::state::Shared;
 
 /// The scopes Amazon grants `client_credentials` (grantless) tokens for.

@@ -51,6 +51,7 @@ mod api;
 mod config;
 mod fault;
 mod lwa;
+mod reply;
 mod server;
 mod state;
 mod tokens;
@@ -128,7 +129,7 @@ impl Emulator {
 
     /// The LWA token endpoint, `http://127.0.0.1:PORT/auth/o2/token`.
     pub fn lwa_url(&self) -> String {
-        self.url(server::LWA_PATH)
+        self.url(reply::LWA_PATH)
     }
 
     /// The LWA client id the emulator accepts.

@@ -6,7 +6,7 @@ use http::{HeaderMap, Method, StatusCode};
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
-use super::server::{
+use super::reply::{
     ACCESS_TOKEN, RATE_LIMIT, SELLER, json_response, set_header, sp_error, sp_errors,
 };
 use super::state::{Coverage, Rdt, Shared, deadline, live, match_template, scope_of};

@@ -1,0 +1,356 @@
+//! The token cache: one slot per (seller, origin, resource scope, target application).
+//!
+//! A slot holds the current token behind an `ArcSwapOption`, so the hot path reads it without a lock,
+//! and a small mutex-guarded state for the rare paths: the fetch under way (shared by every waiter),
+//! the last failure (remembered until its back-off ends) and the failure count. The mutex is never
+//! held across an await.
+//!
+//! Tokens have two deadlines. Before the soft one the token is fresh. Between soft and hard it is
+//! still served, and one background refresh is started. From the hard one on, requests wait for a
+//! fetch. The soft deadline is jittered so that tokens fetched together are not refreshed together.
+
+mod entry;
+mod key;
+mod slot;
+mod timing;
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use foldhash::fast::RandomState;
+use http::HeaderValue;
+use tokio::time::Instant;
+
+use crate::resource::SellerId;
+use crate::time;
+use crate::token::IssuedToken;
+
+pub(crate) use entry::{
+    BundleInfo, CachedToken, Coverage, Denied, FetchOutcome, SharedFetch, TokenHeader,
+};
+use key::{PathKey, SellerSlots, path_key};
+pub(crate) use key::{ScopeRef, SlotKeyRef};
+pub(crate) use slot::{Held, Refusal, Slot, TokenOrFetch};
+pub(crate) use timing::{FailureMemory, RefreshTiming};
+
+/// How long a sweep keeps what a slot remembers besides its token.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Keep {
+    /// Bundle refusals younger than this stay (the layer's `bundle_recheck`).
+    pub(crate) bundle_recheck: Duration,
+    /// A 403 drop younger than this stays (the layer's `refusal_period`).
+    pub(crate) refusal_period: Duration,
+}
+
+/// How often the cache is swept of what has outlived its tokens (on a miss, when due).
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// Every seller's slots.
+///
+/// Memory is bounded by what is in use: at most once every [`SWEEP_EVERY`], the next miss sweeps
+/// the cache, dropping expired tokens, then every slot that holds nothing else worth keeping (no
+/// fetch under way, no failure still remembered, no recent bundle refusal), then every seller left
+/// with no slot. Specific-path slots (one per report document) live in their own map, looked up in
+/// constant time whatever a seller holds.
+pub(crate) struct TokenCache {
+    sellers: papaya::HashMap<SellerId, SellerSlots, RandomState>,
+    paths: papaya::HashMap<PathKey, Arc<Slot>, RandomState>,
+    generation: AtomicU64,
+    /// How many slots hold a token (usable or not yet swept).
+    held: Arc<AtomicUsize>,
+    /// When the next sweep is due (`None`: at the next miss).
+    next_sweep: Mutex<Option<Instant>>,
+}
+
+impl TokenCache {
+    pub(crate) fn new() -> Self {
+        TokenCache {
+            // Blocking resizes: with the default incremental mode, lookups in a map filled by
+            // `get_or_insert_with` slowed from ~25 ns to ~600 ns at 100,000 sellers (measured).
+            sellers: papaya::HashMap::builder()
+                .hasher(RandomState::default())
+                .resize_mode(papaya::ResizeMode::Blocking)
+                .build(),
+            paths: papaya::HashMap::builder()
+                .hasher(RandomState::default())
+                .resize_mode(papaya::ResizeMode::Blocking)
+                .build(),
+            generation: AtomicU64::new(0),
+            held: Arc::default(),
+            next_sweep: Mutex::new(None),
+        }
+    }
+
+    /// How many tokens the cache holds.
+    pub(crate) fn tokens_held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// How many sellers have operation or bundle slots.
+    pub(crate) fn sellers_held(&self) -> usize {
+        self.sellers.len()
+    }
+
+    /// Sweeps the cache if a sweep is due at `now` (see [`TokenCache`]); returns whether it did.
+    pub(crate) fn sweep_if_due(&self, now: Instant, keep: &Keep) -> bool {
+        {
+            let Ok(mut next) = self.next_sweep.try_lock() else {
+                return false;
+            };
+            if next.is_some_and(|at| now < at) {
+                return false;
+            }
+            *next = Some(time::add(now, SWEEP_EVERY));
+        }
+        self.sweep(now, keep);
+        true
+    }
+
+    fn sweep(&self, now: Instant, keep: &Keep) {
+        self.paths
+            .pin()
+            .retain(|_, slot| !(slot.sweep(now, keep) && Arc::strong_count(slot) == 1));
+        let sellers = self.sellers.pin();
+        let emptied: Vec<SellerId> = sellers
+            .iter()
+            .filter(|(_, slots)| slots.sweep(now, keep))
+            .map(|(seller, _)| seller.clone())
+            .collect();
+        for seller in emptied {
+            // A slot added since stays, with its seller.
+            let _ = sellers.remove_if(&seller, |_, slots| slots.slots.load().is_empty());
+        }
+    }
+
+    /// Runs `f` on the slot for `seller` and `key`, if there is one, without allocating or locking.
+    #[inline]
+    pub(crate) fn with_slot<R>(
+        &self,
+        seller: &SellerId,
+        key: SlotKeyRef<'_>,
+        f: impl FnOnce(Option<&Arc<Slot>>) -> R,
+    ) -> R {
+        if let Some(path) = path_key(seller, key) {
+            return f(self.paths.pin().get(&path));
+        }
+        let sellers = self.sellers.pin();
+        match sellers.get(seller) {
+            Some(slots) => slots.find(key, f),
+            None => f(None),
+        }
+    }
+
+    /// The slot for `seller` and `key`, made if missing.
+    pub(crate) fn slot(&self, seller: &SellerId, key: SlotKeyRef<'_>) -> Arc<Slot> {
+        if let Some(path) = path_key(seller, key) {
+            let paths = self.paths.pin();
+            if let Some(slot) = paths.get(&path) {
+                return Arc::clone(slot);
+            }
+            return Arc::clone(paths.get_or_insert_with(path.to_owned(), || {
+                Arc::new(Slot::new(Arc::clone(&self.held)))
+            }));
+        }
+        let sellers = self.sellers.pin();
+        let slots = sellers.get_or_insert_with(seller.clone(), SellerSlots::default);
+        slots.get_or_insert(key, &self.held)
+    }
+
+    /// Turns a fetched token into a cache entry with its deadlines and a new generation.
+    pub(crate) fn entry(
+        &self,
+        token: IssuedToken,
+        now: Instant,
+        refresh: &RefreshTiming,
+        bundle: Option<BundleInfo>,
+    ) -> CachedToken {
+        let (soft, hard) = refresh.deadlines(now, time::cap_lifetime(token.expires_in()));
+        self.entry_with_deadlines(token.token().header_value().clone(), soft, hard, bundle)
+    }
+
+    /// A cache entry with deadlines decided elsewhere (fleet mode: by the replica that fetched it).
+    pub(crate) fn entry_with_deadlines(
+        &self,
+        header: HeaderValue,
+        soft: Instant,
+        hard: Instant,
+        bundle: Option<BundleInfo>,
+    ) -> CachedToken {
+        CachedToken {
+            header,
+            soft: soft.min(hard),
+            hard,
+            generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
+            bundle: bundle.map(Box::new),
+        }
+    }
+}
+
+impl fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenCache")
+            .field("sellers", &self.sellers.len())
+            .field("paths", &self.paths.len())
+            .field("tokens", &self.tokens_held())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::DataElements;
+    use crate::error::FetchError;
+    use crate::source::SourceError;
+    use futures_util::FutureExt;
+    use http::Method;
+
+    fn never() -> SharedFetch {
+        futures_util::future::pending::<FetchOutcome>()
+            .boxed()
+            .shared()
+    }
+
+    fn header(value: &'static str) -> HeaderValue {
+        HeaderValue::from_static(value)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn path_slots_stay_out_of_the_sellers_list_and_are_swept() {
+        let cache = TokenCache::new();
+        let seller = SellerId::new("S");
+        let method = Method::GET;
+        let operation = SlotKeyRef {
+            origin: 0,
+            scope: ScopeRef::Operation {
+                index: 1,
+                elements: DataElements::NONE,
+            },
+            target: None,
+        };
+        cache.slot(&seller, operation);
+        let now = Instant::now();
+        for i in 0..10_000 {
+            let path = format!("/reports/2021-06-30/documents/{i}");
+            let key = SlotKeyRef {
+                origin: 0,
+                scope: ScopeRef::Path {
+                    method: &method,
+                    path: &path,
+                },
+                target: None,
+            };
+            let slot = cache.slot(&seller, key);
+            let token = cache.entry_with_deadlines(
+                header("Atz.sprdt|doc"),
+                now + Duration::from_secs(30),
+                now + Duration::from_secs(60),
+                None,
+            );
+            slot.publish(&Ok(Arc::new(token)), now, &FailureMemory::default());
+            assert!(cache.with_slot(&seller, key, |s| s.is_some()));
+        }
+        // The seller's own list, which every lookup of an operation scans, holds one slot whatever
+        // the number of documents.
+        let sellers = cache.sellers.pin();
+        assert_eq!(sellers.get(&seller).unwrap().slots.load().len(), 1);
+        assert_eq!(cache.paths.len(), 10_000);
+        assert_eq!(cache.tokens_held(), 10_000);
+        let keep = Keep {
+            bundle_recheck: Duration::from_secs(3600),
+            refusal_period: Duration::from_secs(60),
+        };
+        assert!(cache.sweep_if_due(now + Duration::from_secs(61), &keep));
+        assert_eq!((cache.paths.len(), cache.tokens_held()), (0, 0));
+        // The operation slot held nothing: its seller is gone too.
+        assert_eq!(cache.sellers_held(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stale_hit_after_a_refresh_published_starts_no_second_refresh() {
+        let cache = TokenCache::new();
+        let slot = Slot::default();
+        let now = Instant::now();
+        let in_window =
+            cache.entry_with_deadlines(header("old"), now, now + Duration::from_secs(100), None);
+        slot.set_current(Some(Arc::new(in_window)));
+        // A request sees the token in its refresh window...
+        assert!(matches!(slot.peek(now, None), Held::Stale(_)));
+        // ...while the refresh under way publishes a fresh one.
+        assert!(slot.begin_refresh(now, never));
+        let fresh = cache.entry_with_deadlines(
+            header("new"),
+            now + Duration::from_secs(50),
+            now + Duration::from_secs(100),
+            None,
+        );
+        slot.publish(&Ok(Arc::new(fresh)), now, &FailureMemory::default());
+        let mut started = 0;
+        let began = slot.begin_refresh(now, || {
+            started += 1;
+            never()
+        });
+        assert!(!began);
+        assert_eq!(started, 0);
+    }
+
+    #[test]
+    fn windows_never_cause_a_refresh_storm() {
+        let now = Instant::now();
+        let w = RefreshTiming::default();
+        // Refreshing ahead takes at most half the usable life, however long `refresh_ahead` is:
+        // without jitter, a token is fresh for at least half its usable life.
+        let greedy = RefreshTiming {
+            refresh_ahead: Duration::from_secs(86_400),
+            jitter: Duration::ZERO,
+            ..w
+        };
+        // The jitter adds at most half of that again: with it, at least a quarter.
+        let jittery = RefreshTiming {
+            jitter: Duration::from_secs(86_400),
+            ..greedy
+        };
+        for life in [0u64, 1, 10, 60, 600, 3600, 86_400] {
+            let life = Duration::from_secs(life);
+            let (soft, hard) = greedy.deadlines(now, life);
+            let usable = hard - now;
+            assert_eq!(soft - now, usable - usable / 2, "{life:?}");
+            for timing in [w, jittery] {
+                for _ in 0..50 {
+                    let (soft, hard) = timing.deadlines(now, life);
+                    assert!(soft <= hard);
+                    assert!(hard <= now + life);
+                    let usable = hard - now;
+                    assert!(soft - now >= usable - usable / 2 - usable / 4, "{life:?}");
+                }
+            }
+        }
+        let (soft, hard) = w.deadlines(now, Duration::from_secs(3600));
+        assert_eq!(hard - now, Duration::from_secs(3570));
+        assert!(soft - now <= Duration::from_secs(3270));
+        assert!(soft - now >= Duration::from_secs(3210));
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let b = FailureMemory::default();
+        let err = FetchError::Source(Arc::new(SourceError::transient("x")));
+        let first = b.remember_for(&err, 1);
+        assert!(first >= Duration::from_millis(500) && first <= Duration::from_secs(1));
+        let tenth = b.remember_for(&err, 10);
+        assert!(tenth <= Duration::from_secs(60) && tenth >= Duration::from_secs(30));
+        let perm = FetchError::Source(Arc::new(SourceError::permanent("x")));
+        // A Retry-After counts up to the transient maximum and no further.
+        let huge = FetchError::Source(Arc::new(
+            SourceError::transient("x").with_retry_after(Duration::MAX),
+        ));
+        assert_eq!(b.remember_for(&huge, 1), b.transient_max);
+        assert_eq!(b.remember_for(&perm, 1), Duration::from_secs(60));
+        let asked = FetchError::Source(Arc::new(
+            SourceError::transient("x").with_retry_after(Duration::from_secs(7)),
+        ));
+        assert!(b.remember_for(&asked, 1) >= Duration::from_secs(7));
+    }
+}

@@ -1,0 +1,371 @@
+//! The transport-agnostic core shared by every front end: classify a request, find its token in the
+//! cache, or fetch one (single flight, rate-limited, retried) and publish it.
+//!
+//! One request, from the tower service's `call` to its header:
+//!
+//! 1. [`RestrictedDataTokenService::call`](crate::RestrictedDataTokenService) asks [`Core::plan`].
+//! 2. [`Core::key_of`] (in `classify`) matches `(method, path)` with the [`Matcher`], reads the
+//!    request's extensions (token mode, seller, data elements, target application) and checks the
+//!    host against the allowed origins: no match means [`TokenAnswer::PassThrough`].
+//! 3. [`TokenCache::with_slot`] finds the key's slot and [`Slot::peek`](crate::cache::Slot::peek)
+//!    reads its token: fresh is [`TokenAnswer::Ready`]; in its refresh window it is served too, and
+//!    `refresh_in_background` starts one fetch.
+//! 4. Otherwise `miss` asks [`Slot::begin`](crate::cache::Slot::begin) to join the key's fetch or
+//!    start it with `start_fetch` (in `fetch`): a spawned task that runs [`Core::fetch_entry`]
+//!    (the fleet's [`SharedTokens`], or `fetch_fresh` → `fetch_with_retries` or `fetch_bundle`,
+//!    under the rate limiter) and [`Slot::publish`](crate::cache::Slot::publish)es the outcome.
+//!    The request gets [`TokenAnswer::Wait`], a future that ends with the token or an error.
+//! 5. The service (or its [`ResponseFuture`](crate::future::ResponseFuture) after the wait) puts
+//!    the token in `x-amz-access-token` with `header::insert_token` and calls the inner service.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use http::{Extensions, Method, Uri};
+use tokio::time::Instant;
+
+use crate::cache::{
+    Coverage, FailureMemory, Held, Keep, RefreshTiming, Refusal, Slot, SlotKeyRef, TokenCache,
+    TokenHeader, TokenOrFetch,
+};
+use crate::catalog::DataElements;
+use crate::control::{ReportPolicy, SandboxPolicy, Strategy};
+use crate::deprecation::DeprecationWarnings;
+use crate::error::{Error, FetchError};
+use crate::limit::TokenRateLimiter;
+use crate::matcher::Matcher;
+use crate::resource::{Origin, SellerId};
+use crate::source::TokenSource;
+use crate::stats::{Counter, Counters, Stats};
+
+mod bundle;
+mod classify;
+mod fetch;
+
+pub(crate) use bundle::Bundles;
+pub(crate) use fetch::{FetchJob, SharedTokens};
+
+/// Settings fixed when the layer is built.
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    pub(crate) default_seller: SellerId,
+    /// Refuse restricted requests that carry no `SellerId` instead of using `default_seller`.
+    pub(crate) require_seller: bool,
+    pub(crate) data_elements: DataElements,
+    pub(crate) report_policy: ReportPolicy,
+    pub(crate) sandbox_policy: SandboxPolicy,
+    pub(crate) wait_timeout: Duration,
+    pub(crate) fetch_timeout: Duration,
+    pub(crate) max_attempts: u32,
+    pub(crate) retry_base: Duration,
+    pub(crate) refresh: RefreshTiming,
+    pub(crate) failures: FailureMemory,
+    pub(crate) strategy: Strategy,
+    /// How long an operation refused inside a bundle stays out of it before it is tried again.
+    pub(crate) bundle_recheck: Duration,
+    /// After a 403 drops a key's token, how long further 403s keep the next token (unless a replay
+    /// with it worked).
+    pub(crate) refusal_period: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            default_seller: SellerId::default(),
+            require_seller: false,
+            data_elements: DataElements::USUAL,
+            report_policy: ReportPolicy::default(),
+            sandbox_policy: SandboxPolicy::default(),
+            wait_timeout: Duration::from_secs(30),
+            fetch_timeout: Duration::from_secs(60),
+            max_attempts: 3,
+            retry_base: Duration::from_millis(250),
+            refresh: RefreshTiming::default(),
+            failures: FailureMemory::default(),
+            strategy: Strategy::default(),
+            bundle_recheck: Duration::from_secs(3600),
+            refusal_period: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The core's answer for one request: no token needed, a token now, a token to wait for, or an
+/// error.
+pub(crate) enum TokenAnswer {
+    /// Not a restricted call this layer handles: leave it alone.
+    PassThrough,
+    /// Insert this token now.
+    Ready(TokenHeader),
+    /// Wait for a token, then insert it.
+    Wait(BoxFuture<'static, Result<TokenHeader, Error>>),
+    /// Fail the request.
+    Fail(Error),
+}
+
+/// The shared state behind every clone of a layer and its services.
+pub(crate) struct Core {
+    pub(crate) matcher: Matcher,
+    pub(crate) origins: Vec<Origin>,
+    pub(crate) source: Arc<dyn TokenSource>,
+    pub(crate) cache: TokenCache,
+    pub(crate) limiter: TokenRateLimiter,
+    pub(crate) counters: Counters,
+    pub(crate) settings: Settings,
+    /// Under [`Strategy::Bundle`]: the groups of generic operations, and each operation's group.
+    pub(crate) bundles: Bundles,
+    /// Fleet mode: the token store and rate limiter shared with other replicas, consulted on a
+    /// local miss.
+    pub(crate) shared: Option<Box<dyn SharedTokens>>,
+    /// Which deprecated operations have been warned about.
+    pub(crate) deprecations: DeprecationWarnings,
+}
+
+impl Core {
+    /// Decides what `method uri` with `extensions` needs. Allocation-free and lock-free unless a
+    /// token must be fetched.
+    #[inline]
+    pub(crate) fn plan(
+        self: &Arc<Self>,
+        method: &Method,
+        uri: &Uri,
+        ext: &Extensions,
+    ) -> TokenAnswer {
+        let Some((seller, key, op)) = self.key_of(method, uri, ext) else {
+            return TokenAnswer::PassThrough;
+        };
+        if self.settings.require_seller && ext.get::<SellerId>().is_none() {
+            return TokenAnswer::Fail(Error::missing_seller());
+        }
+        let now = Instant::now();
+        let peeked = self.cache.with_slot(seller, key, |slot| match slot {
+            None => (Held::Missing, None),
+            Some(slot) => match slot.peek(now, op) {
+                Held::Stale(h) => (Held::Stale(h), Some(Arc::clone(slot))),
+                other => (other, None),
+            },
+        });
+        match peeked {
+            (Held::Fresh(granted), _) => {
+                self.counters.bump(Counter::Hits);
+                tracing::trace!(seller = %seller, "token cache hit");
+                TokenAnswer::Ready(granted)
+            }
+            (Held::Stale(granted), slot) => {
+                self.counters.bump(Counter::StaleHits);
+                if let Some(slot) = slot {
+                    self.refresh_in_background(&slot, seller, key, now);
+                }
+                TokenAnswer::Ready(granted)
+            }
+            (Held::Denied(error), _) => {
+                self.counters.bump(Counter::RememberedErrors);
+                TokenAnswer::Fail(Error::from_fetch(error))
+            }
+            (Held::Missing, _) => self.miss(seller, key, op, now),
+        }
+    }
+
+    fn miss(
+        self: &Arc<Self>,
+        seller: &SellerId,
+        key: SlotKeyRef<'_>,
+        op: Option<u32>,
+        now: Instant,
+    ) -> TokenAnswer {
+        self.counters.bump(Counter::Misses);
+        if tokio::runtime::Handle::try_current().is_err() {
+            return TokenAnswer::Fail(Error::no_runtime());
+        }
+        let keep = Keep {
+            bundle_recheck: self.settings.bundle_recheck,
+            refusal_period: self.settings.refusal_period,
+        };
+        if self.cache.sweep_if_due(now, &keep) {
+            self.limiter.sweep();
+        }
+        let slot = self.cache.slot(seller, key);
+        let begun = slot.begin(now, op, || self.start_fetch(&slot, seller, key));
+        match begun {
+            // Published while this request looked: it was counted as a miss, and only as one.
+            TokenOrFetch::Ready(header) => TokenAnswer::Ready(header),
+            TokenOrFetch::Remembered(error) => {
+                self.counters.bump(Counter::RememberedErrors);
+                tracing::debug!(seller = %seller, "serving a remembered token-fetch failure");
+                TokenAnswer::Fail(Error::from_fetch(error))
+            }
+            TokenOrFetch::Wait { fetch, leader } => {
+                if !leader {
+                    self.counters.bump(Counter::Coalesced);
+                }
+                let core = Arc::clone(self);
+                let wait = self.settings.wait_timeout;
+                TokenAnswer::Wait(Box::pin(async move {
+                    match tokio::time::timeout(wait, fetch).await {
+                        Ok(Ok(token)) => match token.coverage(op) {
+                            Coverage::Covered => Ok(token.grant()),
+                            Coverage::Denied(e) => Err(Error::from_fetch(e)),
+                            Coverage::Uncovered => Err(Error::from_fetch(FetchError::NotCovered)),
+                        },
+                        Ok(Err(e)) => Err(Error::from_fetch(e)),
+                        Err(_) => {
+                            core.counters.bump(Counter::Timeouts);
+                            Err(Error::wait_timed_out(wait))
+                        }
+                    }
+                }))
+            }
+        }
+    }
+
+    fn refresh_in_background(
+        self: &Arc<Self>,
+        slot: &Arc<Slot>,
+        seller: &SellerId,
+        key: SlotKeyRef<'_>,
+        now: Instant,
+    ) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        if slot.begin_refresh(now, || self.start_fetch(slot, seller, key)) {
+            self.counters.bump(Counter::Refreshes);
+            tracing::debug!(seller = %seller, "token in its refresh window: refreshing in the background");
+        }
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        let mut stats = self.counters.snapshot();
+        stats.tokens_cached = self.cache.tokens_held() as u64;
+        stats.sellers_held = self.cache.sellers_held() as u64;
+        stats
+    }
+
+    /// The token for `method uri`, waiting for it if needed: `Ok(None)` when the request needs none.
+    pub(crate) async fn grant(
+        self: &Arc<Self>,
+        method: &Method,
+        uri: &Uri,
+        ext: &Extensions,
+    ) -> Result<Option<TokenHeader>, Error> {
+        match self.plan(method, uri, ext) {
+            TokenAnswer::PassThrough => Ok(None),
+            TokenAnswer::Ready(granted) => Ok(Some(granted)),
+            TokenAnswer::Wait(wait) => wait.await.map(Some),
+            TokenAnswer::Fail(error) => Err(error),
+        }
+    }
+
+    /// Drops the cached token that `method uri` would use, if it is still generation `generation`
+    /// (or whatever token is current when `None`). Returns whether a token was dropped.
+    pub(crate) fn invalidate(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        ext: &Extensions,
+        generation: Option<u64>,
+    ) -> bool {
+        let Some((seller, key, _)) = self.key_of(method, uri, ext) else {
+            return false;
+        };
+        let dropped = self.cache.with_slot(seller, key, |slot| {
+            slot.and_then(|s| {
+                let current = s.generation_at(Instant::now())?;
+                Some(s.invalidate(generation.unwrap_or(current)))
+            })
+            .unwrap_or(false)
+        });
+        if dropped {
+            self.counters.bump(Counter::Invalidations);
+            tracing::debug!(seller = %seller, "cached token invalidated");
+        }
+        dropped
+    }
+
+    /// After a 403 on `method uri` made with token `generation`: drops it, at most once per key per
+    /// refusal period unless a replay shows the dropped token was stale (see [`Refusal`]).
+    pub(crate) fn refused(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        ext: &Extensions,
+        generation: u64,
+    ) -> Refusal {
+        let Some((seller, key, _)) = self.key_of(method, uri, ext) else {
+            return Refusal::Kept;
+        };
+        let refusal = self.cache.with_slot(seller, key, |slot| {
+            slot.map_or(Refusal::Replaced, |s| {
+                s.refuse(generation, Instant::now(), self.settings.refusal_period)
+            })
+        });
+        match refusal {
+            Refusal::Dropped => {
+                self.counters.bump(Counter::Invalidations);
+                tracing::debug!(seller = %seller, "403 with a cached token: dropped it");
+            }
+            Refusal::Kept => tracing::debug!(
+                seller = %seller,
+                "403 soon after another token of this key was refused: keeping the token"
+            ),
+            Refusal::Replaced => {}
+        }
+        refusal
+    }
+
+    /// The replay of a request whose token a 403 dropped worked: the next 403 on its key may drop a
+    /// token again at once.
+    pub(crate) fn replay_worked(&self, method: &Method, uri: &Uri, ext: &Extensions) {
+        if let Some((seller, key, _)) = self.key_of(method, uri, ext) {
+            self.cache
+                .with_slot(seller, key, |slot| slot.map(|s| s.replay_worked()));
+        }
+    }
+}
+
+impl fmt::Debug for Core {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Core")
+            .field("matcher", &self.matcher)
+            .field("origins", &self.origins)
+            .field("limiter", &self.limiter)
+            .field("cache", &self.cache)
+            .field("settings", &self.settings)
+            .field("fleet", &self.shared.as_ref().map(|s| s.describe()))
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer::RestrictedDataTokenLayer;
+    use crate::resource::TokenRequest;
+    use crate::source::{SourceError, source_fn};
+    use crate::token::{IssuedToken, SecretToken};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_miss_that_finds_a_published_token_counts_as_one_miss() {
+        let source = source_fn(|_request: TokenRequest| async {
+            let token = SecretToken::new("Atz.sprdt|one").map_err(SourceError::permanent)?;
+            Ok(IssuedToken::new(token, Duration::from_secs(3600)))
+        });
+        let layer = RestrictedDataTokenLayer::builder(source).build().unwrap();
+        let core = Arc::clone(layer.core());
+        let uri: Uri = "https://sellingpartnerapi-na.amazon.com/orders/v0/orders/1/address"
+            .parse()
+            .unwrap();
+        let (method, ext) = (Method::GET, Extensions::new());
+        assert!(core.grant(&method, &uri, &ext).await.unwrap().is_some());
+        assert_eq!(core.stats().misses, 1);
+        // A request that looked just before the fetch published goes the miss way and finds it.
+        let (seller, key, op) = core.key_of(&method, &uri, &ext).unwrap();
+        assert!(matches!(
+            core.miss(seller, key, op, Instant::now()),
+            TokenAnswer::Ready(_)
+        ));
+        let stats = core.stats();
+        assert_eq!((stats.misses, stats.hits), (2, 0), "{stats:?}");
+    }
+}
