@@ -461,6 +461,49 @@ fn targets(r: &Results, extra: &Value) -> Vec<Row> {
         },
     );
 
+    // 2b. stack: the README's recommended stack, layer vs SetRequestHeader in its place
+    let target = "overhead ≤ 1.25× the same stack's with SetRequestHeader";
+    rows.push(
+        match (
+            r.per("stack/layer"),
+            r.per("stack/bare"),
+            r.per("stack/set_request_header"),
+        ) {
+            (Some(layer), Some(bare), Some(header)) => {
+                let ours = layer.minus(bare);
+                let theirs = header.minus(bare);
+                // A baseline no slower than bare (within its interval) has no overhead to compare
+                // with: no ratio, no verdict.
+                let (ratio, met) = match ours.over(theirs) {
+                    Some(ratio) => (
+                        format!(
+                            "{:.2}× its overhead ({:.2}–{:.2})",
+                            ratio.ns, ratio.lo, ratio.hi
+                        ),
+                        r.judge(ratio, |x| x <= 1.25),
+                    ),
+                    None if r.mode == Mode::Quick => ("—".to_owned(), Verdict::NotJudged),
+                    None => ("—".to_owned(), Verdict::NoBaseline),
+                };
+                Row {
+                    bench: "stack: recovery + layer, four extensions, small body, warm token"
+                        .into(),
+                    measured: format!("{} (+{} over bare)", timed(layer), timed(ours)),
+                    baseline: format!(
+                        "SetRequestHeader {} (+{}); bare {}",
+                        timed(header),
+                        timed(theirs),
+                        timed(bare)
+                    ),
+                    ratio,
+                    target: target.into(),
+                    met,
+                }
+            }
+            _ => not_run("stack", target),
+        },
+    );
+
     // 3. classify
     let samples = extra["classify"]["samples"].as_u64();
     for (set, label) in [
