@@ -120,7 +120,9 @@ impl RestrictedDocuments {
         }
         let id: Arc<str> = Arc::from(id);
         memory.ids.insert(Arc::clone(&id));
-        memory.order.push_back((now + self.settings.ttl, id));
+        // The setting is bounded when read; should it ever not fit, the entry expires at once.
+        let expires = now.checked_add(self.settings.ttl).unwrap_or(now);
+        memory.order.push_back((expires, id));
         true
     }
 

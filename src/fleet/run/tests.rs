@@ -69,7 +69,7 @@ impl SharedTokenStore for Memory {
     }
     fn put<'a>(&'a self, key: &'a FleetKey, record: TokenRecord) -> FleetFuture<'a, ()> {
         self.run(move || {
-            let until = Instant::now() + record.ttl();
+            let until = crate::time::add(Instant::now(), record.ttl());
             let mut records = self.records.lock().unwrap();
             records.insert(key.name().to_owned(), (record.into_bytes(), until));
         })
