@@ -252,7 +252,7 @@ pub(crate) fn live(expires_at: Option<Instant>, now: Instant) -> bool {
     expires_at.is_none_or(|at| now < at)
 }
 
-/// `now + lifetime`, or `None` (never) when that is past what the clock can hold.
+/// The instant `lifetime` after `now`, or `None` (never) when that is past what the clock can hold.
 pub(crate) fn deadline(now: Instant, lifetime: Duration) -> Option<Instant> {
     now.checked_add(lifetime)
 }

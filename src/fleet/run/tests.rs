@@ -86,7 +86,10 @@ impl SharedTokenStore for Memory {
             match leases.get(key.name()) {
                 Some((h, until)) if now < *until && h != holder => false,
                 _ => {
-                    leases.insert(key.name().to_owned(), (holder.to_owned(), now + ttl));
+                    leases.insert(
+                        key.name().to_owned(),
+                        (holder.to_owned(), crate::time::add(now, ttl)),
+                    );
                     true
                 }
             }
@@ -412,7 +415,7 @@ async fn a_drop_made_during_a_store_read_is_not_undone() {
     let fetch = {
         let (core, slot) = (Arc::clone(&core), Arc::clone(&slot));
         tokio::spawn(async move {
-            let deadline = Instant::now() + Duration::from_secs(60);
+            let deadline = crate::time::add(Instant::now(), Duration::from_secs(60));
             core.fetch_entry(&token_request, None, &slot, deadline)
                 .await
                 .map(|entry| entry.header.to_str().unwrap().to_owned())
