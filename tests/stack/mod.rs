@@ -174,30 +174,10 @@ pub fn get(origin: &Origin, path: &str) -> http::Request<String> {
         .unwrap()
 }
 
-/// A port on 127.0.0.1 that refuses connections for as long as this value lives: a socket bound
-/// to it that never listens. Holding the socket keeps the port ours, so no test running beside this
-/// one can bind it (as it could between binding a port, letting it go and connecting to it).
-pub struct DeadPort {
-    _socket: tokio::net::TcpSocket,
-    port: u16,
-}
-
-impl DeadPort {
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-}
-
-/// A [`DeadPort`].
-pub fn dead_port() -> DeadPort {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let port = socket.local_addr().unwrap().port();
-    DeadPort {
-        _socket: socket,
-        port,
-    }
-}
+#[path = "../dead_port/mod.rs"]
+mod dead;
+#[allow(unused_imports)] // not every test binary that includes this module uses it
+pub use dead::{DeadPort, dead_port};
 
 /// A TCP forwarder on 127.0.0.1 to `target`, which can be switched off (afterwards its port
 /// refuses connections, and the connections it carried are cut) or made to answer every new
