@@ -87,7 +87,7 @@ pub(crate) struct TokenHeader {
 impl CachedToken {
     pub(crate) fn grant(&self) -> TokenHeader {
         TokenHeader {
-            header: self.header.clone(),
+            header: super::local::header_for(self),
             generation: self.generation,
             usable_until: self.hard,
         }

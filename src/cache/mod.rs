@@ -11,12 +11,14 @@
 
 mod entry;
 mod key;
+mod local;
 mod slot;
 mod timing;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use foldhash::fast::RandomState;
@@ -30,7 +32,7 @@ use crate::token::IssuedToken;
 pub(crate) use entry::{
     BundleInfo, CachedToken, Coverage, Denied, FetchOutcome, SharedFetch, TokenHeader,
 };
-use key::{PathKey, SellerSlots, path_key};
+use key::{MapKey, MapKeyRef};
 pub(crate) use key::{ScopeRef, SlotKeyRef};
 pub(crate) use slot::{Held, Refusal, Slot, TokenOrFetch};
 pub(crate) use timing::{FailureMemory, RefreshTiming};
@@ -47,17 +49,20 @@ pub(crate) struct Keep {
 /// How often the cache is swept of what has outlived its tokens (on a miss, when due).
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
-/// Every seller's slots.
+/// The last generation given to a token, in the whole process: a generation names one token
+/// whichever cache holds it, which the per-thread copies of `local` rely on.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// Every slot, in one map keyed by (seller, origin, scope, target application).
 ///
 /// Memory is bounded by what is in use: at most once every [`SWEEP_EVERY`], the next miss sweeps
 /// the cache, dropping expired tokens, then every slot that holds nothing else worth keeping (no
-/// fetch under way, no failure still remembered, no recent bundle refusal), then every seller left
-/// with no slot. Specific-path slots (one per report document) live in their own map, looked up in
-/// constant time whatever a seller holds.
+/// fetch under way, no failure still remembered, no recent bundle refusal). A lookup is one probe
+/// of the map, whatever a seller holds.
 pub(crate) struct TokenCache {
-    sellers: papaya::HashMap<SellerId, SellerSlots, RandomState>,
-    paths: papaya::HashMap<PathKey, Arc<Slot>, RandomState>,
-    generation: AtomicU64,
+    slots: papaya::HashMap<MapKey, Arc<Slot>, RandomState>,
+    /// How many operation and bundle slots each seller has: the sellers held.
+    sellers: Mutex<HashMap<SellerId, usize, RandomState>>,
     /// How many slots hold a token (usable or not yet swept).
     held: Arc<AtomicUsize>,
     /// When the next sweep is due (`None`: at the next miss).
@@ -68,16 +73,12 @@ impl TokenCache {
     pub(crate) fn new() -> Self {
         TokenCache {
             // Blocking resizes: with the default incremental mode, lookups in a map filled by
-            // `get_or_insert_with` slowed from ~25 ns to ~600 ns at 100,000 sellers (measured).
-            sellers: papaya::HashMap::builder()
+            // inserts slowed from ~25 ns to ~600 ns at 100,000 sellers (measured).
+            slots: papaya::HashMap::builder()
                 .hasher(RandomState::default())
                 .resize_mode(papaya::ResizeMode::Blocking)
                 .build(),
-            paths: papaya::HashMap::builder()
-                .hasher(RandomState::default())
-                .resize_mode(papaya::ResizeMode::Blocking)
-                .build(),
-            generation: AtomicU64::new(0),
+            sellers: Mutex::default(),
             held: Arc::default(),
             next_sweep: Mutex::new(None),
         }
@@ -90,7 +91,12 @@ impl TokenCache {
 
     /// How many sellers have operation or bundle slots.
     pub(crate) fn sellers_held(&self) -> usize {
-        self.sellers.len()
+        self.sellers().len()
+    }
+
+    fn sellers(&self) -> MutexGuard<'_, HashMap<SellerId, usize, RandomState>> {
+        // Every update is a single insert or remove: a poisoned lock is still good to use.
+        self.sellers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Sweeps the cache if a sweep is due at `now` (see [`TokenCache`]); returns whether it did.
@@ -109,18 +115,25 @@ impl TokenCache {
     }
 
     fn sweep(&self, now: Instant, keep: &Keep) {
-        self.paths
-            .pin()
-            .retain(|_, slot| !(slot.sweep(now, keep) && Arc::strong_count(slot) == 1));
-        let sellers = self.sellers.pin();
-        let emptied: Vec<SellerId> = sellers
-            .iter()
-            .filter(|(_, slots)| slots.sweep(now, keep))
-            .map(|(seller, _)| seller.clone())
-            .collect();
-        for seller in emptied {
-            // A slot added since stays, with its seller.
-            let _ = sellers.remove_if(&seller, |_, slots| slots.slots.load().is_empty());
+        let mut gone: Vec<SellerId> = Vec::new();
+        self.slots.pin().retain(|key, slot| {
+            let drop = slot.sweep(now, keep) && Arc::strong_count(slot) == 1;
+            if drop && let Some(seller) = key.counted_seller() {
+                gone.push(seller.clone());
+            }
+            !drop
+        });
+        if gone.is_empty() {
+            return;
+        }
+        let mut sellers = self.sellers();
+        for seller in gone {
+            if let Some(count) = sellers.get_mut(&seller) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    sellers.remove(&seller);
+                }
+            }
         }
     }
 
@@ -132,30 +145,26 @@ impl TokenCache {
         key: SlotKeyRef<'_>,
         f: impl FnOnce(Option<&Arc<Slot>>) -> R,
     ) -> R {
-        if let Some(path) = path_key(seller, key) {
-            return f(self.paths.pin().get(&path));
-        }
-        let sellers = self.sellers.pin();
-        match sellers.get(seller) {
-            Some(slots) => slots.find(key, f),
-            None => f(None),
-        }
+        f(self.slots.pin().get(&MapKeyRef { seller, key }))
     }
 
     /// The slot for `seller` and `key`, made if missing.
     pub(crate) fn slot(&self, seller: &SellerId, key: SlotKeyRef<'_>) -> Arc<Slot> {
-        if let Some(path) = path_key(seller, key) {
-            let paths = self.paths.pin();
-            if let Some(slot) = paths.get(&path) {
-                return Arc::clone(slot);
-            }
-            return Arc::clone(paths.get_or_insert_with(path.to_owned(), || {
-                Arc::new(Slot::new(Arc::clone(&self.held)))
-            }));
+        let lookup = MapKeyRef { seller, key };
+        let slots = self.slots.pin();
+        if let Some(slot) = slots.get(&lookup) {
+            return Arc::clone(slot);
         }
-        let sellers = self.sellers.pin();
-        let slots = sellers.get_or_insert_with(seller.clone(), SellerSlots::default);
-        slots.get_or_insert(key, &self.held)
+        let made = Arc::new(Slot::new(Arc::clone(&self.held)));
+        match slots.try_insert(lookup.to_key(), made) {
+            Ok(slot) => {
+                if !lookup.is_path() {
+                    *self.sellers().entry(seller.clone()).or_default() += 1;
+                }
+                Arc::clone(slot)
+            }
+            Err(occupied) => Arc::clone(occupied.current),
+        }
     }
 
     /// Turns a fetched token into a cache entry with its deadlines and a new generation.
@@ -182,7 +191,7 @@ impl TokenCache {
             header,
             soft: soft.min(hard),
             hard,
-            generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
+            generation: GENERATION.fetch_add(1, Ordering::Relaxed) + 1,
             bundle: bundle.map(Box::new),
         }
     }
@@ -191,8 +200,8 @@ impl TokenCache {
 impl fmt::Debug for TokenCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenCache")
-            .field("sellers", &self.sellers.len())
-            .field("paths", &self.paths.len())
+            .field("slots", &self.slots.len())
+            .field("sellers", &self.sellers_held())
             .field("tokens", &self.tokens_held())
             .finish_non_exhaustive()
     }
@@ -218,7 +227,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn path_slots_stay_out_of_the_sellers_list_and_are_swept() {
+    async fn path_slots_do_not_count_as_sellers_and_are_swept() {
         let cache = TokenCache::new();
         let seller = SellerId::new("S");
         let method = Method::GET;
@@ -252,18 +261,17 @@ mod tests {
             slot.publish(&Ok(Arc::new(token)), now, &FailureMemory::default());
             assert!(cache.with_slot(&seller, key, |s| s.is_some()));
         }
-        // The seller's own list, which every lookup of an operation scans, holds one slot whatever
-        // the number of documents.
-        let sellers = cache.sellers.pin();
-        assert_eq!(sellers.get(&seller).unwrap().slots.load().len(), 1);
-        assert_eq!(cache.paths.len(), 10_000);
+        // One seller, whatever the number of documents; one slot per document besides the
+        // operation's.
+        assert_eq!(cache.sellers_held(), 1);
+        assert_eq!(cache.slots.len(), 10_001);
         assert_eq!(cache.tokens_held(), 10_000);
         let keep = Keep {
             bundle_recheck: Duration::from_secs(3600),
             refusal_period: Duration::from_secs(60),
         };
         assert!(cache.sweep_if_due(now + Duration::from_secs(61), &keep));
-        assert_eq!((cache.paths.len(), cache.tokens_held()), (0, 0));
+        assert_eq!((cache.slots.len(), cache.tokens_held()), (0, 0));
         // The operation slot held nothing: its seller is gone too.
         assert_eq!(cache.sellers_held(), 0);
     }
