@@ -28,7 +28,7 @@
 //! the per-call client still meets a 429 and waits), else [`FULL_CALLS`]. Without `--bench` (cargo
 //! test running the target) it runs the quick workload and records nothing. A criterion filter
 //! given on the command line (`cargo bench -- cached`) that matches none of
-//! `end_to_end/{per_call,layer,bundle}` skips the run.
+//! `end_to_end/{per_call,layer,bundle}` skips the run; `--list` lists those three ids.
 // Benches may unwrap.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -338,6 +338,13 @@ async fn layered(paths: &[String], strategy: Strategy, name: &'static str) -> Ou
 fn main() {
     let mode = Mode::from_args();
     if mode.filtered_out {
+        return;
+    }
+    if std::env::args().any(|a| a == "--list") {
+        // As criterion lists its benchmarks.
+        for strategy in STRATEGIES {
+            println!("end_to_end/{strategy}: benchmark");
+        }
         return;
     }
     let n = if mode.quick || !mode.bench {
