@@ -3,10 +3,11 @@
 //! wall clock. Three ways of getting the Restricted Data Tokens, each on a new emulator:
 //!
 //! - `per_call`: what most SDKs do. Before every restricted call, a hand-written client asks the
-//!   Tokens API for a token for that exact path (with the operation's data elements) and sends the
-//!   call with it. A 429 waits (`Retry-After` when the answer has one, which Amazon's does not,
-//!   else a fixed [`BACKOFF`] of one second, the quota's refill period: the kindest fixed back-off
-//!   there is) and asks again, up to [`MAX_RETRIES`] times.
+//!   Tokens API for a token for that exact path (with the data elements the layer asks for by
+//!   default, `buyerInfo` and `shippingAddress`, where the operation takes them) and sends the call
+//!   with it. A 429 waits (`Retry-After` when the answer has one, which Amazon's does not, else a
+//!   fixed [`BACKOFF`] of one second, the quota's refill period: a shorter one adds 429s and no
+//!   speed) and asks again, up to [`MAX_RETRIES`] times.
 //! - `layer`: the client stack with `RestrictedDataTokenLayer` and its default strategy, one token
 //!   per operation template.
 //! - `bundle`: the same with `Strategy::Bundle`, one token for every generic operation.
@@ -20,8 +21,8 @@
 //! This is not a criterion benchmark: the per-call strategy spends about a second per call past
 //! the burst, so criterion's repeated sampling would take minutes. Each strategy runs once, the
 //! bench asserts what the layer promises (every call served with personal data; the layer makes
-//! one token call per operation template, the bundle one per 50 generic operations; the per-call
-//! client got a token for every call), prints a table and leaves the figures under `end_to_end` in
+//! at most one token call per operation template, the bundle at most one per 50 generic
+//! operations; the per-call client got a token for every call), prints a table and leaves the figures under `end_to_end` in
 //! `target/criterion/spapi-rdt-extra.json` for `bench_report`, with the mode they were taken in.
 //!
 //! `--quick` (as in `cargo bench -- --quick`) runs [`QUICK_CALLS`] calls (just past the burst, so
