@@ -11,7 +11,8 @@
 //! It reads criterion's results (`<target>/criterion/**/new/{benchmark,estimates}.json`, where
 //! `<target>` honours `CRITERION_HOME` and `CARGO_TARGET_DIR` as criterion does) and the figures the
 //! benches leave in `<target>/criterion/spapi-rdt-extra.json` (bytes per cached seller, source calls
-//! per burst, classification samples). A bench that has not run shows as "not run".
+//! per burst, classification samples, and the `end_to_end` run's token calls, 429s and wall times,
+//! which criterion does not measure). A bench that has not run shows as "not run".
 //!
 //! Verdicts use criterion's confidence interval, not its point estimate: a target is met only when
 //! the whole interval is inside it, missed when the whole interval is outside, and "unclear" when
@@ -744,7 +745,125 @@ fn targets(r: &Results, extra: &Value) -> Vec<Row> {
             _ => not_run(&bench, target),
         });
     }
+
+    // 7. end_to_end
+    rows.push(end_to_end(r, &extra["end_to_end"]));
     rows
+}
+
+/// A wall time in milliseconds, in seconds from 1 s up.
+fn wall(ms: f64) -> String {
+    if ms >= 1_000.0 {
+        format!("{:.2} s", ms / 1_000.0)
+    } else {
+        format!("{ms:.1} ms")
+    }
+}
+
+/// `end_to_end`: token calls, 429s and wall time of the three strategies, from the figures the
+/// bench leaves (it is no criterion benchmark: the per-call strategy waits on the real quota). The
+/// figures count only when they come from a run of this table's mode, written within
+/// [`RUN_SPAN`] of its newest result; a quick run's are shown, not judged.
+fn end_to_end(r: &Results, figures: &Value) -> Row {
+    let target =
+        "layer: ≤ 1 token call per operation; bundle: ≤ 1 per 50 operations; no 429 for either";
+    let strategies = &figures["strategies"];
+    let count = |who: &str, what: &str| strategies[who][what].as_u64();
+    let (Some(n), Some(templates), Some(bundles)) = (
+        figures["calls"].as_u64(),
+        figures["templates"].as_u64(),
+        figures["bundles"].as_u64(),
+    ) else {
+        return not_run("end_to_end", target);
+    };
+    let bench = format!(
+        "end_to_end: {n} restricted calls ({templates} operations, one seller) at Amazon's token quota ({}/s, burst {}), loopback",
+        figures["token_rate_per_s"].as_f64().unwrap_or(f64::NAN),
+        figures["token_burst"].as_u64().unwrap_or(0)
+    );
+    let mode = match figures["mode"].as_str() {
+        Some("quick") => Mode::Quick,
+        Some("full") => Mode::Full,
+        _ => return not_run(&bench, target),
+    };
+    let newest = r.measures.values().map(|m| m.written).max();
+    let written = figures["written_unix"]
+        .as_u64()
+        .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s));
+    let same_run = match (newest, written) {
+        (Some(newest), Some(written)) => {
+            let apart = newest
+                .duration_since(written)
+                .or_else(|_| written.duration_since(newest))
+                .unwrap_or_default();
+            apart <= RUN_SPAN
+        }
+        _ => false,
+    };
+    if mode != r.mode || !same_run {
+        return Row {
+            measured: format!(
+                "not run in this run (figures of a {} run set aside)",
+                if mode == Mode::Quick { "quick" } else { "full" }
+            ),
+            ..not_run(&bench, target)
+        };
+    }
+    let mut parts = Vec::new();
+    let mut walls = Vec::new();
+    for (who, label) in [
+        ("per_call", "per call"),
+        ("layer", "layer"),
+        ("bundle", "bundle"),
+    ] {
+        let (Some(calls), Some(throttled), Some(ms)) = (
+            count(who, "token_calls"),
+            count(who, "throttled"),
+            strategies[who]["wall_ms"].as_f64(),
+        ) else {
+            return not_run(&bench, target);
+        };
+        parts.push(format!(
+            "{label}: {calls} token call{}, {throttled} × 429, {}",
+            if calls == 1 { "" } else { "s" },
+            wall(ms)
+        ));
+        walls.push((calls, throttled, ms));
+    }
+    let [
+        (per_call, _, per_call_ms),
+        (layer, layer_429, layer_ms),
+        (bundle, bundle_429, bundle_ms),
+    ] = walls[..]
+    else {
+        return not_run(&bench, target);
+    };
+    let met = if r.mode == Mode::Quick {
+        Verdict::NotJudged
+    } else {
+        Verdict::both(
+            Verdict::of(layer <= templates && layer_429 == 0),
+            "layer",
+            Verdict::of(bundle <= bundles && bundle_429 == 0),
+            "bundle",
+        )
+    };
+    Row {
+        bench,
+        measured: format!("{}; {}", parts[1], parts[2]),
+        baseline: format!(
+            "{} (a token before every call, {} back-off after a 429)",
+            parts[0],
+            wall(figures["backoff_ms"].as_f64().unwrap_or(f64::NAN))
+        ),
+        ratio: format!(
+            "token calls {per_call} → {layer} → {bundle}; per call's wall time {:.0}× the layer's, {:.0}× the bundle's",
+            per_call_ms / layer_ms,
+            per_call_ms / bundle_ms
+        ),
+        target: target.into(),
+        met,
+    }
 }
 
 /// This machine, as the README names it.
