@@ -10,7 +10,11 @@
 //! - `sellers/bare`: the same request, `SellerId` extension included, through the inner service
 //!   alone (the floor of `hot`);
 //! - `sellers/bare_spread/N`: the same with each seller in turn (the floor of `spread`: cloning a
-//!   `SellerId` touches its memory too).
+//!   `SellerId` touches its memory too);
+//! - `sellers/map_spread/N`: each seller in turn through the inner service alone, with the token
+//!   looked up in a plain `HashMap<SellerId, HeaderValue>` of N sellers and inserted (the floor of
+//!   any cache that keeps a token per seller in a hash map: no classification, no clock, no
+//!   deadlines).
 //!
 //! Note: every allocation in this binary goes through the counting allocator (a few atomic adds),
 //! so its times are a little higher than in the `cached` bench; they compare with each other.
@@ -20,12 +24,13 @@
 #[path = "support/mod.rs"]
 mod support;
 
+use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use http::{Request, Uri};
+use http::{HeaderValue, Request, Uri};
 use spapi_rdt::{RestrictedDataTokenLayer, SellerId};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use support::{RESTRICTED, TOKEN_LEN, counting_source, drive, get, headers, inner};
@@ -110,6 +115,10 @@ where
     S: tower::Service<Request<()>>,
     S::Error: std::fmt::Debug,
 {
+    // Warm requests only: what the first ones set up once is not counted.
+    for _ in 0..2 {
+        black_box(drive(service, request()));
+    }
     let region = Region::new(GLOBAL);
     for _ in 0..rounds {
         black_box(drive(service, request()));
@@ -216,6 +225,34 @@ fn sellers(c: &mut Criterion) {
                 black_box(drive(&mut bare, for_seller(black_box(&uri), seller)))
             })
         });
+        let tokens: HashMap<SellerId, HeaderValue, foldhash::fast::RandomState> = filled
+            .sellers
+            .iter()
+            .map(|seller| {
+                let mut header = HeaderValue::from_str(&support::token_value()).unwrap();
+                header.set_sensitive(true);
+                (seller.clone(), header)
+            })
+            .collect();
+        let mut next = 0;
+        group.bench_function(BenchmarkId::new("map_spread", n), |b| {
+            b.iter(|| {
+                let seller = &order[next];
+                next = if next + 1 == order.len() { 0 } else { next + 1 };
+                let mut request = for_seller(black_box(&uri), seller);
+                if let Some(header) = request
+                    .extensions()
+                    .get::<SellerId>()
+                    .and_then(|seller| tokens.get(seller))
+                {
+                    request
+                        .headers_mut()
+                        .insert(spapi_rdt::X_AMZ_ACCESS_TOKEN, header.clone());
+                }
+                black_box(drive(&mut bare, request))
+            })
+        });
+        drop(tokens);
         let mut next = 0;
         group.bench_function(BenchmarkId::new("spread", n), |b| {
             b.iter(|| {

@@ -667,10 +667,22 @@ fn targets(r: &Results, extra: &Value) -> Vec<Row> {
                     timed(many)
                 ),
                 baseline: if kind == "spread" {
+                    let (map_one, map_many) = (
+                        r.per("sellers/map_spread/1"),
+                        r.per("sellers/map_spread/100000"),
+                    );
                     format!(
-                        "bare, same sellers: 1: {}, 100,000: {}",
+                        "bare, same sellers: 1: {}, 100,000: {}; the floor of a hash-map cache \
+                         (`HashMap<SellerId, HeaderValue>` looked up and inserted): 1: {}, \
+                         100,000: {}{}",
                         opt_time(r.per("sellers/bare_spread/1")),
-                        opt_time(r.per("sellers/bare_spread/100000"))
+                        opt_time(r.per("sellers/bare_spread/100000")),
+                        opt_time(map_one),
+                        opt_time(map_many),
+                        match map_many.zip(map_one).and_then(|(many, one)| many.over(one)) {
+                            Some(x) => format!(" ({:.2}× ({:.2}–{:.2}))", x.ns, x.lo, x.hi),
+                            None => String::new(),
+                        }
                     )
                 } else {
                     format!("bare {}", opt_time(r.per("sellers/bare")))
