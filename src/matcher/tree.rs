@@ -25,16 +25,19 @@ struct Draft {
     param: Option<Box<Draft>>,
 }
 
-/// A compressed node. Children are indexes into [`Tree::nodes`].
-#[derive(Clone, Debug)]
+/// A compressed node. Its bytes live in [`Tree::bytes`] and its literal children side by side in
+/// [`Tree::nodes`], so that a step of the walk loads one node and no other pointer.
+#[derive(Clone, Debug, Default)]
 struct Node {
-    /// The bytes every path through this node has next (after the byte that chose it).
-    prefix: Box<[u8]>,
+    /// Where in `bytes` the node's prefix starts: the bytes every path through it has next (after
+    /// the byte that chose it). The first byte of each literal child follows the prefix.
+    start: usize,
+    prefix: usize,
+    literals: usize,
+    /// The first literal child.
+    first_child: usize,
     /// The operation whose template ends here.
     value: Option<usize>,
-    /// The first byte of each literal child, and the child it leads to.
-    first: Box<[u8]>,
-    literals: Box<[usize]>,
     /// The node after a placeholder segment.
     param: Option<usize>,
 }
@@ -43,6 +46,7 @@ struct Node {
 #[derive(Clone, Debug)]
 pub(super) struct Tree {
     nodes: Vec<Node>,
+    bytes: Vec<u8>,
 }
 
 /// A template whose tokens are another template's: the operation that was there first.
@@ -79,38 +83,46 @@ impl Tree {
                 None => at.value = Some(value),
             }
         }
-        let mut tree = Tree { nodes: Vec::new() };
-        tree.flatten(&root);
+        let mut tree = Tree {
+            nodes: vec![Node::default()],
+            bytes: Vec::new(),
+        };
+        tree.fill(0, &root);
         (tree, duplicates)
     }
 
-    /// Appends `draft` and everything under it, a chain of single literal children folded into one
-    /// prefix; returns its index.
-    fn flatten(&mut self, mut draft: &Draft) -> usize {
-        let mut prefix = Vec::new();
+    /// Fills node `index` from `draft`, a chain of single literal children folded into its prefix,
+    /// and appends the nodes under it.
+    fn fill(&mut self, index: usize, mut draft: &Draft) {
+        let start = self.bytes.len();
         while let ([(b, only)], None, None) = (&draft.literals[..], &draft.param, draft.value) {
-            prefix.push(*b);
+            self.bytes.push(*b);
             draft = only;
         }
-        let index = self.nodes.len();
-        self.nodes.push(Node {
-            prefix: prefix.into(),
-            value: draft.value,
-            first: draft.literals.iter().map(|(b, _)| *b).collect(),
-            literals: Box::default(),
-            param: None,
-        });
-        let literals: Box<[usize]> = draft
-            .literals
-            .iter()
-            .map(|(_, child)| self.flatten(child))
-            .collect();
-        let param = draft.param.as_deref().map(|child| self.flatten(child));
-        if let Some(node) = self.nodes.get_mut(index) {
-            node.literals = literals;
-            node.param = param;
+        let prefix = self.bytes.len() - start;
+        self.bytes.extend(draft.literals.iter().map(|(b, _)| *b));
+        let first_child = self.nodes.len();
+        let literals = draft.literals.len();
+        self.nodes.resize(first_child + literals, Node::default());
+        for (i, (_, child)) in draft.literals.iter().enumerate() {
+            self.fill(first_child + i, child);
         }
-        index
+        let param = draft.param.as_deref().map(|child| {
+            let at = self.nodes.len();
+            self.nodes.push(Node::default());
+            self.fill(at, child);
+            at
+        });
+        if let Some(node) = self.nodes.get_mut(index) {
+            *node = Node {
+                start,
+                prefix,
+                literals,
+                first_child,
+                value: draft.value,
+                param,
+            };
+        }
     }
 
     /// The value of the template `path` matches, if any; `None` as well when the match puts a dot
@@ -129,17 +141,18 @@ impl Tree {
     fn walk(&self, mut at: usize, mut path: &[u8], mut dot: bool) -> Option<(usize, bool)> {
         loop {
             let node = self.nodes.get(at)?;
-            // Not `strip_prefix`: slice equality calls libc's `memcmp`, which costs more than the
-            // whole walk on prefixes this short.
-            if !memchr::arch::all::is_prefix(path, &node.prefix) {
+            let prefix = self.bytes.get(node.start..node.start + node.prefix)?;
+            if !starts_with(path, prefix) {
                 return None;
             }
-            path = path.get(node.prefix.len()..)?;
+            path = path.get(prefix.len()..)?;
             let Some((&next, rest)) = path.split_first() else {
                 return node.value.map(|value| (value, dot));
             };
-            if let Some(i) = node.first.iter().position(|&b| b == next) {
-                let child = *node.literals.get(i)?;
+            let first = self.bytes.get(node.start + node.prefix..)?;
+            let first = first.get(..node.literals)?;
+            if let Some(i) = first.iter().position(|&b| b == next) {
+                let child = node.first_child + i;
                 if node.param.is_none() {
                     at = child;
                     path = rest;
@@ -166,5 +179,28 @@ impl Tree {
     #[inline(never)]
     fn branch(&self, at: usize, path: &[u8], dot: bool) -> Option<(usize, bool)> {
         self.walk(at, path, dot)
+    }
+}
+
+/// Whether `path` starts with `prefix`. Not `<[u8]>::starts_with`: slice equality calls libc's
+/// `memcmp`, which costs more than a whole step of the walk on prefixes this short. This compares
+/// eight bytes at a time and ends on the last eight, overlapping the chunk before.
+#[inline(always)]
+fn starts_with(path: &[u8], prefix: &[u8]) -> bool {
+    let Some(head) = path.get(..prefix.len()) else {
+        return false;
+    };
+    if prefix.len() >= 8 {
+        let word = |chunk: &[u8; 8]| u64::from_ne_bytes(*chunk);
+        let (chunks, _) = head.as_chunks::<8>();
+        let (expected, _) = prefix.as_chunks::<8>();
+        chunks.iter().zip(expected).all(|(a, b)| word(a) == word(b))
+            && head.last_chunk::<8>().map(word) == prefix.last_chunk::<8>().map(word)
+    } else if prefix.len() >= 4 {
+        let word = |chunk: &[u8; 4]| u32::from_ne_bytes(*chunk);
+        head.first_chunk::<4>().map(word) == prefix.first_chunk::<4>().map(word)
+            && head.last_chunk::<4>().map(word) == prefix.last_chunk::<4>().map(word)
+    } else {
+        head.iter().zip(prefix).all(|(a, b)| a == b)
     }
 }
