@@ -1,7 +1,7 @@
 //! Classifying requests: `(method, path)` → the restricted operation it calls, if any.
 //!
-//! The [`Matcher`] compiles a [`Catalog`] into one radix tree per HTTP method, so a
-//! lookup walks the path once and its cost does not grow with the size of the catalogue.
+//! The [`Matcher`] compiles a [`Catalog`] into one radix tree per HTTP method, so a lookup walks
+//! the path once and its cost does not grow with the size of the catalogue.
 //!
 //! # What matches
 //! - The path is matched as sent, byte for byte, against the templates of the catalogue. A placeholder
@@ -26,6 +26,7 @@
 //! # Ok::<(), spapi_rdt::matcher::CatalogError>(())
 //! ```
 
+mod gate;
 mod tree;
 
 use std::fmt;

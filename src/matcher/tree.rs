@@ -5,7 +5,10 @@
 //! placeholder and comes back to the placeholder only when the literal branch fails, the order
 //! `matchit` uses, so that a path matching two templates gets the one with the longer literal
 //! prefix. A placeholder takes one whole, non-empty segment. The walk records no parameters: only
-//! whether a placeholder took a dot segment, which makes the whole match void.
+//! whether a placeholder took a dot segment, which makes the whole match void. The walk starts
+//! past the path's first bytes, at the node the [`Gate`] finds for them.
+
+use super::gate::Gate;
 
 /// One template, as the tree stores it: literal bytes and whole-segment placeholders.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,9 +45,20 @@ struct Node {
     param: Option<usize>,
 }
 
+/// The nodes at the gate's depth, found while the tree is filled.
+struct Entries {
+    /// The gate's depth.
+    len: usize,
+    /// The bytes from the root to the node being filled, while they are fewer than `len`.
+    head: Vec<u8>,
+    /// Each node at depth `len`, with the bytes that lead to it.
+    found: Vec<(Vec<u8>, usize)>,
+}
+
 /// One method's templates, compiled.
 #[derive(Clone, Debug)]
 pub(super) struct Tree {
+    gate: Gate,
     nodes: Vec<Node>,
     bytes: Vec<u8>,
 }
@@ -61,7 +75,17 @@ impl Tree {
     ) -> (Self, Vec<(usize, Duplicate)>) {
         let mut root = Draft::default();
         let mut duplicates = Vec::new();
+        let mut heads: Vec<Vec<u8>> = Vec::new();
         for (tokens, value) in templates {
+            heads.push(
+                tokens
+                    .iter()
+                    .map_while(|t| match t {
+                        Token::Byte(b) => Some(*b),
+                        Token::Param => None,
+                    })
+                    .collect(),
+            );
             let mut at = &mut root;
             for token in tokens {
                 at = match token {
@@ -83,19 +107,44 @@ impl Tree {
                 None => at.value = Some(value),
             }
         }
+        let gate_len = heads.iter().map(Vec::len).min().unwrap_or(0).min(8);
         let mut tree = Tree {
+            gate: Gate::new(0, &[]),
             nodes: vec![Node::default()],
             bytes: Vec::new(),
         };
-        tree.fill(0, &root);
+        let mut entries = Entries {
+            len: gate_len,
+            head: Vec::new(),
+            found: Vec::new(),
+        };
+        tree.fill(0, &root, 0, &mut entries);
+        let found: Vec<(&[u8], usize)> = entries
+            .found
+            .iter()
+            .map(|(head, node)| (head.as_slice(), *node))
+            .collect();
+        tree.gate = Gate::new(gate_len, &found);
         (tree, duplicates)
     }
 
     /// Fills node `index` from `draft`, a chain of single literal children folded into its prefix,
-    /// and appends the nodes under it.
-    fn fill(&mut self, index: usize, mut draft: &Draft) {
+    /// and appends the nodes under it. `depth` is where the node starts in a path (`usize::MAX`
+    /// past a placeholder); a node starts at the gate's depth on every branch, and is recorded.
+    fn fill(&mut self, index: usize, mut draft: &Draft, depth: usize, entries: &mut Entries) {
+        if depth == entries.len {
+            entries.found.push((entries.head.clone(), index));
+        }
+        // Before the gate's depth, a chain stops where its next byte chooses a node at that depth.
+        let stop = match entries.len.checked_sub(1) {
+            Some(last) if depth <= last => last - depth,
+            _ => usize::MAX,
+        };
         let start = self.bytes.len();
         while let ([(b, only)], None, None) = (&draft.literals[..], &draft.param, draft.value) {
+            if self.bytes.len() - start == stop {
+                break;
+            }
             self.bytes.push(*b);
             draft = only;
         }
@@ -104,13 +153,25 @@ impl Tree {
         let first_child = self.nodes.len();
         let literals = draft.literals.len();
         self.nodes.resize(first_child + literals, Node::default());
-        for (i, (_, child)) in draft.literals.iter().enumerate() {
-            self.fill(first_child + i, child);
+        let child_depth = depth.saturating_add(prefix + 1);
+        let head = entries.head.len();
+        if child_depth <= entries.len {
+            entries
+                .head
+                .extend_from_slice(self.bytes.get(start..start + prefix).unwrap_or_default());
         }
+        for (i, (b, child)) in draft.literals.iter().enumerate() {
+            if child_depth <= entries.len {
+                entries.head.push(*b);
+            }
+            self.fill(first_child + i, child, child_depth, entries);
+            entries.head.truncate(head + prefix);
+        }
+        entries.head.truncate(head);
         let param = draft.param.as_deref().map(|child| {
             let at = self.nodes.len();
             self.nodes.push(Node::default());
-            self.fill(at, child);
+            self.fill(at, child, usize::MAX, entries);
             at
         });
         if let Some(node) = self.nodes.get_mut(index) {
@@ -129,7 +190,8 @@ impl Tree {
     /// segment (`.` or `..`) in a placeholder.
     #[inline]
     pub(super) fn find(&self, path: &[u8]) -> Option<usize> {
-        match self.walk(0, path, false)? {
+        let (at, path) = self.gate.enter(path)?;
+        match self.walk(at, path, false)? {
             (_, true) => None,
             (value, false) => Some(value),
         }
