@@ -333,4 +333,29 @@ mod tests {
         );
         assert!(m.classify(&Method::GET, "/mfn/v0/shipments/1").is_some());
     }
+
+    #[test]
+    fn long_templates_compile_and_match() {
+        // Building and dropping the tree must not recurse once per byte or per placeholder.
+        let long = format!("/{}", "a".repeat(1_000_000));
+        let many = "/b/{x}".repeat(20_000);
+        let mut c = Catalog::empty();
+        c.push(RestrictedOperation::new(
+            "X",
+            "long",
+            Method::GET,
+            long.clone(),
+        ));
+        c.push(RestrictedOperation::new(
+            "X",
+            "many",
+            Method::GET,
+            many.clone(),
+        ));
+        let m = Matcher::new(c).unwrap();
+        let hit = |path: &str| m.classify(&Method::GET, path).map(|h| h.index());
+        assert_eq!(hit(&long), Some(0));
+        assert_eq!(hit(&many.replace("{x}", "1")), Some(1));
+        assert_eq!(hit(&many.replace("{x}", ".")), None);
+    }
 }

@@ -28,6 +28,19 @@ struct Draft {
     param: Option<Box<Draft>>,
 }
 
+impl Drop for Draft {
+    /// Drops the nodes under this one from a stack: the drop a compiler writes would recurse once
+    /// per byte of a template.
+    fn drop(&mut self) {
+        let mut stack: Vec<Draft> = self.literals.drain(..).map(|(_, d)| d).collect();
+        stack.extend(self.param.take().map(|d| *d));
+        while let Some(mut draft) = stack.pop() {
+            stack.extend(draft.literals.drain(..).map(|(_, d)| d));
+            stack.extend(draft.param.take().map(|d| *d));
+        }
+    }
+}
+
 /// A compressed node. Its bytes live in [`Tree::bytes`] and its literal children side by side in
 /// [`Tree::nodes`], so that a step of the walk loads one node and no other pointer.
 #[derive(Clone, Debug, Default)]
@@ -43,16 +56,6 @@ struct Node {
     value: Option<usize>,
     /// The node after a placeholder segment.
     param: Option<usize>,
-}
-
-/// The nodes at the gate's depth, found while the tree is filled.
-struct Entries {
-    /// The gate's depth.
-    len: usize,
-    /// The bytes from the root to the node being filled, while they are fewer than `len`.
-    head: Vec<u8>,
-    /// Each node at depth `len`, with the bytes that lead to it.
-    found: Vec<(Vec<u8>, usize)>,
 }
 
 /// One method's templates, compiled.
@@ -113,14 +116,8 @@ impl Tree {
             nodes: vec![Node::default()],
             bytes: Vec::new(),
         };
-        let mut entries = Entries {
-            len: gate_len,
-            head: Vec::new(),
-            found: Vec::new(),
-        };
-        tree.fill(0, &root, 0, &mut entries);
-        let found: Vec<(&[u8], usize)> = entries
-            .found
+        let found = tree.fill(&root, gate_len);
+        let found: Vec<(&[u8], usize)> = found
             .iter()
             .map(|(head, node)| (head.as_slice(), *node))
             .collect();
@@ -128,62 +125,68 @@ impl Tree {
         (tree, duplicates)
     }
 
-    /// Fills node `index` from `draft`, a chain of single literal children folded into its prefix,
-    /// and appends the nodes under it. `depth` is where the node starts in a path (`usize::MAX`
-    /// past a placeholder); a node starts at the gate's depth on every branch, and is recorded.
-    fn fill(&mut self, index: usize, mut draft: &Draft, depth: usize, entries: &mut Entries) {
-        if depth == entries.len {
-            entries.found.push((entries.head.clone(), index));
-        }
-        // Before the gate's depth, a chain stops where its next byte chooses a node at that depth.
-        let stop = match entries.len.checked_sub(1) {
-            Some(last) if depth <= last => last - depth,
-            _ => usize::MAX,
-        };
-        let start = self.bytes.len();
-        while let ([(b, only)], None, None) = (&draft.literals[..], &draft.param, draft.value) {
-            if self.bytes.len() - start == stop {
-                break;
+    /// Fills the nodes from the draft under `root`, each chain of single literal children folded
+    /// into one prefix. A node starts at depth `gate_len` on every branch: those nodes are returned,
+    /// each with the bytes that lead to it. (A loop over a stack of jobs rather than a recursion:
+    /// a long catalogue template must not run out of stack.)
+    fn fill(&mut self, root: &Draft, gate_len: usize) -> Vec<(Vec<u8>, usize)> {
+        let mut found = Vec::new();
+        // The node to fill, its draft, where it starts in a path (`usize::MAX` past a
+        // placeholder) and, before the gate's depth, the bytes that lead to it.
+        let mut jobs = vec![(0, root, 0, Vec::new())];
+        while let Some((index, mut draft, depth, mut head)) = jobs.pop() {
+            if depth == gate_len {
+                found.push((head.clone(), index));
             }
-            self.bytes.push(*b);
-            draft = only;
-        }
-        let prefix = self.bytes.len() - start;
-        self.bytes.extend(draft.literals.iter().map(|(b, _)| *b));
-        let first_child = self.nodes.len();
-        let literals = draft.literals.len();
-        self.nodes.resize(first_child + literals, Node::default());
-        let child_depth = depth.saturating_add(prefix + 1);
-        let head = entries.head.len();
-        if child_depth <= entries.len {
-            entries
-                .head
-                .extend_from_slice(self.bytes.get(start..start + prefix).unwrap_or_default());
-        }
-        for (i, (b, child)) in draft.literals.iter().enumerate() {
-            if child_depth <= entries.len {
-                entries.head.push(*b);
-            }
-            self.fill(first_child + i, child, child_depth, entries);
-            entries.head.truncate(head + prefix);
-        }
-        entries.head.truncate(head);
-        let param = draft.param.as_deref().map(|child| {
-            let at = self.nodes.len();
-            self.nodes.push(Node::default());
-            self.fill(at, child, usize::MAX, entries);
-            at
-        });
-        if let Some(node) = self.nodes.get_mut(index) {
-            *node = Node {
-                start,
-                prefix,
-                literals,
-                first_child,
-                value: draft.value,
-                param,
+            // Before the gate's depth, a chain stops where its next byte chooses a node at that
+            // depth.
+            let stop = match gate_len.checked_sub(1) {
+                Some(last) if depth <= last => last - depth,
+                _ => usize::MAX,
             };
+            let start = self.bytes.len();
+            while let ([(b, only)], None, None) = (&draft.literals[..], &draft.param, draft.value) {
+                if self.bytes.len() - start == stop {
+                    break;
+                }
+                self.bytes.push(*b);
+                draft = only;
+            }
+            let prefix = self.bytes.len() - start;
+            let child_depth = depth.saturating_add(prefix + 1);
+            if child_depth <= gate_len {
+                head.extend_from_slice(self.bytes.get(start..).unwrap_or_default());
+            }
+            self.bytes.extend(draft.literals.iter().map(|(b, _)| *b));
+            let first_child = self.nodes.len();
+            let literals = draft.literals.len();
+            self.nodes.resize(first_child + literals, Node::default());
+            for (i, (b, child)) in draft.literals.iter().enumerate() {
+                let mut child_head = Vec::new();
+                if child_depth <= gate_len {
+                    child_head.extend_from_slice(&head);
+                    child_head.push(*b);
+                }
+                jobs.push((first_child + i, child, child_depth, child_head));
+            }
+            let param = draft.param.as_deref().map(|child| {
+                let at = self.nodes.len();
+                self.nodes.push(Node::default());
+                jobs.push((at, child, usize::MAX, Vec::new()));
+                at
+            });
+            if let Some(node) = self.nodes.get_mut(index) {
+                *node = Node {
+                    start,
+                    prefix,
+                    literals,
+                    first_child,
+                    value: draft.value,
+                    param,
+                };
+            }
         }
+        found
     }
 
     /// The value of the template `path` matches, if any; `None` as well when the match puts a dot
