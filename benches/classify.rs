@@ -12,6 +12,8 @@
 //!     allocates nothing;
 //!   - `regex_set`, for comparison with earlier runs: `regex::RegexSet::matches`, which also
 //!     allocates a `Vec<bool>` of every pattern per lookup (work the matcher does not do);
+//!   - `matcher/one_hit_repeated`: one Orders v0 hit as many times as there are hits, so that the
+//!     walk's branches are all predicted (in `hits` the paths take turns);
 //! - `classify/catalogue_size`: the same lookups with the catalogue trimmed to 8 and 16 operations,
 //!   Amazon's 32, and grown with synthetic operations to 256 and 1024, for both; and
 //!   `matcher_same_work`: only the samples that hit one of the first 8 operations, which every
@@ -307,6 +309,24 @@ fn classify(c: &mut Criterion) {
             })
         });
     }
+    // One hit over and over, as many times as there are hits: what a hit costs when every branch
+    // of the walk is predicted, against `matcher/hits`, where the paths take turns.
+    let one = hits
+        .iter()
+        .find(|s| s.path.starts_with("/orders/v0/orders/"));
+    let repeated: Vec<&Sample> = one.into_iter().cycle().take(hits.len()).copied().collect();
+    group.throughput(Throughput::Elements(repeated.len() as u64));
+    group.bench_with_input(
+        BenchmarkId::new("matcher", "one_hit_repeated"),
+        &repeated,
+        |b, set| {
+            b.iter(|| {
+                for s in set.iter() {
+                    black_box(matcher.classify(black_box(&s.method), black_box(&s.path)));
+                }
+            })
+        },
+    );
     group.finish();
 
     let mut group = c.benchmark_group("classify/catalogue_size");

@@ -1,7 +1,7 @@
 //! Classifying requests: `(method, path)` → the restricted operation it calls, if any.
 //!
-//! The [`Matcher`] compiles a [`Catalog`] into one radix tree per HTTP method (with `matchit`), so a
-//! lookup walks the path once and its cost does not grow with the size of the catalogue.
+//! The [`Matcher`] compiles a [`Catalog`] into one radix tree per HTTP method, so a lookup walks
+//! the path once and its cost does not grow with the size of the catalogue.
 //!
 //! # What matches
 //! - The path is matched as sent, byte for byte, against the templates of the catalogue. A placeholder
@@ -26,11 +26,15 @@
 //! # Ok::<(), spapi_rdt::matcher::CatalogError>(())
 //! ```
 
+mod gate;
+mod tree;
+
 use std::fmt;
 
 use http::{Method, Uri};
 
 use crate::catalog::{Catalog, RestrictedOperation};
+use tree::{Duplicate, Template, Token, Tree};
 
 /// A catalogue that cannot be compiled: a malformed template, or two operations a request could not
 /// tell apart.
@@ -79,8 +83,8 @@ impl<'a> Classified<'a> {
 #[derive(Clone)]
 pub struct Matcher {
     catalog: Catalog,
-    // One router per method that has at least one restricted operation.
-    routers: Vec<(Method, matchit::Router<usize>)>,
+    // One tree per method that has at least one restricted operation.
+    trees: Vec<(Method, Tree)>,
 }
 
 impl Matcher {
@@ -99,50 +103,52 @@ impl Matcher {
         Matcher::compile(Catalog::amazon()).0
     }
 
-    /// Compiles what can be compiled, returning the operations that could not be.
+    /// Compiles what can be compiled, returning the operations that could not be, in catalogue
+    /// order.
     fn compile(catalog: Catalog) -> (Self, Vec<CatalogError>) {
-        let mut routers: Vec<(Method, matchit::Router<usize>)> = Vec::new();
-        let mut errors = Vec::new();
-        for (index, op) in catalog.operations().iter().enumerate() {
+        let operations = catalog.operations();
+        let mut errors: Vec<(usize, CatalogError)> = Vec::new();
+        let mut by_method: Vec<(Method, Vec<Template>)> = Vec::new();
+        let mut routes = Vec::with_capacity(operations.len());
+        for (index, op) in operations.iter().enumerate() {
             let route = match route_of(op) {
                 Ok(route) => route,
                 Err(e) => {
-                    errors.push(e);
+                    errors.push((index, e));
+                    routes.push(String::new());
                     continue;
                 }
             };
-            let router = match routers.iter_mut().position(|(m, _)| m == op.method()) {
-                Some(i) => &mut routers[i].1,
-                None => {
-                    routers.push((op.method().clone(), matchit::Router::new()));
-                    let last = routers.len() - 1;
-                    &mut routers[last].1
-                }
-            };
-            if let Err(e) = router.insert(route, index) {
-                let reason = match e {
-                    matchit::InsertError::Conflict { with } => {
-                        format!("overlaps another operation's template (`{with}`)")
-                    }
-                    other => other.to_string(),
-                };
-                errors.push(CatalogError::new(op, reason));
+            let tokens = tokens_of(&route);
+            routes.push(route);
+            match by_method.iter_mut().find(|(m, _)| m == op.method()) {
+                Some((_, templates)) => templates.push((tokens, index)),
+                None => by_method.push((op.method().clone(), vec![(tokens, index)])),
             }
         }
-        (Matcher { catalog, routers }, errors)
+        let mut trees = Vec::with_capacity(by_method.len());
+        for (method, templates) in by_method {
+            let (tree, duplicates) = Tree::new(templates);
+            for (index, Duplicate(first)) in duplicates {
+                let (Some(op), Some(with)) = (operations.get(index), routes.get(first)) else {
+                    continue;
+                };
+                let reason = format!("overlaps another operation's template (`{with}`)");
+                errors.push((index, CatalogError::new(op, reason)));
+            }
+            trees.push((method, tree));
+        }
+        errors.sort_by_key(|(index, _)| *index);
+        let errors = errors.into_iter().map(|(_, e)| e).collect();
+        (Matcher { catalog, trees }, errors)
     }
 
     /// The restricted operation that `method` and `path` call, if any. `path` is the path alone,
     /// without the query string.
+    #[inline]
     pub fn classify(&self, method: &Method, path: &str) -> Option<Classified<'_>> {
-        let (_, router) = self.routers.iter().find(|(m, _)| m == method)?;
-        let found = router.at(path).ok()?;
-        // A dot segment is a path operation, never an id. (The scan for `/.` is cheap; walking the
-        // parameters is not, so it is done only when the path has one.)
-        if path.contains("/.") && found.params.iter().any(|(_, v)| v == "." || v == "..") {
-            return None;
-        }
-        let index = *found.value;
+        let (_, tree) = self.trees.iter().find(|(m, _)| m == method)?;
+        let index = tree.find(path.as_bytes())?;
         let operation = self.catalog.operations().get(index)?;
         Some(Classified { index, operation })
     }
@@ -166,8 +172,8 @@ impl fmt::Debug for Matcher {
     }
 }
 
-/// Turns a model template into a matchit route, checking its shape. Placeholders are renamed
-/// (`{p0}`, `{p1}`, ...) so that two templates that differ only in placeholder names collide.
+/// Turns a model template into a route, checking its shape. Placeholders are renamed (`{p0}`,
+/// `{p1}`, ...) so that two templates that differ only in placeholder names collide.
 fn route_of(op: &RestrictedOperation) -> Result<String, CatalogError> {
     let template = op.template();
     if !template.starts_with('/') {
@@ -203,6 +209,20 @@ fn route_of(op: &RestrictedOperation) -> Result<String, CatalogError> {
         }
     }
     Ok(route)
+}
+
+/// The tokens of a route from [`route_of`]: its bytes, each `{pN}` segment a placeholder.
+fn tokens_of(route: &str) -> Vec<Token> {
+    let mut tokens = Vec::with_capacity(route.len());
+    for segment in route.split('/').skip(1) {
+        tokens.push(Token::Byte(b'/'));
+        if segment.starts_with('{') {
+            tokens.push(Token::Param);
+        } else {
+            tokens.extend(segment.bytes().map(Token::Byte));
+        }
+    }
+    tokens
 }
 
 #[cfg(test)]
@@ -312,5 +332,30 @@ mod tests {
                 .is_none()
         );
         assert!(m.classify(&Method::GET, "/mfn/v0/shipments/1").is_some());
+    }
+
+    #[test]
+    fn long_templates_compile_and_match() {
+        // Building and dropping the tree must not recurse once per byte or per placeholder.
+        let long = format!("/{}", "a".repeat(1_000_000));
+        let many = "/b/{x}".repeat(20_000);
+        let mut c = Catalog::empty();
+        c.push(RestrictedOperation::new(
+            "X",
+            "long",
+            Method::GET,
+            long.clone(),
+        ));
+        c.push(RestrictedOperation::new(
+            "X",
+            "many",
+            Method::GET,
+            many.clone(),
+        ));
+        let m = Matcher::new(c).unwrap();
+        let hit = |path: &str| m.classify(&Method::GET, path).map(|h| h.index());
+        assert_eq!(hit(&long), Some(0));
+        assert_eq!(hit(&many.replace("{x}", "1")), Some(1));
+        assert_eq!(hit(&many.replace("{x}", ".")), None);
     }
 }
