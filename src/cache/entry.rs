@@ -87,7 +87,7 @@ pub(crate) struct TokenHeader {
 impl CachedToken {
     pub(crate) fn grant(&self) -> TokenHeader {
         TokenHeader {
-            header: super::local::header_for(self),
+            header: self.header.clone(),
             generation: self.generation,
             usable_until: self.hard,
         }

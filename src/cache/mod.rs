@@ -11,7 +11,6 @@
 
 mod entry;
 mod key;
-mod local;
 mod slot;
 mod timing;
 
@@ -50,7 +49,7 @@ pub(crate) struct Keep {
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// The last generation given to a token, in the whole process: a generation names one token
-/// whichever cache holds it, which the per-thread copies of `local` rely on.
+/// whichever layer's cache holds it.
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 
 /// Every slot, in one map keyed by (seller, origin, scope, target application).
