@@ -122,17 +122,8 @@ impl TokenCache {
             }
             !drop
         });
-        if gone.is_empty() {
-            return;
-        }
-        let mut sellers = self.sellers();
-        for seller in gone {
-            if let Some(count) = sellers.get_mut(&seller) {
-                *count = count.saturating_sub(1);
-                if *count == 0 {
-                    sellers.remove(&seller);
-                }
-            }
+        for seller in &gone {
+            self.uncount(seller);
         }
     }
 
@@ -154,15 +145,33 @@ impl TokenCache {
         if let Some(slot) = slots.get(&lookup) {
             return Arc::clone(slot);
         }
+        // The seller is counted before its slot is in the map: a sweep may drop the slot as soon
+        // as it is there (it is empty and nobody else holds it yet), and its uncounting must
+        // find the count.
+        let counted = !lookup.is_path();
+        if counted {
+            *self.sellers().entry(seller.clone()).or_default() += 1;
+        }
         let made = Arc::new(Slot::new(Arc::clone(&self.held)));
         match slots.try_insert(lookup.to_key(), made) {
-            Ok(slot) => {
-                if !lookup.is_path() {
-                    *self.sellers().entry(seller.clone()).or_default() += 1;
+            Ok(slot) => Arc::clone(slot),
+            Err(occupied) => {
+                if counted {
+                    self.uncount(seller);
                 }
-                Arc::clone(slot)
+                Arc::clone(occupied.current)
             }
-            Err(occupied) => Arc::clone(occupied.current),
+        }
+    }
+
+    /// Takes one slot off `seller`'s count, and the seller off the map at zero.
+    fn uncount(&self, seller: &SellerId) {
+        let mut sellers = self.sellers();
+        if let Some(count) = sellers.get_mut(seller) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                sellers.remove(seller);
+            }
         }
     }
 
@@ -273,6 +282,41 @@ mod tests {
         assert_eq!((cache.slots.len(), cache.tokens_held()), (0, 0));
         // The operation slot held nothing: its seller is gone too.
         assert_eq!(cache.sellers_held(), 0);
+    }
+
+    #[test]
+    fn sweeps_racing_new_slots_leave_no_seller_counted_without_a_slot() {
+        let cache = TokenCache::new();
+        let key = SlotKeyRef {
+            origin: 0,
+            scope: ScopeRef::Operation {
+                index: 1,
+                elements: DataElements::NONE,
+            },
+            target: None,
+        };
+        let keep = Keep {
+            bundle_recheck: Duration::from_secs(3600),
+            refusal_period: Duration::from_secs(60),
+        };
+        let now = Instant::now();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for i in 0..20_000 {
+                    drop(cache.slot(&SellerId::new(format!("S{i}")), key));
+                }
+                done.store(true, Ordering::Relaxed);
+            });
+            s.spawn(|| {
+                while !done.load(Ordering::Relaxed) {
+                    cache.sweep(now, &keep);
+                }
+            });
+        });
+        cache.sweep(now, &keep);
+        // Every slot was empty and unheld: all are gone, and so is every seller.
+        assert_eq!((cache.slots.len(), cache.sellers_held()), (0, 0));
     }
 
     #[tokio::test(start_paused = true)]
