@@ -83,7 +83,7 @@ impl Est {
 /// Which kind of run wrote a result.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
-    /// `--quick`: two samples, timings shown but never judged.
+    /// `--quick`: two samples, timings shown but never judged (counts are).
     Quick,
     Full,
 }
@@ -850,16 +850,13 @@ fn end_to_end(r: &Results, figures: &Value) -> Row {
     else {
         return not_run(&bench, target);
     };
-    let met = if r.mode == Mode::Quick {
-        Verdict::NotJudged
-    } else {
-        Verdict::both(
-            Verdict::of(layer <= templates && layer_429 == 0),
-            "layer",
-            Verdict::of(bundle <= bundles && bundle_429 == 0),
-            "bundle",
-        )
-    };
+    // Counts, not timings: judged in a quick run too, like cold_burst's source calls.
+    let met = Verdict::both(
+        Verdict::of(layer <= templates && layer_429 == 0),
+        "layer",
+        Verdict::of(bundle <= bundles && bundle_429 == 0),
+        "bundle",
+    );
     Row {
         bench,
         measured: format!("{}; {}", parts[1], parts[2]),
@@ -916,7 +913,10 @@ fn summary(results: &Results, aside: &[String], extra: &Value) -> String {
     let mut out = format!("Machine: {}.\n\n", machine());
     out.push_str(match results.mode {
         Mode::Full => "A full run: verdicts from criterion's confidence intervals.\n",
-        Mode::Quick => "A quick run (`--quick`): timings shown, nothing judged.\n",
+        Mode::Quick => {
+            "A quick run (`--quick`): timings shown, not judged; counts (source and token calls, \
+             429s, bytes) judged as in a full run.\n"
+        }
     });
     if !aside.is_empty() {
         out.push_str(&format!(
