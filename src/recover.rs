@@ -222,11 +222,13 @@ where
         let used = GenerationCell::default();
         request.extensions_mut().insert(used.clone());
         let replay = replayable(&request);
-        let key = (
-            request.method().clone(),
-            request.uri().clone(),
-            request.extensions().clone(),
-        );
+        // What a 403 is matched against: the replay copy's parts when there is one; a copy of its
+        // own only for a body that cannot be replayed (copying the extensions is most of this
+        // layer's cost per request).
+        let key = match replay {
+            Some(_) => None,
+            None => Some(Key::of(&request)),
+        };
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let core = Arc::clone(&self.core);
@@ -238,16 +240,21 @@ where
             let Some(generation) = used.generation() else {
                 return Ok(response);
             };
-            let (method, uri, extensions) = key;
-            let refusal = core.refused(&method, &uri, &extensions, generation);
+            let Some(replay) = replay else {
+                // Not replayable: the refusal is still recorded, so the next request gets a
+                // fresh token.
+                if let Some(key) = key {
+                    core.refused(&key.method, &key.uri, &key.extensions, generation);
+                }
+                return Ok(response);
+            };
+            let key = Key::of(&replay);
+            let refusal = core.refused(&key.method, &key.uri, &key.extensions, generation);
             if refusal == Refusal::Kept {
                 return Ok(response);
             }
-            let Some(replay) = replay else {
-                return Ok(response);
-            };
             tracing::debug!(
-                path = uri.path(),
+                path = key.uri.path(),
                 "403 with a cached token: invalidated it, replaying once"
             );
             std::future::poll_fn(|cx| inner.poll_ready(cx))
@@ -255,7 +262,7 @@ where
                 .map_err(Into::into)?;
             let response = inner.call(replay).await.map_err(Into::into)?;
             if refusal == Refusal::Dropped && response.status() != StatusCode::FORBIDDEN {
-                core.replay_worked(&method, &uri, &extensions);
+                core.replay_worked(&key.method, &key.uri, &key.extensions);
             }
             Ok(response)
         };
@@ -263,6 +270,24 @@ where
             state: RecoverState::Recovering {
                 future: Box::pin(future),
             },
+        }
+    }
+}
+
+/// What [`Core::refused`] and [`Core::replay_worked`] match a 403 against: the request's method,
+/// URI and extensions, copied before the request goes down the stack.
+struct Key {
+    method: http::Method,
+    uri: http::Uri,
+    extensions: http::Extensions,
+}
+
+impl Key {
+    fn of<B>(request: &Request<B>) -> Key {
+        Key {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            extensions: request.extensions().clone(),
         }
     }
 }
