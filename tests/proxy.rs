@@ -150,7 +150,10 @@ impl Running {
             listener,
             app.clone(),
             shutdown,
-            settings.drain_timeout,
+            serve::Timeouts {
+                header: settings.header_timeout,
+                drain: settings.drain_timeout,
+            },
         ));
         Running {
             addr,
@@ -1274,6 +1277,7 @@ fn the_config_file_sets_sellers_and_flags_override_it() {
         region = "eu"
         log_format = "json"
         drain_timeout_secs = 5
+        header_timeout_secs = 7
 
         [sellers.NA1]
         region = "na"
@@ -1302,6 +1306,7 @@ fn the_config_file_sets_sellers_and_flags_override_it() {
     );
     assert_eq!(config.log_format, cli::LogFormat::Json);
     assert_eq!(config.drain_timeout, Duration::from_secs(5));
+    assert_eq!(config.header_timeout, Duration::from_secs(7));
     assert_eq!(config.reports.capacity, 50);
     assert!(config.client_auth.is_configured());
     let upstream_of = |name: &str| {
@@ -1515,6 +1520,78 @@ async fn proxy_to_gate(gate: &Gate, extra: &[&str]) -> (Emulator, Running, JoinH
 /// Whether a new connection to `addr` is refused (the listener is gone).
 async fn refuses_connections(addr: SocketAddr) -> bool {
     tokio::net::TcpStream::connect(addr).await.is_err()
+}
+
+/// Opens a connection to `addr`, writes `sent`, and reads until the proxy closes the connection.
+/// Returns what the proxy wrote, or `None` when the connection was still open after [`PATIENCE`].
+async fn answer_until_closed(addr: SocketAddr, sent: &[u8]) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(sent).await.unwrap();
+    let mut answer = Vec::new();
+    // A reset ends the connection as surely as a close does.
+    let _ = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut answer))
+        .await
+        .ok()?;
+    Some(String::from_utf8_lossy(&answer).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_bring_no_request_are_closed() {
+    let emulator = emulator().await;
+    let proxy = Running::start(settings_to(
+        &emulator.origin(),
+        &emulator,
+        &["--header-timeout", "1"],
+        &[],
+    ))
+    .await;
+    // Each of these would otherwise hold a task and a file descriptor for ever.
+    let quiet = [
+        ("nothing", &b""[..]),
+        ("the first byte of the HTTP/2 preface", b"P"),
+        (
+            "half a request head",
+            b"GET /healthz HTTP/1.1\r\nhost: proxy\r\n",
+        ),
+    ];
+    for (what, sent) in quiet {
+        assert!(
+            answer_until_closed(proxy.addr, sent).await.is_some(),
+            "a connection that sent {what} was still open after {PATIENCE:?}"
+        );
+    }
+    // A kept-alive connection that goes quiet after its request is closed too.
+    let answer = answer_until_closed(proxy.addr, b"GET /healthz HTTP/1.1\r\nhost: proxy\r\n\r\n")
+        .await
+        .expect("a quiet kept-alive connection was still open");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // And the proxy serves on.
+    let (parts, _) = proxy.get("/healthz", &[]).await;
+    assert_eq!(parts.status, StatusCode::OK);
+}
+
+#[test]
+fn a_header_timeout_outside_its_bounds_is_refused() {
+    let with = |timeout: Option<&str>| {
+        let mut args = vec!["--region", "na"];
+        args.extend(
+            timeout
+                .map(|t| ["--header-timeout", t])
+                .into_iter()
+                .flatten(),
+        );
+        settings(&args, app_vars())
+    };
+    for bad in ["0", "604801"] {
+        let err = with(Some(bad)).unwrap_err();
+        assert!(err.contains("the header timeout must be between"), "{err}");
+    }
+    assert_eq!(
+        with(Some("5")).unwrap().header_timeout,
+        Duration::from_secs(5)
+    );
+    assert_eq!(with(None).unwrap().header_timeout, Duration::from_secs(30));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

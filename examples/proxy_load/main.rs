@@ -142,7 +142,10 @@ async fn run(requests: usize, connections: usize) -> Result<bool, BoxError> {
         async move {
             let _ = stopped.await;
         },
-        Duration::from_secs(5),
+        serve::Timeouts {
+            header: settings.header_timeout,
+            drain: Duration::from_secs(5),
+        },
     ));
     let proxied = driver::run(addr, &paths, &[], load).await?;
     let _ = stop.send(());

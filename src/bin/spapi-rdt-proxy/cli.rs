@@ -34,6 +34,7 @@ REQUESTS:
 CONFIG FILE (--config FILE, TOML; flags given on the command line win; unknown keys are errors):
   listen = \"127.0.0.1:8080\"        region = \"eu\"  (or upstream = \"https://...\")   sandbox = false
   lwa_url = \"...\"   log_format = \"json\"   upstream_timeout_secs = 60   drain_timeout_secs = 20
+  header_timeout_secs = 30
   [client_auth]  allow_networks = [\"10.0.0.0/8\"]
   [sellers.<NAME>]  region = \"na\"  (or upstream = \"https://...\"); token in SPAPI_REFRESH_TOKEN_<NAME>
   [fleet]  redis_url = \"redis://127.0.0.1:6379/0\"   key_prefix = \"spapi-rdt\"
@@ -120,6 +121,11 @@ pub(crate) struct Args {
     /// Seconds to let in-flight requests finish after SIGTERM/SIGINT. Default 20.
     #[arg(long, value_name = "SECONDS")]
     pub(crate) drain_timeout: Option<u64>,
+
+    /// Seconds a client connection may take to send a request head (its first, and each next one
+    /// on a kept-alive HTTP/1.1 connection) before it is closed. Default 30.
+    #[arg(long, value_name = "SECONDS")]
+    pub(crate) header_timeout: Option<u64>,
 }
 
 /// An SP-API region, as named on the command line and in the config file.

@@ -9,6 +9,7 @@
 //! log_format = "json"
 //! upstream_timeout_secs = 60
 //! drain_timeout_secs = 20
+//! header_timeout_secs = 30
 //!
 //! [client_auth]
 //! allow_networks = ["10.0.0.0/8"]  # and/or the SPAPI_PROXY_CLIENT_TOKEN secret
@@ -60,6 +61,7 @@ pub(crate) struct FileConfig {
     log_format: Option<LogFormat>,
     upstream_timeout_secs: Option<u64>,
     drain_timeout_secs: Option<u64>,
+    header_timeout_secs: Option<u64>,
     #[serde(default)]
     client_auth: ClientAuthFile,
     #[serde(default)]
@@ -162,6 +164,8 @@ pub(crate) struct Settings {
     pub(crate) log_format: LogFormat,
     pub(crate) upstream_timeout: Duration,
     pub(crate) drain_timeout: Duration,
+    /// How long a client connection may take to bring a request head.
+    pub(crate) header_timeout: Duration,
     pub(crate) fleet: Option<FleetSettings>,
     pub(crate) reports: ReportSettings,
 }
@@ -275,6 +279,12 @@ impl Settings {
             args.drain_timeout.or(file.drain_timeout_secs).unwrap_or(20),
             "the drain timeout",
         )?;
+        let header_timeout = secs(
+            args.header_timeout
+                .or(file.header_timeout_secs)
+                .unwrap_or(30),
+            "the header timeout",
+        )?;
         let reports = ReportSettings {
             capacity: file.reports.remember.unwrap_or(10_000).clamp(1, 1_000_000),
             ttl: secs(
@@ -311,6 +321,7 @@ impl Settings {
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
             upstream_timeout,
             drain_timeout,
+            header_timeout,
             fleet,
             reports,
         })

@@ -1,12 +1,19 @@
 //! Serving connections, and stopping: when the shutdown future completes (SIGTERM or SIGINT in
 //! the binary, a channel in tests), the listener closes at once, in-flight requests get up to the
 //! drain timeout to finish, and serving returns.
+//!
+//! A connection must bring a request head within the header timeout, the first one and, on
+//! HTTP/1.1, every one after it: otherwise it is closed. Without that, a client that connects and
+//! sends nothing (or one byte, or half a head) would hold a task and a file descriptor for ever.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use spapi_rdt::BoxError;
@@ -24,16 +31,31 @@ pub(crate) enum Drained {
     TimedOut,
 }
 
+/// How long serving waits on clients and on itself.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timeouts {
+    /// How long a connection may take to bring a request head: its first one (whichever the
+    /// protocol) and, on HTTP/1.1, each next one on a kept-alive connection.
+    pub(crate) header: Duration,
+    /// How long in-flight requests may take to finish after the shutdown future completes.
+    pub(crate) drain: Duration,
+}
+
 /// Serves connections on `listener` with `app` until `shutdown` completes; then stops accepting,
-/// lets in-flight requests finish for up to `drain`, and returns.
+/// lets in-flight requests finish for up to `timeouts.drain`, and returns.
 pub(crate) async fn serve(
     listener: TcpListener,
     app: App,
     shutdown: impl Future<Output = ()>,
-    drain: Duration,
+    timeouts: Timeouts,
 ) -> Drained {
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper's header timeout needs a timer; without one it is silently off.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.header);
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -50,9 +72,14 @@ pub(crate) async fn serve(
             }
         };
         let app = app.clone();
-        let service = hyper::service::service_fn(move |request| {
-            let app = app.clone();
-            async move { Ok::<_, Infallible>(app.handle(peer, request).await) }
+        let requested = Arc::new(AtomicBool::new(false));
+        let service = hyper::service::service_fn({
+            let requested = Arc::clone(&requested);
+            move |request| {
+                requested.store(true, Ordering::Relaxed);
+                let app = app.clone();
+                async move { Ok::<_, Infallible>(app.handle(peer, request).await) }
+            }
         });
         let connection = graceful.watch(
             builder
@@ -60,7 +87,27 @@ pub(crate) async fn serve(
                 .into_owned(),
         );
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let mut connection = std::pin::pin!(connection);
+            // hyper's timer does not cover the wait for the first bytes (which protocol?) nor an
+            // HTTP/2 preface: until the first request head, this deadline does.
+            let first = tokio::time::timeout(
+                timeouts.header,
+                std::future::poll_fn(|cx| match connection.as_mut().poll(cx) {
+                    Poll::Ready(ended) => Poll::Ready(Some(ended)),
+                    Poll::Pending if requested.load(Ordering::Relaxed) => Poll::Ready(None),
+                    Poll::Pending => Poll::Pending,
+                }),
+            )
+            .await;
+            let ended = match first {
+                Err(_) => {
+                    tracing::debug!(%peer, "no request within the header timeout: connection closed");
+                    return;
+                }
+                Ok(Some(ended)) => ended,
+                Ok(None) => connection.await,
+            };
+            if let Err(e) = ended {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });
@@ -68,7 +115,7 @@ pub(crate) async fn serve(
     // No new connections from here on.
     drop(listener);
     tracing::info!(in_flight_connections = graceful.count(), "draining");
-    match tokio::time::timeout(drain, graceful.shutdown()).await {
+    match tokio::time::timeout(timeouts.drain, graceful.shutdown()).await {
         Ok(()) => Drained::Complete,
         Err(_) => Drained::TimedOut,
     }
@@ -90,7 +137,11 @@ pub(crate) async fn run(
         client_auth = settings.client_auth.is_configured(),
         "serving"
     );
-    let drained = serve(listener, app, shutdown, settings.drain_timeout).await;
+    let timeouts = Timeouts {
+        header: settings.header_timeout,
+        drain: settings.drain_timeout,
+    };
+    let drained = serve(listener, app, shutdown, timeouts).await;
     match drained {
         Drained::Complete => tracing::info!("drained, stopping"),
         Drained::TimedOut => {
