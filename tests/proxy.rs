@@ -52,6 +52,7 @@ use axum::extract::State;
 use bytes::Bytes;
 use clap::Parser;
 use futures::SinkExt;
+use futures::future::join_all;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
@@ -777,6 +778,41 @@ async fn health_and_readiness_answer() {
     assert_eq!(parts.status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert!(body.contains("LWA"), "{body}");
     assert!(!body.contains(emulator.client_secret()), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_probes_share_one_lwa_check() {
+    let emulator = emulator().await;
+    // LWA refuses the client: every check fails, and a failed check caches no token.
+    let proxy = Running::start(settings_to(
+        &emulator.origin(),
+        &emulator,
+        &[],
+        &[("SPAPI_CLIENT_SECRET", "not-the-secret")],
+    ))
+    .await;
+    let (parts, _) = proxy.get("/readyz", &[]).await;
+    assert_eq!(parts.status, StatusCode::SERVICE_UNAVAILABLE);
+    let one_check = emulator.counters().lwa_calls;
+    assert_eq!(
+        one_check, 2,
+        "one check asks LWA once for each of the two sellers"
+    );
+    // Anyone may call /readyz: probes in a row and at once must not turn into LWA calls.
+    for _ in 0..10 {
+        let (parts, _) = proxy.get("/readyz", &[]).await;
+        assert_eq!(parts.status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let at_once = join_all((0..10).map(|_| proxy.get("/readyz", &[]))).await;
+    assert!(
+        at_once
+            .iter()
+            .all(|(parts, _)| parts.status == StatusCode::SERVICE_UNAVAILABLE)
+    );
+    // The 21 probes took far less than the 5 s a check is remembered; a slow machine may see a
+    // second check, never one per probe.
+    let calls = emulator.counters().lwa_calls;
+    assert!(calls <= 2 * one_check, "{calls} LWA calls for 21 probes");
 }
 
 /// Every path in Amazon's models, to check that the operations endpoints shadow none.

@@ -3,10 +3,12 @@
 //! SP-API paths all have an API and a version segment (`/orders/v0/...`); these single-segment
 //! paths cannot shadow one. They answer without client authentication and never go upstream.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
 use http::{Method, Response, StatusCode};
 use spapi_rdt::fleet::{FleetKey, RedisFleet, SharedTokenStore};
 use spapi_rdt::{Origin, SellerId, SpApiTokenSource, TokenRequest};
@@ -24,13 +26,31 @@ pub(crate) const METRICS: &str = "/metrics";
 /// How long a readiness check waits for LWA or the fleet store.
 const READY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a readiness answer is given again without a new check. `/readyz` needs no client
+/// authentication: without this, every probe while LWA fails would be one LWA call per seller.
+const READY_REMEMBERED: Duration = Duration::from_secs(5);
+
 /// What the operations endpoints look at.
 pub(crate) struct Ops {
+    pub(crate) readiness: Arc<Readiness>,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+/// What makes the proxy ready, and the last check of it.
+pub(crate) struct Readiness {
     pub(crate) source: SpApiTokenSource,
     pub(crate) sellers: Vec<SellerId>,
     pub(crate) upstream: Origin,
     pub(crate) fleet: Option<RedisFleet>,
-    pub(crate) metrics: Arc<Metrics>,
+    last: Mutex<Option<Check>>,
+}
+
+type Answer = Shared<BoxFuture<'static, Result<(), String>>>;
+
+/// A readiness check, under way or done, and when it started.
+struct Check {
+    started: tokio::time::Instant,
+    answer: Answer,
 }
 
 impl Ops {
@@ -59,7 +79,7 @@ impl Ops {
                 "text/plain; charset=utf-8",
                 "ok\n".to_owned(),
             ),
-            READYZ => match self.readiness().await {
+            READYZ => match self.readiness.answer().await {
                 Ok(()) => (
                     StatusCode::OK,
                     "text/plain; charset=utf-8",
@@ -87,10 +107,54 @@ impl Ops {
         };
         Some(plain(status, content_type, body))
     }
+}
+
+impl Readiness {
+    pub(crate) fn new(
+        source: SpApiTokenSource,
+        sellers: Vec<SellerId>,
+        upstream: Origin,
+        fleet: Option<RedisFleet>,
+    ) -> Self {
+        Readiness {
+            source,
+            sellers,
+            upstream,
+            fleet,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// The readiness answer: the check under way, or one started less than
+    /// [`READY_REMEMBERED`] ago, else a new check. So at most one check runs at a time, and at
+    /// most one starts in each period, however many probes come.
+    pub(crate) async fn answer(self: &Arc<Self>) -> Result<(), String> {
+        let answer = {
+            let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+            match &*last {
+                Some(check)
+                    if check.answer.peek().is_none()
+                        || check.started.elapsed() < READY_REMEMBERED =>
+                {
+                    check.answer.clone()
+                }
+                _ => {
+                    let this = Arc::clone(self);
+                    let answer = async move { this.check().await }.boxed().shared();
+                    *last = Some(Check {
+                        started: tokio::time::Instant::now(),
+                        answer: answer.clone(),
+                    });
+                    answer
+                }
+            }
+        };
+        answer.await
+    }
 
     /// Ready when LWA gives a token for at least one seller and, in fleet mode, the shared store
     /// answers. The reason given names no secret.
-    pub(crate) async fn readiness(&self) -> Result<(), String> {
+    async fn check(&self) -> Result<(), String> {
         let mut lwa = false;
         for seller in &self.sellers {
             let fetched =

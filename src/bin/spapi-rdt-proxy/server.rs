@@ -28,7 +28,7 @@ use crate::auth::{ClientAuth, Denied};
 use crate::config::Settings;
 use crate::failure::{Failure, ResponseBody};
 use crate::metrics::{Metrics, RefusalLabels, ReportLabels, RequestLabels};
-use crate::ops::Ops;
+use crate::ops::{Ops, Readiness};
 use crate::reports::{Learning, ReportCall, RestrictedDocuments};
 use crate::upstream::{self, KeepLwaOnRefusal, LwaSent, Upstream, strip_hop_by_hop};
 
@@ -109,10 +109,12 @@ impl App {
                     .map(|s| (s.id.clone(), s.upstream.clone()))
                     .collect(),
                 ops: Ops {
-                    source: source.clone(),
-                    sellers: settings.sellers.iter().map(|s| s.id.clone()).collect(),
-                    upstream: settings.upstream.clone(),
-                    fleet,
+                    readiness: Arc::new(Readiness::new(
+                        source.clone(),
+                        settings.sellers.iter().map(|s| s.id.clone()).collect(),
+                        settings.upstream.clone(),
+                        fleet,
+                    )),
                     metrics: Arc::clone(&metrics),
                 },
                 source,
