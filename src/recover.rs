@@ -221,13 +221,12 @@ where
         }
         let used = GenerationCell::default();
         request.extensions_mut().insert(used.clone());
-        let replay = replayable(&request);
-        // What a 403 is matched against: the replay copy's parts when there is one; a copy of its
-        // own only for a body that cannot be replayed (copying the extensions is most of this
-        // layer's cost per request).
-        let key = match replay {
-            Some(_) => None,
-            None => Some(Key::of(&request)),
+        // One copy of the request's parts per request (copying the extensions is most of this
+        // layer's cost): the replay's, which a 403 is also matched against, or for a body that
+        // cannot be replayed, just what a 403 is matched against.
+        let after_refusal = match replayable(&request) {
+            Some(copy) => AfterRefusal::Replay(copy),
+            None => AfterRefusal::Return(Key::of(&request)),
         };
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -240,13 +239,13 @@ where
             let Some(generation) = used.generation() else {
                 return Ok(response);
             };
-            let Some(replay) = replay else {
-                // Not replayable: the refusal is still recorded, so the next request gets a
-                // fresh token.
-                if let Some(key) = key {
+            let replay = match after_refusal {
+                AfterRefusal::Replay(copy) => copy,
+                AfterRefusal::Return(key) => {
+                    // The refusal is still recorded, so the next request gets a fresh token.
                     core.refused(&key.method, &key.uri, &key.extensions, generation);
+                    return Ok(response);
                 }
-                return Ok(response);
             };
             let key = Key::of(&replay);
             let refusal = core.refused(&key.method, &key.uri, &key.extensions, generation);
@@ -272,6 +271,14 @@ where
             },
         }
     }
+}
+
+/// What the recovery layer keeps of a restricted request for the case of a 403.
+enum AfterRefusal<B> {
+    /// A copy to replay (extensions included).
+    Replay(Request<B>),
+    /// The body cannot be replayed: only what the 403 is matched against.
+    Return(Key),
 }
 
 /// What [`Core::refused`] and [`Core::replay_worked`] match a 403 against: the request's method,
