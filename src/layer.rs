@@ -146,6 +146,12 @@ pub struct RestrictedDataTokenLayerBuilder {
 }
 
 impl RestrictedDataTokenLayerBuilder {
+    /// The most [`max_attempts`](Self::max_attempts) accepts. Each attempt takes a token-call
+    /// cell of the seller's quota; past ten, a source that keeps failing would spend the whole
+    /// burst of one seller on one fetch, and with no pause between attempts a fetch would loop
+    /// for as long as its timeout allows.
+    pub const MAX_ATTEMPTS: u32 = 10;
+
     fn new(source: Arc<dyn TokenSource>) -> Self {
         let origins = Region::ALL
             .into_iter()
@@ -253,7 +259,8 @@ impl RestrictedDataTokenLayerBuilder {
         self
     }
 
-    /// How many times a fetch calls the source when it fails transiently. Default: 3.
+    /// How many times a fetch calls the source when it fails transiently: 1 to
+    /// [`MAX_ATTEMPTS`](Self::MAX_ATTEMPTS). Default: 3.
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.settings.max_attempts = attempts;
         self
@@ -335,13 +342,16 @@ impl RestrictedDataTokenLayerBuilder {
     }
 
     /// Builds the layer, or says which setting it cannot honour ([`BuildError::Setting`] names
-    /// the builder method): a zero `wait_timeout` or `fetch_timeout`, no attempts, more than 65535
-    /// origins, a quota or rate margin governor cannot count (see [`rate_margin`](Self::rate_margin)),
-    /// or a fleet timing of zero.
+    /// the builder method): a zero `wait_timeout` or `fetch_timeout`, no attempts or more than
+    /// [`MAX_ATTEMPTS`](Self::MAX_ATTEMPTS), more than 65535 origins, a quota or rate margin
+    /// governor cannot count (see [`rate_margin`](Self::rate_margin)), or a fleet timing of zero.
     ///
     /// Every other duration may be anything from zero to `Duration::MAX`: deadlines saturate about
-    /// 30 years ahead, token lifetimes are cut to a day, and a `Retry-After` is honoured up to the
-    /// transient back-off's maximum ([`transient_error_backoff`](Self::transient_error_backoff)).
+    /// 30 years ahead (a rate-limit wait past a fetch's deadline fails the fetch at once), token
+    /// lifetimes are cut to a day, a token that lives less than a second fails its fetch with a
+    /// transient error, and a `Retry-After` is honoured up to the transient back-off's maximum
+    /// ([`transient_error_backoff`](Self::transient_error_backoff)). So every fetch ends after at
+    /// most `MAX_ATTEMPTS` calls to the source, and no setting makes the layer wait for nothing.
     pub fn build(self) -> Result<RestrictedDataTokenLayer, BuildError> {
         let bad = |name, reason| Err(BuildError::Setting { name, reason });
         if self.origins.len() > usize::from(u16::MAX) {
@@ -349,6 +359,9 @@ impl RestrictedDataTokenLayerBuilder {
         }
         if self.settings.max_attempts == 0 {
             return bad("max_attempts", "must be at least 1");
+        }
+        if self.settings.max_attempts > Self::MAX_ATTEMPTS {
+            return bad("max_attempts", "must be at most 10 (MAX_ATTEMPTS)");
         }
         if self.settings.wait_timeout.is_zero() {
             return bad("wait_timeout", "must be more than zero");

@@ -122,8 +122,18 @@ pub(crate) struct TokioInstant(tokio::time::Instant);
 
 impl Add<Nanos> for TokioInstant {
     type Output = Self;
+    /// Exact, not saturated at the crate's 30-year horizon: governor's instants reach as far as a
+    /// full refill ([`TokenQuota::MAX_REFILL`], a century) past the limiter's start, and an earlier
+    /// answer here would read as "free now" while governor still refuses, a wait of zero for ever.
+    /// `u64` nanoseconds (584 years) fit in every platform's monotonic clock; should one not, the
+    /// farthest instant that does is the answer.
     fn add(self, other: Nanos) -> Self {
-        TokioInstant(crate::time::add(self.0, Duration::from(other)))
+        let duration = Duration::from(other);
+        TokioInstant(
+            self.0
+                .checked_add(duration)
+                .unwrap_or_else(|| crate::time::add(self.0, duration)),
+        )
     }
 }
 
@@ -191,6 +201,10 @@ impl TokenRateLimiter {
         let key = (seller.clone(), origin.clone());
         let start = tokio::time::Instant::now();
         let mut slept = false;
+        // Refusals in a row that named no wait: on the wall clock one can happen (the cell came
+        // free between governor's check and our reading of the clock), never two. More means
+        // governor and this clock disagree, and sleeping zero again would spin.
+        let mut refusals_without_wait = 0u8;
         loop {
             match self.limiter.check_key(&key) {
                 Ok(()) if !slept => return Ok(Duration::ZERO),
@@ -198,6 +212,16 @@ impl TokenRateLimiter {
                 Err(not_until) => {
                     let wait = not_until.wait_time_from(TokioClock.now());
                     let waited = start.elapsed();
+                    if wait.is_zero() {
+                        refusals_without_wait += 1;
+                        if refusals_without_wait > 2 {
+                            return Err(WouldWaitTooLong {
+                                needed: Duration::MAX,
+                            });
+                        }
+                    } else {
+                        refusals_without_wait = 0;
+                    }
                     let needed = waited.saturating_add(wait);
                     if needed > max_wait {
                         return Err(WouldWaitTooLong { needed });
@@ -279,6 +303,33 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.needed > Duration::from_millis(10));
+    }
+
+    /// A quota whose one call refills in 31.7 years, past the 30 years every deadline of the
+    /// crate saturates at: a second call must be refused at once (its wait is past any budget), not
+    /// spun on with waits of zero. Before governor's instants were exact, this never returned.
+    #[tokio::test(start_paused = true)]
+    async fn a_refill_past_thirty_years_is_refused_not_spun_on() {
+        let quota = TokenQuota::new(1e-9, 1).unwrap();
+        assert!(quota.check(Duration::ZERO).is_ok());
+        let limiter = TokenRateLimiter::new(quota, Duration::ZERO);
+        let (s, o) = (SellerId::default(), Region::Europe.origin());
+        let budget = crate::time::FAR_FUTURE;
+        assert_eq!(limiter.acquire(&s, &o, budget).await, Ok(Duration::ZERO));
+        let interval = quota.interval(Duration::ZERO);
+        let err = limiter.acquire(&s, &o, budget).await.unwrap_err();
+        assert_eq!(err.needed, interval);
+        // Thirty years on, the wait left is what governor says, not zero, and it is honoured.
+        tokio::time::advance(budget).await;
+        let err = limiter.acquire(&s, &o, Duration::ZERO).await.unwrap_err();
+        assert_eq!(err.needed, interval - budget);
+        // tokio's timer rounds a sleep up to the millisecond.
+        let waited = limiter.acquire(&s, &o, budget).await.unwrap();
+        let left = interval - budget;
+        assert!(
+            (left..=left + Duration::from_millis(1)).contains(&waited),
+            "{waited:?}"
+        );
     }
 
     #[test]

@@ -7,8 +7,9 @@
 //! do). A deadline that far away is as good as never on any clock the crate runs on.
 //!
 //! The bounds on outside numbers live here too: a token lifetime is cut to
-//! [`MAX_TOKEN_LIFETIME`] whatever source stated it, and a `Retry-After` is cut to the layer's
-//! longest transient back-off (see `FailureMemory` in the cache).
+//! [`MAX_TOKEN_LIFETIME`] whatever source stated it, one under [`MIN_TOKEN_LIFETIME`] is refused,
+//! and a `Retry-After` is cut to the layer's longest transient back-off (see `FailureMemory` in
+//! the cache).
 
 use std::time::Duration;
 
@@ -20,6 +21,13 @@ pub(crate) const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
 /// The longest lifetime believed from any token source: one day. A longer one is cut to it, so a
 /// token is fetched anew at least once a day whatever its source says.
 pub(crate) const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(86_400);
+
+/// The shortest lifetime accepted from any token source: one second. A token that lives less is
+/// dead on arrival (or would be fetched again for nearly every request): the fetch fails with a
+/// transient error instead, retried a bounded number of times and then remembered with back-off,
+/// so a source that only hands out such tokens costs a bounded number of calls. The same line
+/// the default source draws for `expiresIn`.
+pub(crate) const MIN_TOKEN_LIFETIME: Duration = Duration::from_secs(1);
 
 /// `instant + duration`, saturating at [`FAR_FUTURE`] after `instant` instead of overflowing.
 #[inline]
@@ -38,6 +46,12 @@ pub(crate) fn scale(duration: Duration, factor: f64) -> Duration {
         return duration;
     }
     Duration::try_from_secs_f64(duration.as_secs_f64() * factor).unwrap_or(Duration::MAX)
+}
+
+/// `lifetime` when it is at least [`MIN_TOKEN_LIFETIME`], else `None`.
+#[inline]
+pub(crate) fn usable_lifetime(lifetime: Duration) -> Option<Duration> {
+    (lifetime >= MIN_TOKEN_LIFETIME).then_some(lifetime)
 }
 
 /// A stated lifetime, cut to [`MAX_TOKEN_LIFETIME`].

@@ -26,10 +26,15 @@ async fn call(layer: &RestrictedDataTokenLayer, path: &str) -> Result<String, Bo
 }
 
 fn layer_error(result: Result<String, BoxError>) -> Error {
-    let err = result.unwrap_err();
-    err.downcast_ref::<Error>()
-        .unwrap_or_else(|| panic!("not the layer's error: {err}"))
-        .clone()
+    layer_error_of(result.unwrap_err())
+}
+
+/// The layer's error inside `err`; any other error fails the test.
+fn layer_error_of(err: BoxError) -> Error {
+    match err.downcast_ref::<Error>() {
+        Some(e) => e.clone(),
+        None => panic!("not the layer's error: {err}"),
+    }
 }
 
 /// A source that fails with a 429 asking to wait `retry_after`, and counts its calls.
@@ -334,8 +339,13 @@ fn extremes() -> impl Strategy<Value = Extreme> {
         )
 }
 
-/// Builds a layer from `e` and makes two requests on paused time: nothing may panic.
-fn build_and_call(e: &Extreme) {
+/// What [`build_and_call`] saw: the builder's refusal, or each request's outcome (`None` when the
+/// test's own timeout ended it).
+type Outcomes = Result<Vec<Option<Result<String, Error>>>, BuildError>;
+
+/// Builds a layer from `e` and makes two requests on paused time: nothing may panic, and every error
+/// is the layer's.
+fn build_and_call(e: &Extreme) -> Outcomes {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
@@ -369,29 +379,120 @@ fn build_and_call(e: &Extreme) {
     if let Some(quota) = TokenQuota::new(e.rate, e.burst) {
         builder = builder.quota(quota);
     }
-    let Ok(layer) = builder.build() else {
-        return;
-    };
-    runtime.block_on(async {
+    let layer = builder.build()?;
+    Ok(runtime.block_on(async {
+        let mut outcomes = Vec::new();
         for _ in 0..2 {
             let result =
                 tokio::time::timeout(d[11].max(Duration::from_secs(1)), call(&layer, ADDRESS))
                     .await;
-            if let Ok(Err(err)) = result {
-                assert!(err.downcast_ref::<Error>().is_some(), "{err}");
-            }
+            outcomes.push(result.ok().map(|r| r.map_err(layer_error_of)));
             tokio::time::advance(d[12].min(Duration::from_secs(86_400 * 365))).await;
         }
+        outcomes
+    }))
+}
+
+/// Runs [`build_and_call`] on its own thread and ends the whole test process, naming the case, if
+/// it has not finished after a minute of wall-clock time. A spinning layer never lets paused time
+/// advance, so only the wall clock can catch it. This guards against hangs; it is no timing target
+/// (a case takes milliseconds).
+fn build_and_call_or_exit(e: &Extreme) -> Outcomes {
+    const PATIENCE: Duration = Duration::from_secs(60);
+    let (done, finished) = std::sync::mpsc::channel();
+    let case = e.clone();
+    let worker = std::thread::spawn(move || {
+        let outcomes = build_and_call(&case);
+        let _ = done.send(());
+        outcomes
     });
+    match finished.recv_timeout(PATIENCE) {
+        // Finished, or panicked (the sender dropped): join to pass a panic on to proptest.
+        Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match worker.join() {
+            Ok(outcomes) => outcomes,
+            Err(panic) => std::panic::resume_unwind(panic),
+        },
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            // The spinning thread cannot be stopped, and shrinking would spin again: stop here.
+            eprintln!(
+                "no_extreme_setting_panics: this case did not finish within {PATIENCE:?}: {e:?}"
+            );
+            std::process::exit(101);
+        }
+    }
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
     #[test]
     fn no_extreme_setting_panics(e in extremes()) {
-        build_and_call(&e);
+        let _ = build_and_call_or_exit(&e);
     }
 }
+
+/// The case that made `no_extreme_setting_panics` spin (proptest seed 4): a quota whose one call
+/// refills in 31.7 years, while the limiter's instants saturated 30 years after its start, so
+/// governor kept refusing with a wait of zero on paused time; a token source whose tokens live no
+/// time at all; and no bound on attempts.
+fn seed_4_case() -> Extreme {
+    let half_max = Duration::from_secs(u64::MAX / 2);
+    Extreme {
+        rate: 1e-9,
+        burst: 1,
+        durations: [
+            Duration::from_millis(1),
+            half_max,
+            Duration::MAX,
+            Duration::ZERO,
+            Duration::ZERO,
+            half_max,
+            Duration::MAX,
+            Duration::from_millis(1),
+            half_max,
+            Duration::ZERO,
+            Duration::ZERO,
+            Duration::MAX,
+            Duration::from_secs(1),
+        ],
+        attempts: u32::MAX,
+        lifetime: Duration::ZERO,
+        fail_first: false,
+    }
+}
+
+#[test]
+fn the_seed_4_case_is_refused_for_its_attempts() {
+    let err = build_and_call_or_exit(&seed_4_case()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            BuildError::Setting {
+                name: "max_attempts",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_seed_4_case_with_bounded_attempts_ends_with_typed_errors() {
+    let case = Extreme {
+        attempts: 3,
+        ..seed_4_case()
+    };
+    let outcomes = build_and_call_or_exit(&case).unwrap();
+    assert_eq!(outcomes.len(), 2);
+    for outcome in outcomes {
+        // The token that lives no time is refused; the retry would wait 31.7 years for the quota,
+        // past the fetch's 30-year horizon, so the fetch ends at once, refused by the rate limit.
+        let err = outcome
+            .expect("ended before the test's timeout")
+            .unwrap_err();
+        assert!(err.is_rate_limited(), "{err}");
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn require_seller_refuses_a_restricted_request_without_a_seller() {
     let (source, calls) = lasting(Duration::from_secs(3600));
@@ -417,4 +518,39 @@ async fn require_seller_refuses_a_restricted_request_without_a_seller() {
     let (source, _) = lasting(Duration::from_secs(3600));
     let open = RestrictedDataTokenLayer::new(source);
     assert_eq!(call(&open, ADDRESS).await.unwrap(), "Atz.sprdt|t-1");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_token_that_lives_under_a_second_fails_its_fetch_a_bounded_number_of_times() {
+    for lifetime in [Duration::ZERO, Duration::from_millis(999)] {
+        let (source, calls) = lasting(lifetime);
+        let layer = RestrictedDataTokenLayer::builder(source).build().unwrap();
+        let err = layer_error(call(&layer, ADDRESS).await);
+        let source_error = err.source_error().expect("the source's error");
+        assert_eq!(source_error.kind(), spapi_rdt::ErrorKind::Transient);
+        assert!(source_error.message().contains("less than the 1s"), "{err}");
+        // The default three attempts, then the failure is remembered: no call for the next request.
+        assert_eq!(calls.load(Ordering::SeqCst), 3, "{lifetime:?}");
+        layer_error(call(&layer, ADDRESS).await);
+        assert_eq!(calls.load(Ordering::SeqCst), 3, "{lifetime:?}");
+    }
+    // One second is enough.
+    let (source, calls) = lasting(Duration::from_secs(1));
+    let layer = RestrictedDataTokenLayer::builder(source).build().unwrap();
+    assert_eq!(call(&layer, ADDRESS).await.unwrap(), "Atz.sprdt|t-1");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn max_attempts_is_bounded() {
+    let (source, _) = lasting(Duration::from_secs(3600));
+    let builder = RestrictedDataTokenLayer::builder(source);
+    let max = spapi_rdt::RestrictedDataTokenLayerBuilder::MAX_ATTEMPTS;
+    assert!(builder.max_attempts(max).build().is_ok());
+    let (source, _) = lasting(Duration::from_secs(3600));
+    let err = RestrictedDataTokenLayer::builder(source)
+        .max_attempts(max + 1)
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("max_attempts"), "{err}");
 }

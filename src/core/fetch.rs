@@ -206,7 +206,18 @@ impl Core {
                     .await?;
             }
             self.counters.bump(Counter::Fetches);
-            let error = match self.source.fetch(request.clone()).await {
+            let fetched = self.source.fetch(request.clone()).await.and_then(|token| {
+                match time::usable_lifetime(token.expires_in()) {
+                    Some(_) => Ok(token),
+                    None => Err(SourceError::transient(format_args!(
+                        "the token source returned a token that lives {:?}, less than the {:?} \
+                         the layer needs to use it",
+                        token.expires_in(),
+                        time::MIN_TOKEN_LIFETIME
+                    ))),
+                }
+            });
+            let error = match fetched {
                 Ok(token) => return Ok(token),
                 Err(e) => {
                     calls = calls.saturating_add(e.attempts().max(1));
