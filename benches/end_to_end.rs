@@ -49,8 +49,8 @@ use serde_json::{Value, json};
 use spapi_rdt::catalog::{Catalog, DataElements, PathKind};
 use spapi_rdt::control::Strategy;
 use spapi_rdt::matcher::Matcher;
-use spapi_rdt::testing::{Counters, Emulator, EmulatorConfig};
 use spapi_rdt::{LwaCredentials, RestrictedDataTokenLayer, SellerId, SpApiTokenSource};
+use spapi_rdt_emulator::{Counters, Emulator, EmulatorConfig};
 use tower::{ServiceBuilder, ServiceExt};
 
 /// Calls in a full run: 30 past the burst, so about 30 s for the per-call client.

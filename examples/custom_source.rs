@@ -30,12 +30,12 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use spapi_rdt::catalog::{DataElement, DataElements};
-use spapi_rdt::testing::Emulator;
 use spapi_rdt::{
     BoxError, IssuedToken, LwaCredentials, Origin, RestrictedDataTokenLayer, RestrictedResource,
     SecretToken, SellerId, SourceError, SpApiTokenSource, Stats, TokenFuture, TokenRequest,
     TokenSource,
 };
+use spapi_rdt_emulator::Emulator;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tower::{ServiceBuilder, ServiceExt};

@@ -11,7 +11,7 @@
 use std::process::ExitCode;
 
 use spapi_rdt::BoxError;
-use spapi_rdt::testing::{Emulator, EmulatorConfig};
+use spapi_rdt_emulator::{Emulator, EmulatorConfig};
 
 async fn run() -> Result<(), BoxError> {
     let config = EmulatorConfig::default().seller("seller-b", "Atzr|emulator-seller-b");
@@ -32,7 +32,7 @@ async fn run() -> Result<(), BoxError> {
     );
     println!();
     println!(
-        "cargo run --features proxy --bin spapi-rdt-proxy -- --upstream {origin} --lwa-url {}",
+        "cargo run -p spapi-rdt-proxy -- --upstream {origin} --lwa-url {}",
         emulator.lwa_url()
     );
     println!("curl -i http://127.0.0.1:8080/orders/v0/orders/902-3159896-1390916/address");

@@ -22,11 +22,11 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use spapi_rdt::testing::{Emulator, EmulatorConfig};
 use spapi_rdt::{
     BoxError, LwaCredentials, RestrictedDataTokenLayer, SellerId, SourceError, SpApiTokenSource,
     Stats, X_AMZ_ACCESS_TOKEN,
 };
+use spapi_rdt_emulator::{Emulator, EmulatorConfig};
 use tower::filter::AsyncFilterLayer;
 use tower::{Service, ServiceBuilder, ServiceExt};
 

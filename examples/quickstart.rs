@@ -5,7 +5,7 @@
 //! cargo run --example quickstart
 //! ```
 //!
-//! It runs against the SP-API emulator (`spapi_rdt::testing`) on 127.0.0.1: no credentials, no
+//! It runs against the SP-API emulator (`spapi_rdt_emulator`) on 127.0.0.1: no credentials, no
 //! network. It exits with a failure status when a restricted call comes back without personal data,
 //! so CI catches a regression.
 //!
@@ -30,10 +30,10 @@ use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use spapi_rdt::testing::Emulator;
 use spapi_rdt::{
     BoxError, LwaCredentials, Origin, RestrictedDataTokenLayer, SellerId, SpApiTokenSource,
 };
+use spapi_rdt_emulator::Emulator;
 use tower::{ServiceBuilder, ServiceExt};
 
 #[tokio::main]

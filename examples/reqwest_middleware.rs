@@ -19,11 +19,11 @@ use std::process::ExitCode;
 
 use http::StatusCode;
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, RequestBuilder};
-use spapi_rdt::testing::{Emulator, EmulatorConfig};
 use spapi_rdt::{
     BoxError, LwaCredentials, RestrictedDataTokenLayer, SellerId, SpApiTokenSource, Stats,
     X_AMZ_ACCESS_TOKEN,
 };
+use spapi_rdt_emulator::{Emulator, EmulatorConfig};
 
 /// The second seller the emulator knows.
 pub(crate) const SELLER_B: &str = "seller-b";

@@ -59,7 +59,7 @@
 //!   `reqwest_middleware::Middleware`.
 //! - `redis`: `spapi_rdt::fleet::RedisFleet`, fleet mode on Redis: replicas share one token fetch
 //!   per key and one rate limit per seller, with tokens encrypted at rest ([`fleet`]).
-//! - `testing`: `spapi_rdt::testing`, an SP-API emulator on loopback for tests and examples.
+//! - `testing`: `spapi_rdt_emulator`, an SP-API emulator on loopback for tests and examples.
 //!
 //! # TLS
 //! The TLS stack is the application's choice; the crate only follows it. The default feature
@@ -103,8 +103,6 @@ mod resource;
 mod service;
 pub mod source;
 mod stats;
-#[cfg(feature = "testing")]
-pub mod testing;
 mod time;
 mod token;
 

@@ -62,11 +62,11 @@ async fn a_delegator_hands_out_and_a_delegatee_injects() {
 
 /// An application in draft or test state is named `<id>&version=beta`: the layer sends that form to
 /// the Tokens API verbatim (JSON-escaped, not URL-encoded or cut at the `&`).
-#[cfg(all(feature = "testing", feature = "reqwest"))]
+#[cfg(feature = "reqwest")]
 #[tokio::test]
 async fn a_draft_application_is_sent_with_version_beta_verbatim() {
-    use spapi_rdt::testing::{Emulator, EmulatorConfig};
     use spapi_rdt::{LwaCredentials, SpApiTokenSource};
+    use spapi_rdt_emulator::{Emulator, EmulatorConfig};
 
     let app = "amzn1.sp.solution.0bf296b5-draft";
     let target = TargetApplication::beta(app);

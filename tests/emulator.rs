@@ -1,5 +1,5 @@
 //! The SP-API emulator, driven over real loopback sockets with reqwest.
-#![cfg(all(feature = "testing", feature = "reqwest"))]
+#![cfg(feature = "reqwest")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{Value, json};
 use spapi_rdt::catalog::DataElement;
-use spapi_rdt::testing::{Emulator, EmulatorConfig, Endpoint, Fault};
+use spapi_rdt_emulator::{Emulator, EmulatorConfig, Endpoint, Fault};
 
 const TOKENS: &str = "/tokens/2021-03-01/restrictedDataToken";
 const SANDBOX_TARGET: &str = "amzn1.sellerapps.app.target-application";

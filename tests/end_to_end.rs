@@ -4,7 +4,7 @@
 //! Real sockets need real time (tokio's paused clock would fire every timeout at once), so every
 //! test runs on the wall clock with small timeouts, and `guard` fails a test that hangs. The upper
 //! bounds on elapsed time are hang guards, not timing targets.
-#![cfg(all(feature = "testing", feature = "reqwest"))]
+#![cfg(feature = "reqwest")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::future::Future;
@@ -18,12 +18,12 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use spapi_rdt::catalog::{Catalog, PathKind, RestrictedOperation};
 use spapi_rdt::control::{RestrictedReport, Strategy};
-use spapi_rdt::testing::{Emulator, EmulatorConfig, Endpoint, Fault};
 use spapi_rdt::{
     BoxError, Error, ErrorKind, LwaCredentials, RestrictedDataTokenLayer,
     RestrictedDataTokenLayerBuilder, SellerId, SpApiTokenSource, SpApiTokenSourceBuilder,
     TokenQuota,
 };
+use spapi_rdt_emulator::{Emulator, EmulatorConfig, Endpoint, Fault};
 use tower::util::BoxCloneService;
 use tower::{ServiceBuilder, ServiceExt};
 

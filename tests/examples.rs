@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 use spapi_rdt::Origin;
-use spapi_rdt::testing::Emulator;
+use spapi_rdt_emulator::Emulator;
 
 /// How long an example binary may take before a test gives up on it.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -241,13 +241,10 @@ async fn the_emulator_example_serves_what_it_prints_until_ctrl_c() {
             .unwrap_or_else(|| panic!("no {name} in:\n{printed}"))
             .to_owned()
     };
-    let lwa_url = after(
-        &printed,
-        "cargo run --features proxy --bin spapi-rdt-proxy -- ",
-    )
-    .and_then(|command| command.split("--lwa-url ").nth(1))
-    .unwrap()
-    .to_owned();
+    let lwa_url = after(&printed, "cargo run -p spapi-rdt-proxy -- ")
+        .and_then(|command| command.split("--lwa-url ").nth(1))
+        .unwrap()
+        .to_owned();
     let credentials = spapi_rdt::LwaCredentials::new(
         export("SPAPI_CLIENT_ID"),
         export("SPAPI_CLIENT_SECRET"),

@@ -26,11 +26,11 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use http::StatusCode;
-use spapi_rdt::testing::{Emulator, EmulatorConfig, Endpoint, Fault};
 use spapi_rdt::{
     BoxError, Error, ErrorKind, LwaCredentials, Origin, RestrictedDataTokenLayer, SellerId,
     SpApiTokenSource,
 };
+use spapi_rdt_emulator::{Emulator, EmulatorConfig, Endpoint, Fault};
 use stack::{ADDRESS, Forwarder, Upstream, credentials, dead_port, get, http_client};
 use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt};

@@ -7,7 +7,7 @@
 //! The Redis comes from `SPAPI_RDT_REDIS_URL` or a `redis-server` the tests start; without either
 //! they are skipped with one line on stderr, or fail under `SPAPI_RDT_REQUIRE_REDIS=1` (see
 //! `tests/redis_server`).
-#![cfg(all(feature = "redis", feature = "testing", feature = "reqwest"))]
+#![cfg(all(feature = "redis", feature = "reqwest"))]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -18,11 +18,11 @@ use http::StatusCode;
 use spapi_rdt::catalog::DataElements;
 use spapi_rdt::control::{RestrictedReport, Strategy};
 use spapi_rdt::fleet::{EncryptionKey, Fleet, FleetKey, RedisFleet};
-use spapi_rdt::testing::{Emulator, EmulatorConfig};
 use spapi_rdt::{
     BoxError, LwaCredentials, RestrictedDataTokenLayer, RestrictedResource, SellerId,
     SpApiTokenSource, TokenQuota, TokenRequest,
 };
+use spapi_rdt_emulator::{Emulator, EmulatorConfig};
 use tower::{Layer, ServiceExt};
 
 #[path = "redis_server/mod.rs"]
@@ -286,7 +286,7 @@ async fn a_thousand_calls_across_four_replicas_make_one_token_call_per_key() {
 async fn run_quota_load(
     redis: &Redis,
     fleet: bool,
-) -> (spapi_rdt::testing::Counters, Vec<Replica>, Duration) {
+) -> (spapi_rdt_emulator::Counters, Vec<Replica>, Duration) {
     // A faster quota than Amazon's 1/s (the same shape: a burst, then a steady rate), so that the
     // test takes seconds.
     let em = Emulator::start_with(emulator_config().token_quota(5.0, 5))

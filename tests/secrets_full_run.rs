@@ -23,11 +23,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::StatusCode;
-use spapi_rdt::testing::{Emulator, EmulatorConfig, Endpoint, Fault};
 use spapi_rdt::{
     BoxError, LwaCredentials, RestrictedDataTokenLayer, SecretToken, SellerId, SpApiTokenSource,
     TokenQuota,
 };
+use spapi_rdt_emulator::{Emulator, EmulatorConfig, Endpoint, Fault};
 use stack::Upstream;
 use tower::{ServiceBuilder, ServiceExt};
 use tracing_subscriber::util::SubscriberInitExt;

@@ -32,11 +32,11 @@ use std::time::Duration;
 use axum::body::Bytes;
 use http::{HeaderMap, Method, StatusCode, Uri};
 use http_body_util::BodyExt;
-use spapi_rdt::testing::Emulator;
 use spapi_rdt::{
     ErrorKind, IssuedToken, Origin, RestrictedDataTokenLayer, RestrictedResource, SecretToken,
     SellerId, SourceError, SpApiTokenSource, TokenRequest, TokenSource, source_fn,
 };
+use spapi_rdt_emulator::Emulator;
 use stack::Upstream;
 use tokio::net::TcpListener;
 use tower::{ServiceBuilder, ServiceExt};

@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use spapi_rdt::testing::Emulator;
 use spapi_rdt::{BoxError, LwaCredentials, Origin, SellerId, SpApiTokenSource};
+use spapi_rdt_emulator::Emulator;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -12,7 +12,7 @@ mod common;
 
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use spapi_rdt::testing::Emulator;
+use spapi_rdt_emulator::Emulator;
 use spapi_rdt::{BoxError, SourceBuildError};
 
 #[tokio::main]

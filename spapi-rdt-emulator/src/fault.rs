@@ -11,7 +11,7 @@ pub enum Endpoint {
     Lwa,
     /// The Tokens API, `POST /tokens/2021-03-01/restrictedDataToken`.
     Tokens,
-    /// Every restricted operation of [`Catalog::amazon`](crate::catalog::Catalog::amazon).
+    /// Every restricted operation of [`Catalog::amazon`](spapi_rdt::catalog::Catalog::amazon).
     Restricted,
     /// The unrestricted operations the emulator serves.
     Unrestricted,

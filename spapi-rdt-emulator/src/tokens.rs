@@ -10,7 +10,7 @@ use super::reply::{
     ACCESS_TOKEN, RATE_LIMIT, SELLER, json_response, set_header, sp_error, sp_errors,
 };
 use super::state::{Coverage, Rdt, Shared, deadline, live, match_template, scope_of};
-use crate::catalog::{DataElement, DataElements};
+use spapi_rdt::catalog::{DataElement, DataElements};
 
 const INVALID_PARAMETERS: &str = "Request is missing or has invalid parameters";
 
@@ -254,11 +254,11 @@ fn check(body: &Value) -> Result<Checked, Vec<ErrorEntry>> {
             "restrictedResources must hold at least one resource.".to_owned(),
         ));
     }
-    if list.len() > crate::TokenRequest::MAX_RESOURCES {
+    if list.len() > spapi_rdt::TokenRequest::MAX_RESOURCES {
         return Err(invalid(format!(
             "restrictedResources holds {} resources; at most {} are allowed.",
             list.len(),
-            crate::TokenRequest::MAX_RESOURCES
+            spapi_rdt::TokenRequest::MAX_RESOURCES
         )));
     }
     let mut resources = Vec::with_capacity(list.len());

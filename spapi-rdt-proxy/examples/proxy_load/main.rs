@@ -3,36 +3,15 @@
 //! what the proxy adds.
 //!
 //! ```text
-//! cargo run --release --features proxy --example proxy_load            # 10000 requests, 200 connections
-//! cargo run --release --features proxy --example proxy_load -- 2000 50 # requests, connections
+//! cargo run --release -p spapi-rdt-proxy --example proxy_load            # 10000 requests, 200 connections
+//! cargo run --release -p spapi-rdt-proxy --example proxy_load -- 2000 50 # requests, connections
 //! ```
 //!
 //! It checks what the proxy must keep under load (every answer 200 with personal data, one token
 //! call per operation, nothing throttled) and exits non-zero otherwise. Everything stays on
 //! 127.0.0.1, and the run is bounded by the request count.
-#![allow(dead_code, missing_docs, unreachable_pub)]
 
-#[path = "../../src/bin/spapi-rdt-proxy/auth.rs"]
-mod auth;
-#[path = "../../src/bin/spapi-rdt-proxy/cli.rs"]
-mod cli;
-#[path = "../../src/bin/spapi-rdt-proxy/config.rs"]
-mod config;
 mod driver;
-#[path = "../../src/bin/spapi-rdt-proxy/failure.rs"]
-mod failure;
-#[path = "../../src/bin/spapi-rdt-proxy/metrics.rs"]
-mod metrics;
-#[path = "../../src/bin/spapi-rdt-proxy/ops.rs"]
-mod ops;
-#[path = "../../src/bin/spapi-rdt-proxy/reports.rs"]
-mod reports;
-#[path = "../../src/bin/spapi-rdt-proxy/serve.rs"]
-mod serve;
-#[path = "../../src/bin/spapi-rdt-proxy/server.rs"]
-mod server;
-#[path = "../../src/bin/spapi-rdt-proxy/upstream.rs"]
-mod upstream;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -40,11 +19,11 @@ use std::time::Duration;
 use clap::Parser;
 use http::{HeaderValue, Method};
 use spapi_rdt::catalog::DataElements;
-use spapi_rdt::testing::{Emulator, EmulatorConfig};
 use spapi_rdt::{
     BoxError, RestrictedResource, SellerId, SpApiTokenSource, TokenRequest, TokenSource,
     X_AMZ_ACCESS_TOKEN,
 };
+use spapi_rdt_emulator::{Emulator, EmulatorConfig};
 use tokio::net::TcpListener;
 
 /// The restricted operations the load cycles through (generic paths: one token each).
@@ -116,7 +95,7 @@ async fn run(requests: usize, connections: usize) -> Result<bool, BoxError> {
 
     // Through the proxy.
     let lwa = emulator.lwa_url();
-    let args = cli::Args::try_parse_from([
+    let args = spapi_rdt_proxy::Args::try_parse_from([
         "spapi-rdt-proxy",
         "--listen",
         "127.0.0.1:0",
@@ -131,19 +110,19 @@ async fn run(requests: usize, connections: usize) -> Result<bool, BoxError> {
         ("SPAPI_REFRESH_TOKEN", refresh),
     ]
     .map(|(k, v)| (k.to_owned(), v));
-    let settings = config::Settings::load(&args, vars)?;
-    let app = server::App::new(&settings)?;
-    let listener = TcpListener::bind(settings.listen).await?;
+    let settings = spapi_rdt_proxy::Settings::load(&args, vars)?;
+    let app = spapi_rdt_proxy::App::new(&settings)?;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(serve::serve(
+    let serving = tokio::spawn(spapi_rdt_proxy::serve(
         listener,
         app,
         async move {
             let _ = stopped.await;
         },
-        serve::Timeouts {
-            header: settings.header_timeout,
+        spapi_rdt_proxy::Timeouts {
+            header: Duration::from_secs(30),
             drain: Duration::from_secs(5),
         },
     ));

@@ -1,11 +1,11 @@
 //! Prints a Markdown report of the last `cargo bench` run: each target of the benchmark suite with
 //! its measurement, its baseline, the ratio and whether the target was met, then every measurement.
-//! After a full run it also writes them down: `BENCHMARKS.md` (both tables) and the README's
-//! performance table (between its `bench_report` markers). A quick run writes nothing.
+//! After a full run it also writes them down in `BENCHMARKS.md` (both tables; the prose from its
+//! `## What each bench measures` heading on is kept as it is). A quick run writes nothing.
 //!
 //! ```sh
 //! cargo bench --all-features -- --noplot
-//! cargo run --release --all-features --example bench_report
+//! cargo xtask bench-report
 //! ```
 //!
 //! It reads criterion's results (`<target>/criterion/**/new/{benchmark,estimates}.json`, where
@@ -179,14 +179,14 @@ fn criterion_dir() -> PathBuf {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let target = std::process::Command::new(cargo)
         .args(["metadata", "--format-version", "1", "--no-deps"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(repository())
         .output()
         .ok()
         .and_then(|out| serde_json::from_slice::<Value>(&out.stdout).ok())
         .and_then(|m| m.get("target_directory")?.as_str().map(PathBuf::from));
     match target {
         Some(target) => target.join("criterion"),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/criterion"),
+        None => repository().join("target/criterion"),
     }
 }
 
@@ -898,15 +898,15 @@ fn machine() -> String {
     format!("{cores} cores ({cpu}), {rustc}")
 }
 
-/// Where the generated files go: the repository root.
+/// Where the generated file goes: the repository root, the parent of this package.
 fn repository() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let xtask = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    xtask.parent().map_or(xtask.clone(), Path::to_path_buf)
 }
 
-/// The README's performance table lives between these two lines; a full run rewrites what is
-/// between them.
-const README_BEGIN: &str = "<!-- bench_report: begin (generated; do not edit by hand) -->";
-const README_END: &str = "<!-- bench_report: end -->";
+/// Where the hand-written part of `BENCHMARKS.md` begins: from this heading on, a full run keeps
+/// the file as it is.
+const PROSE_HEADING: &str = "## What each bench measures";
 
 /// The summary: machine, run, the targets table and the allocation counts.
 fn summary(results: &Results, aside: &[String], extra: &Value) -> String {
@@ -970,34 +970,25 @@ fn every_measurement(results: &Results) -> String {
     out
 }
 
-/// Writes `BENCHMARKS.md` and the README's table from a full run.
+/// Writes `BENCHMARKS.md` from a full run, keeping its hand-written part.
 fn write_files(summary: &str, all: &str) -> Result<(), Box<dyn Error>> {
-    let root = repository();
+    let path = repository().join("BENCHMARKS.md");
+    let previous = std::fs::read_to_string(&path).unwrap_or_default();
+    let prose = previous
+        .find(PROSE_HEADING)
+        .map_or("", |start| &previous[start..]);
     let benchmarks = format!(
-        "# Benchmarks\n\nWritten by `cargo run --release --all-features --example bench_report` after \
+        "# Benchmarks\n\nWritten by `cargo xtask bench-report` after \
          `cargo bench --all-features -- --noplot` (a full run; a quick run writes nothing). What each \
-         bench compares is in the README's Performance section.\n\n## Targets\n\n{summary}\n\
-         ## Every measurement\n\nTime per element: per request, per lookup, per caller.\n\n{all}"
+         bench compares is below the tables.\n\n## Targets\n\n{summary}\n\
+         ## Every measurement\n\nTime per element: per request, per lookup, per caller.\n\n{all}\n{prose}"
     );
-    std::fs::write(root.join("BENCHMARKS.md"), benchmarks)?;
-    let readme_path = root.join("README.md");
-    let readme = std::fs::read_to_string(&readme_path)?;
-    let (Some(begin), Some(end)) = (readme.find(README_BEGIN), readme.find(README_END)) else {
-        return Err(format!("README.md has no `{README_BEGIN}` … `{README_END}` block").into());
-    };
-    if end < begin {
-        return Err("README.md: the bench_report markers are out of order".into());
-    }
-    let updated = format!(
-        "{}{README_BEGIN}\n{summary}{}",
-        &readme[..begin],
-        &readme[end..]
-    );
-    std::fs::write(&readme_path, updated)?;
+    std::fs::write(path, benchmarks)?;
     Ok(())
 }
 
-fn main() -> Result<(), Box<dyn Error>> {
+/// `cargo xtask bench-report`.
+pub(crate) fn run() -> Result<(), Box<dyn Error>> {
     let dir = criterion_dir();
     let mut measures = BTreeMap::new();
     collect(&dir, &mut measures);
@@ -1018,7 +1009,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     println!("{all}");
     if results.mode == Mode::Full {
         write_files(&summary, &all)?;
-        println!("Wrote BENCHMARKS.md and the README's performance table.");
+        println!("Wrote BENCHMARKS.md.");
     }
     Ok(())
 }

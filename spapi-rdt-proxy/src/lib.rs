@@ -1,9 +1,23 @@
 //! `spapi-rdt-proxy`: a sidecar that gives any SP-API client, in any language, the Restricted Data
-//! Tokens it needs. `spapi-rdt-proxy --help` is the manual; `docs/SIDECAR.md` shows it running.
+//! Tokens it needs. `spapi-rdt-proxy --help` is the manual; `docs/SIDECAR.md` in the repository
+//! shows it running.
 //!
-//! This file only wires the parts together: the command line and settings ([`cli`], [`config`]),
-//! the logs ([`logging`]), the proxy ([`server`]) and its operations endpoints ([`ops`]), served
-//! ([`serve`]) until SIGTERM or SIGINT ([`shutdown`]).
+//! The binary is [`main`]. The library is for running the proxy inside another program (a test, a
+//! load generator): [`Args`] and [`Settings`] read the command line, the config file and the
+//! environment; [`App`] is the proxy itself; [`serve`] serves it on a listener until a shutdown
+//! future completes, and [`run`] does all of that from [`Settings`].
+//!
+//! ```no_run
+//! use clap::Parser;
+//! use spapi_rdt_proxy::{Args, Settings, run};
+//!
+//! # async fn example() -> Result<(), spapi_rdt::BoxError> {
+//! let args = Args::parse_from(["spapi-rdt-proxy", "--region", "eu"]);
+//! let settings = Settings::load(&args, std::env::vars())?;
+//! run(settings, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(())
+//! # }
+//! ```
 // The flags' doc comments are also their `--help` text, where a URL is plain text.
 #![allow(rustdoc::bare_urls)]
 
@@ -20,11 +34,22 @@ mod server;
 mod shutdown;
 mod upstream;
 
+#[cfg(test)]
+mod tests;
+
+pub use cli::Args;
+pub use config::Settings;
+pub use serve::{Drained, Timeouts, run, serve};
+pub use server::App;
+
 use std::process::ExitCode;
 
 use clap::Parser;
 
-fn main() -> ExitCode {
+/// The `spapi-rdt-proxy` program: reads the command line, the config file and the environment,
+/// starts logging, and serves until SIGTERM or SIGINT. Exit code 2 for bad settings, 1 when
+/// serving fails.
+pub fn main() -> ExitCode {
     let args = cli::Args::parse();
     let vars = std::env::vars_os()
         .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)));

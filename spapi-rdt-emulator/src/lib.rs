@@ -15,7 +15,7 @@
 //!   issues a token that covers nothing, and it accepts the generic path of `getReportDocument` but
 //!   issues a token that covers no document.
 //! - **Restricted operations**: every `(method, path)` that
-//!   [`Matcher::new(Catalog::amazon())`](crate::matcher::Matcher) classifies. A live RDT covering the
+//!   [`Matcher::new(Catalog::amazon())`](spapi_rdt::matcher::Matcher) classifies. A live RDT covering the
 //!   call gets personal data (`x-emulator-pii: served`); Orders v0 returns `BuyerInfo`,
 //!   `ShippingAddress` and `BuyerTaxInformation` only for the data elements the token was issued
 //!   with. Orders v0 with a plain LWA token answers 200 without personal data
@@ -29,7 +29,7 @@
 //! what the emulator saw. Dropping the [`Emulator`] stops the server.
 //!
 //! ```
-//! use spapi_rdt::testing::{Emulator, EmulatorConfig};
+//! use spapi_rdt_emulator::{Emulator, EmulatorConfig};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> std::io::Result<()> {
@@ -68,10 +68,10 @@ pub use config::EmulatorConfig;
 pub use fault::{Endpoint, Fault};
 pub use state::Counters;
 
-use crate::Origin;
-use crate::catalog::{Catalog, DataElement};
-use crate::matcher::Matcher;
 use fault::Rule;
+use spapi_rdt::Origin;
+use spapi_rdt::catalog::{Catalog, DataElement};
+use spapi_rdt::matcher::Matcher;
 use state::Shared;
 
 /// A running SP-API emulator. Dropping it stops the server: it accepts no new connection, and
@@ -193,7 +193,7 @@ impl Emulator {
     pub fn clear_denials(&self) {
         let mut inner = self.shared.lock();
         inner.denied_resources.clear();
-        inner.denied_elements = crate::catalog::DataElements::NONE;
+        inner.denied_elements = spapi_rdt::catalog::DataElements::NONE;
     }
 
     /// Makes the next `times` requests to `endpoint` meet `fault` (see [`Fault`] for how faults

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use super::reply::{PII, SELLER, TARGET_APPLICATION, json_response, set_header, sp_error};
 use super::state::{Shared, live, match_template};
 use super::tokens::{bearer, forbidden, missing_token};
-use crate::catalog::{DataElement, DataElements, RestrictedOperation};
+use spapi_rdt::catalog::{DataElement, DataElements, RestrictedOperation};
 
 const MARKETPLACE: &str = "ATVPDKIKX0DER";
 const CREATED: &str = "2026-01-15T10:00:00Z";
@@ -246,6 +246,8 @@ fn order_v0(id: &str, elements: DataElements) -> Value {
                 DataElement::BuyerTaxInformation => {
                     ("BuyerTaxInformation", buyer_tax_information())
                 }
+                // An element added to the library after this emulator: nothing to show for it.
+                _ => continue,
             };
             map.insert(key.to_owned(), value);
         }

@@ -9,8 +9,8 @@ use tokio::time::Instant;
 
 use super::config::EmulatorConfig;
 use super::fault::{self, Plan, Rule, Target};
-use crate::catalog::{DataElements, PathKind};
-use crate::matcher::Matcher;
+use spapi_rdt::catalog::{DataElements, PathKind};
+use spapi_rdt::matcher::Matcher;
 
 /// A snapshot of what the emulator has seen and answered, from [`Emulator::counters`].
 ///
@@ -309,7 +309,7 @@ pub(crate) fn match_template<'p>(template: &str, path: &'p str) -> Option<Vec<&'
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::Catalog;
+    use spapi_rdt::catalog::Catalog;
 
     #[test]
     fn templates_match_segment_by_segment() {

@@ -59,7 +59,7 @@ SAFETY:
 /// seller an hour, under Amazon's rate limit.
 #[derive(Debug, Clone, Default, Parser)]
 #[command(name = "spapi-rdt-proxy", version, after_long_help = ENVIRONMENT)]
-pub(crate) struct Args {
+pub struct Args {
     /// Where to accept connections. Default 127.0.0.1:8080. A non-loopback address needs client
     /// authentication (SPAPI_PROXY_CLIENT_TOKEN or --allow-network).
     #[arg(long, value_name = "ADDR:PORT", env = "SPAPI_PROXY_LISTEN")]

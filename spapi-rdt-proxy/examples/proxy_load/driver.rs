@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 /// How much load.
 #[derive(Debug, Clone, Copy)]
-pub struct Load {
+pub(crate) struct Load {
     /// Connections open at once, each with one request in flight at a time.
     pub connections: usize,
     /// Requests each connection sends.
@@ -25,7 +25,7 @@ pub struct Load {
 
 /// What came back.
 #[derive(Debug, Default)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// Every request's time from sending to its whole answer, sorted.
     pub latencies: Vec<Duration>,
     /// Answers by status code.
@@ -38,7 +38,7 @@ pub struct Outcome {
 
 impl Outcome {
     /// The latency below which `fraction` (0 to 1) of the requests were answered.
-    pub fn percentile(&self, fraction: f64) -> Duration {
+    pub(crate) fn percentile(&self, fraction: f64) -> Duration {
         if self.latencies.is_empty() {
             return Duration::ZERO;
         }
@@ -48,7 +48,7 @@ impl Outcome {
     }
 
     /// Requests answered.
-    pub fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.latencies.len()
     }
 }
@@ -57,7 +57,7 @@ impl Outcome {
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Sends `load` to `addr`, cycling through `paths`, each request with `headers`.
-pub async fn run(
+pub(crate) async fn run(
     addr: SocketAddr,
     paths: &[String],
     headers: &[(HeaderName, HeaderValue)],

@@ -154,7 +154,7 @@ pub(crate) struct ReportSettings {
 
 /// Everything the proxy runs with, checked.
 #[derive(Debug, Clone)]
-pub(crate) struct Settings {
+pub struct Settings {
     pub(crate) listen: SocketAddr,
     /// Where calls of sellers without their own region go.
     pub(crate) upstream: Origin,
@@ -186,7 +186,7 @@ fn origin(input: &str, name: &str) -> Result<Origin, String> {
 
 impl Settings {
     /// Reads the config file named by `args` (if any), then resolves the settings.
-    pub(crate) fn load(
+    pub fn load(
         args: &Args,
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Settings, String> {

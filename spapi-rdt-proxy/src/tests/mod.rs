@@ -1,45 +1,15 @@
-//! The `spapi-rdt-proxy` binary's own code, in-process: its modules are included here as they are
-//! compiled into the binary, and its server runs on 127.0.0.1 against the emulator (or a scripted
-//! upstream where the emulator has no such behaviour). Shutdown is triggered through the same
-//! future the signal handler completes.
-#![cfg(feature = "proxy")]
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    missing_docs,
-    dead_code,
-    unreachable_pub
-)]
-
-#[path = "../src/bin/spapi-rdt-proxy/auth.rs"]
-mod auth;
-#[path = "../src/bin/spapi-rdt-proxy/cli.rs"]
-mod cli;
-#[path = "../src/bin/spapi-rdt-proxy/config.rs"]
-mod config;
-#[path = "../src/bin/spapi-rdt-proxy/failure.rs"]
-mod failure;
-#[path = "../src/bin/spapi-rdt-proxy/metrics.rs"]
-mod metrics;
-#[path = "../src/bin/spapi-rdt-proxy/ops.rs"]
-mod ops;
-#[path = "../src/bin/spapi-rdt-proxy/reports.rs"]
-mod reports;
-#[path = "../src/bin/spapi-rdt-proxy/serve.rs"]
-mod serve;
-#[path = "../src/bin/spapi-rdt-proxy/server.rs"]
-mod server;
-#[path = "../src/bin/spapi-rdt-proxy/shutdown.rs"]
-mod shutdown;
-#[path = "../src/bin/spapi-rdt-proxy/upstream.rs"]
-mod upstream;
+//! The proxy in-process: its server runs on 127.0.0.1 against the emulator (or a scripted upstream
+//! where the emulator has no such behaviour). Shutdown is triggered through the same future the
+//! signal handler completes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 /// A real Redis for the fleet test (started on a Unix socket, or skipped when there is none).
-#[path = "redis_server/mod.rs"]
+#[path = "../../../tests/redis_server/mod.rs"]
 mod redis_server;
 
 /// The load generator of `examples/proxy_load`.
-#[path = "../examples/proxy_load/driver.rs"]
+#[allow(dead_code)] // the load example uses the rest
+#[path = "../../examples/proxy_load/driver.rs"]
 mod driver;
 
 use std::collections::BTreeMap;
@@ -61,8 +31,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use spapi_rdt::catalog::Catalog;
-use spapi_rdt::testing::{Emulator, EmulatorConfig};
 use spapi_rdt::{BoxError, Origin};
+use spapi_rdt_emulator::{Emulator, EmulatorConfig};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -71,6 +41,7 @@ use crate::cli::Args;
 use crate::config::{FileConfig, Settings};
 use crate::serve::Drained;
 use crate::server::App;
+use crate::{cli, config, ops, reports, serve};
 
 /// Generous bound on a step that should take milliseconds; only a broken proxy reaches it.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -818,7 +789,7 @@ async fn readiness_probes_share_one_lwa_check() {
 /// Every path in Amazon's models, to check that the operations endpoints shadow none.
 #[test]
 fn operations_endpoints_are_outside_the_sp_api_path_space() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("spapi-models");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../spapi-models");
     let mut paths = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();

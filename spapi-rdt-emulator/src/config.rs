@@ -12,7 +12,7 @@ use std::time::Duration;
 ///
 /// ```
 /// use std::time::Duration;
-/// use spapi_rdt::testing::EmulatorConfig;
+/// use spapi_rdt_emulator::EmulatorConfig;
 ///
 /// let config = EmulatorConfig::default()
 ///     .seller("A2EUQ1WTGCTBG2", "Atzr|second-seller")
@@ -42,7 +42,7 @@ impl Default for EmulatorConfig {
             client_id: "amzn1.application-oa2-client.emulator".to_owned(),
             client_secret: "amzn1.oa2-cs.v1.emulator-client-secret".to_owned(),
             sellers: vec![(
-                crate::SellerId::DEFAULT_NAME.to_owned(),
+                spapi_rdt::SellerId::DEFAULT_NAME.to_owned(),
                 "Atzr|emulator-default".to_owned(),
             )],
             rdt_lifetime: Duration::from_secs(3600),

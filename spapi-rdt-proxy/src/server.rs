@@ -43,8 +43,17 @@ type Stack = RecoverStaleToken<RestrictedDataTokenService<Upstream>>;
 
 /// The proxy. Cloning is cheap; clones share everything.
 #[derive(Clone)]
-pub(crate) struct App {
+pub struct App {
     inner: Arc<AppInner>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("upstream", &self.inner.upstream)
+            .field("sellers", &self.inner.upstreams.len())
+            .finish_non_exhaustive()
+    }
 }
 
 struct AppInner {
@@ -62,7 +71,7 @@ struct AppInner {
 impl App {
     /// Builds the token source, the layer, the upstream client and the metrics from `settings`.
     /// Nothing is contacted yet.
-    pub(crate) fn new(settings: &Settings) -> Result<App, BoxError> {
+    pub fn new(settings: &Settings) -> Result<App, BoxError> {
         let http = upstream::client(settings.upstream_timeout)?;
         let mut source = SpApiTokenSource::builder().http_client(http.clone());
         for seller in &settings.sellers {

@@ -24,7 +24,7 @@ use crate::server::App;
 
 /// How serving ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Drained {
+pub enum Drained {
     /// Every in-flight request finished.
     Complete,
     /// The drain timeout passed with requests still in flight; they were dropped.
@@ -33,17 +33,17 @@ pub(crate) enum Drained {
 
 /// How long serving waits on clients and on itself.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Timeouts {
+pub struct Timeouts {
     /// How long a connection may take to bring a request head: its first one (whichever the
     /// protocol) and, on HTTP/1.1, each next one on a kept-alive connection.
-    pub(crate) header: Duration,
+    pub header: Duration,
     /// How long in-flight requests may take to finish after the shutdown future completes.
-    pub(crate) drain: Duration,
+    pub drain: Duration,
 }
 
 /// Serves connections on `listener` with `app` until `shutdown` completes; then stops accepting,
 /// lets in-flight requests finish for up to `timeouts.drain`, and returns.
-pub(crate) async fn serve(
+pub async fn serve(
     listener: TcpListener,
     app: App,
     shutdown: impl Future<Output = ()>,
@@ -122,7 +122,7 @@ pub(crate) async fn serve(
 }
 
 /// Builds the proxy, binds, and serves until `shutdown` completes.
-pub(crate) async fn run(
+pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Drained, BoxError> {

@@ -1,0 +1,81 @@
+//! The installed program: starts the `spapi-rdt-proxy` binary cargo built, points it at the
+//! emulator on loopback, and makes a restricted call through it with a client that sends no token.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use spapi_rdt_emulator::Emulator;
+
+/// Kills the child when the test ends, however it ends.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_built_binary_serves_a_restricted_call_with_a_token() {
+    let emulator = Emulator::start().await.unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_spapi-rdt-proxy"))
+        .args([
+            "--listen",
+            &listen,
+            "--upstream",
+            emulator.origin().as_str(),
+        ])
+        .args(["--lwa-url", &emulator.lwa_url()])
+        .env_clear()
+        .env("SPAPI_CLIENT_ID", emulator.client_id())
+        .env("SPAPI_CLIENT_SECRET", emulator.client_secret())
+        .env(
+            "SPAPI_REFRESH_TOKEN",
+            emulator
+                .refresh_token("default")
+                .expect("the default seller"),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the binary starts");
+    let _child = Killed(child);
+
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    // The binary binds within a moment; the bound is generous, only a broken binary reaches it.
+    let mut ready = false;
+    for _ in 0..300 {
+        let probe = format!("http://{listen}/healthz").parse().unwrap();
+        if client.get(probe).await.is_ok_and(|r| r.status() == 200) {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "the proxy did not answer /healthz within 30 s");
+
+    let address = format!("http://{listen}/orders/v0/orders/902-3159896-1390916/address");
+    let response = client.get(address.parse().unwrap()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["x-emulator-pii"],
+        "served",
+        "the restricted call went with a Restricted Data Token"
+    );
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(!body.is_empty());
+    assert_eq!(emulator.counters().token_calls, 1);
+}
