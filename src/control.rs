@@ -41,6 +41,13 @@ pub enum TokenMode {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct RestrictedReport;
 
+/// Found in the extensions of a response that answers a replay: a `getReportDocument` request sent
+/// without a token was refused with 403, and sent again with a token for its document's path (see
+/// [`ReportPolicy::WhenRefused`]). When the response succeeded, the document is of a restricted
+/// report type: mark its next requests with [`RestrictedReport`] to save the refused round trip.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ReplayedAsRestrictedReport;
+
 /// Asks for a token on behalf of another application (`targetApplication`): delegation.
 ///
 /// The value is sent to the Tokens API exactly as given. Send it only when delegating: Amazon answers
@@ -102,6 +109,12 @@ pub enum ReportPolicy {
     /// Only for requests marked with [`RestrictedReport`].
     #[default]
     WhenMarked,
+    /// For requests marked with [`RestrictedReport`]; others go without a token, and a 403 to one
+    /// is replayed once with a token for its document's path, by the recovery layer
+    /// ([`recover_stale_tokens`](crate::RestrictedDataTokenLayer::recover_stale_tokens)) or the
+    /// reqwest-middleware front end. The answer to the replay carries
+    /// [`ReplayedAsRestrictedReport`]. For callers that cannot tell a document's report type.
+    WhenRefused,
     /// For every document (one token call per document: costly under the rate limit).
     Always,
     /// Never.

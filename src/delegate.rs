@@ -38,6 +38,7 @@ use std::time::Duration;
 use http::Method;
 use tokio::time::Instant;
 
+use crate::core::RequestHead;
 use crate::error::Error;
 use crate::layer::RestrictedDataTokenLayer;
 use crate::resource::{RestrictedResource, SellerId, TokenRequest};
@@ -78,11 +79,11 @@ impl RestrictedDataTokenLayer {
         request: &http::Request<B>,
     ) -> Result<Option<DelegatedToken>, Error> {
         let core = self.core();
-        let (method, uri, ext) = (request.method(), request.uri(), request.extensions());
-        let Some(token_request) = core.token_request_for(method, uri, ext) else {
+        let head = RequestHead::of(request);
+        let Some(token_request) = core.token_request_for(head) else {
             return Ok(None);
         };
-        let Some(granted) = core.grant(method, uri, ext).await? else {
+        let Some(granted) = core.grant(head).await? else {
             return Ok(None);
         };
         Ok(Some(DelegatedToken {

@@ -11,7 +11,7 @@ use crate::catalog::{Catalog, DataElements};
 use crate::control::Strategy;
 use crate::control::{ReportPolicy, SandboxPolicy};
 use crate::core::SharedTokens;
-use crate::core::{Bundles, Core, Settings};
+use crate::core::{Bundles, Core, RequestHead, Settings};
 use crate::deprecation::DeprecationWarnings;
 use crate::fleet::Fleet;
 use crate::fleet::run::FleetState;
@@ -87,8 +87,7 @@ impl RestrictedDataTokenLayer {
     /// fetches a new one. Use it when a restricted call answered 403 with a cached token. Returns
     /// whether a token was dropped.
     pub fn invalidate<B>(&self, request: &http::Request<B>) -> bool {
-        self.core
-            .invalidate(request.method(), request.uri(), request.extensions(), None)
+        self.core.invalidate(RequestHead::of(request), None)
     }
 
     pub(crate) fn core(&self) -> &Arc<Core> {

@@ -35,16 +35,18 @@
 //! a fresh one. A 403 on a restricted call invalidates exactly the token used and, when the request
 //! body can be cloned, replays the request once with a new token; as with the tower front end, a
 //! key's token is dropped for a 403 at most once per refusal period (see
-//! [`recover`](crate::recover#403s-that-are-not-about-the-token)).
+//! [`recover`](crate::recover#403s-that-are-not-about-the-token)). Report documents refused under
+//! [`ReportPolicy::WhenRefused`](crate::control::ReportPolicy::WhenRefused) are replayed as the
+//! recovery layer replays them.
 
 use std::fmt;
 use std::sync::Arc;
 
-use http::{Extensions, StatusCode};
+use http::{Extensions, Method, StatusCode, Uri};
 use reqwest_middleware::{Middleware, Next, Result};
 
-use crate::cache::Refusal;
-use crate::core::Core;
+use crate::control::{ReplayedAsRestrictedReport, RestrictedReport};
+use crate::core::{Core, ReplayAs, RequestHead};
 use crate::header::X_AMZ_ACCESS_TOKEN;
 use crate::layer::RestrictedDataTokenLayer;
 
@@ -85,48 +87,67 @@ impl Middleware for RestrictedDataTokenMiddleware {
         let method = request.method().clone();
         let granted = self
             .core
-            .grant(&method, &uri, extensions)
+            .grant(head(&method, &uri, extensions))
             .await
             .map_err(reqwest_middleware::Error::middleware)?;
-        let Some(granted) = granted else {
+        if granted.is_none() && !self.core.replays_as_report(head(&method, &uri, extensions)) {
             return next.run(request, extensions).await;
-        };
+        }
         let replay = request.try_clone();
-        request
-            .headers_mut()
-            .insert(X_AMZ_ACCESS_TOKEN, granted.header);
+        let sent_with = granted.map(|granted| {
+            request
+                .headers_mut()
+                .insert(X_AMZ_ACCESS_TOKEN, granted.header);
+            granted.generation
+        });
         let response = next.clone().run(request, extensions).await?;
         if response.status() != StatusCode::FORBIDDEN {
             return Ok(response);
         }
-        let refusal = self
+        // The 403 path: the policy reads a copy of the extensions while the replay may mark them.
+        let refused_with = extensions.clone();
+        let replay = replay.map(|mut replay| {
+            let core = &self.core;
+            let (method, uri) = (&method, &uri);
+            move |how| async move {
+                if how == ReplayAs::RestrictedReport {
+                    extensions.insert(RestrictedReport);
+                }
+                if let Some(fresh) = core
+                    .grant(head(method, uri, extensions))
+                    .await
+                    .map_err(reqwest_middleware::Error::middleware)?
+                {
+                    replay
+                        .headers_mut()
+                        .insert(X_AMZ_ACCESS_TOKEN, fresh.header);
+                }
+                next.run(replay, extensions).await
+            }
+        });
+        let status = |response: &reqwest::Response| response.status();
+        let (mut response, replayed) = self
             .core
-            .refused(&method, &uri, extensions, granted.generation);
-        if refusal == Refusal::Kept {
-            return Ok(response);
-        }
-        let Some(mut replay) = replay else {
-            return Ok(response);
-        };
-        let fresh = self
-            .core
-            .grant(&method, &uri, extensions)
-            .await
-            .map_err(reqwest_middleware::Error::middleware)?;
-        let Some(fresh) = fresh else {
-            return Ok(response);
-        };
-        tracing::debug!(
-            path = uri.path(),
-            "403 with a cached token: invalidated it, replaying once"
-        );
-        replay
-            .headers_mut()
-            .insert(X_AMZ_ACCESS_TOKEN, fresh.header);
-        let response = next.run(replay, extensions).await?;
-        if refusal == Refusal::Dropped && response.status() != StatusCode::FORBIDDEN {
-            self.core.replay_worked(&method, &uri, extensions);
+            .recover(
+                head(&method, &uri, &refused_with),
+                sent_with,
+                response,
+                status,
+                replay,
+            )
+            .await?;
+        if replayed == Some(ReplayAs::RestrictedReport) {
+            response.extensions_mut().insert(ReplayedAsRestrictedReport);
         }
         Ok(response)
+    }
+}
+
+/// The head the core reads, from the parts reqwest-middleware hands over separately.
+fn head<'a>(method: &'a Method, uri: &'a Uri, extensions: &'a Extensions) -> RequestHead<'a> {
+    RequestHead {
+        method,
+        uri,
+        extensions,
     }
 }

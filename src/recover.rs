@@ -25,6 +25,14 @@
 //! A request is replayed only when its body can be cloned ([`ReplayBody`]); otherwise the 403 is
 //! returned as it is, after the token was invalidated, so the next request gets a fresh one.
 //!
+//! # Report documents of restricted types
+//!
+//! Under [`ReportPolicy::WhenRefused`](crate::control::ReportPolicy::WhenRefused), a
+//! `getReportDocument` request not marked [`RestrictedReport`] goes without a token, and a 403 to
+//! it is replayed once marked, with a token for its document's path. A response that comes from
+//! such a replay carries [`ReplayedAsRestrictedReport`] in its extensions, so that the caller can
+//! mark that document at once next time.
+//!
 //! # 403s that are not about the token
 //!
 //! Amazon also answers 403 to a request the token cannot help (another seller's order id, a role
@@ -50,8 +58,8 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::BoxError;
-use crate::cache::Refusal;
-use crate::core::Core;
+use crate::control::{ReplayedAsRestrictedReport, RestrictedReport};
+use crate::core::{Core, ReplayAs, RequestHead};
 use crate::header::GenerationCell;
 use crate::layer::RestrictedDataTokenLayer;
 
@@ -209,10 +217,7 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        if !self
-            .core
-            .is_restricted(request.method(), request.uri(), request.extensions())
-        {
+        if !self.core.may_recover(RequestHead::of(&request)) {
             return RecoverFuture {
                 state: RecoverState::Direct {
                     future: self.inner.call(request),
@@ -224,9 +229,9 @@ where
         // One copy of the request's parts per request (copying the extensions is most of this
         // layer's cost): the replay's, which a 403 is also matched against, or for a body that
         // cannot be replayed, just what a 403 is matched against.
-        let after_refusal = match replayable(&request) {
-            Some(copy) => AfterRefusal::Replay(copy),
-            None => AfterRefusal::Return(Key::of(&request)),
+        let kept = match replayable(&request) {
+            Some(copy) => Kept::Replay(copy),
+            None => Kept::Head(HeadCopy::of(&request)),
         };
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -236,32 +241,32 @@ where
             if response.status() != StatusCode::FORBIDDEN {
                 return Ok(response);
             }
-            let Some(generation) = used.generation() else {
-                return Ok(response);
-            };
-            let replay = match after_refusal {
-                AfterRefusal::Replay(copy) => copy,
-                AfterRefusal::Return(key) => {
-                    // The refusal is still recorded, so the next request gets a fresh token.
-                    core.refused(&key.method, &key.uri, &key.extensions, generation);
-                    return Ok(response);
+            let sent_with = used.generation();
+            let status = |response: &Response<RB>| response.status();
+            let (response, replayed) = match kept {
+                Kept::Head(head) => {
+                    let none = None::<fn(ReplayAs) -> std::future::Ready<Result<_, BoxError>>>;
+                    core.recover(head.head(), sent_with, response, status, none)
+                        .await?
+                }
+                Kept::Replay(mut copy) => {
+                    let head = HeadCopy::of(&copy);
+                    let replay = |how| async move {
+                        if how == ReplayAs::RestrictedReport {
+                            copy.extensions_mut().insert(RestrictedReport);
+                        }
+                        std::future::poll_fn(|cx| inner.poll_ready(cx))
+                            .await
+                            .map_err(Into::into)?;
+                        inner.call(copy).await.map_err(Into::into)
+                    };
+                    core.recover(head.head(), sent_with, response, status, Some(replay))
+                        .await?
                 }
             };
-            let key = Key::of(&replay);
-            let refusal = core.refused(&key.method, &key.uri, &key.extensions, generation);
-            if refusal == Refusal::Kept {
-                return Ok(response);
-            }
-            tracing::debug!(
-                path = key.uri.path(),
-                "403 with a cached token: invalidated it, replaying once"
-            );
-            std::future::poll_fn(|cx| inner.poll_ready(cx))
-                .await
-                .map_err(Into::into)?;
-            let response = inner.call(replay).await.map_err(Into::into)?;
-            if refusal == Refusal::Dropped && response.status() != StatusCode::FORBIDDEN {
-                core.replay_worked(&key.method, &key.uri, &key.extensions);
+            let mut response = response;
+            if replayed == Some(ReplayAs::RestrictedReport) {
+                response.extensions_mut().insert(ReplayedAsRestrictedReport);
             }
             Ok(response)
         };
@@ -274,27 +279,35 @@ where
 }
 
 /// What the recovery layer keeps of a restricted request for the case of a 403.
-enum AfterRefusal<B> {
+enum Kept<B> {
     /// A copy to replay (extensions included).
     Replay(Request<B>),
     /// The body cannot be replayed: only what the 403 is matched against.
-    Return(Key),
+    Head(HeadCopy),
 }
 
-/// What [`Core::refused`] and [`Core::replay_worked`] match a 403 against: the request's method,
-/// URI and extensions, copied before the request goes down the stack.
-struct Key {
+/// An owned copy of a request's head, for the 403 policy to match the refusal against after the
+/// request itself went down the stack.
+struct HeadCopy {
     method: http::Method,
     uri: http::Uri,
     extensions: http::Extensions,
 }
 
-impl Key {
-    fn of<B>(request: &Request<B>) -> Key {
-        Key {
+impl HeadCopy {
+    fn of<B>(request: &Request<B>) -> HeadCopy {
+        HeadCopy {
             method: request.method().clone(),
             uri: request.uri().clone(),
             extensions: request.extensions().clone(),
+        }
+    }
+
+    fn head(&self) -> RequestHead<'_> {
+        RequestHead {
+            method: &self.method,
+            uri: &self.uri,
+            extensions: &self.extensions,
         }
     }
 }

@@ -8,7 +8,7 @@ use http::Request;
 use tower_service::Service;
 
 use crate::BoxError;
-use crate::core::{Core, TokenAnswer};
+use crate::core::{Core, RequestHead, TokenAnswer};
 use crate::future::ResponseFuture;
 use crate::header;
 use crate::stats::Stats;
@@ -92,10 +92,7 @@ where
 
     #[inline]
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        match self
-            .core
-            .plan(request.method(), request.uri(), request.extensions())
-        {
+        match self.core.plan(RequestHead::of(&request)) {
             TokenAnswer::PassThrough => ResponseFuture::called(self.inner.call(request)),
             TokenAnswer::Ready(granted) => {
                 header::insert_token(&mut request, granted);

@@ -1,5 +1,6 @@
-//! Stale-token recovery under 403s that have nothing to do with staleness (another seller's order
-//! id, a missing role): they must not burn the seller's token quota, in either front end.
+//! The 403 policy in both front ends: 403s that have nothing to do with staleness (another
+//! seller's order id, a missing role) must not burn the seller's token quota, and report documents
+//! refused without a token are replayed with one under `ReportPolicy::WhenRefused`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -10,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::{ScriptedSource, get, token_value};
+use spapi_rdt::control::{ReplayedAsRestrictedReport, ReportPolicy, RestrictedReport};
 use spapi_rdt::{Origin, RestrictedDataTokenLayer};
 use tower::{Service, ServiceExt};
 
@@ -172,4 +174,133 @@ async fn a_hundred_403s_through_the_middleware_cost_one_token_call() {
     }
     assert_eq!(source.calls(), 2);
     assert_eq!(rdt.stats().invalidations, 1);
+}
+
+/// An inner service standing for Amazon's document endpoint: a document of a restricted report
+/// type answers 403 unless a token came along.
+fn documents() -> impl Service<
+    http::Request<()>,
+    Response = http::Response<String>,
+    Error = Infallible,
+    Future = std::future::Ready<Result<http::Response<String>, Infallible>>,
+> + Clone {
+    tower::service_fn(|request: http::Request<()>| {
+        let token = request
+            .headers()
+            .get("x-amz-access-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let mut response = http::Response::new(token.clone().unwrap_or_default());
+        if token.is_none() {
+            *response.status_mut() = http::StatusCode::FORBIDDEN;
+        }
+        std::future::ready(Ok(response))
+    })
+}
+
+const DOCUMENT: &str = "/reports/2021-06-30/documents/amzn1.spdoc.1.4.na.90210";
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_document_is_replayed_once_with_a_token_for_its_path() {
+    let source = ScriptedSource::new();
+    let rdt = RestrictedDataTokenLayer::builder(source.source())
+        .report_policy(ReportPolicy::WhenRefused)
+        .build()
+        .unwrap();
+    let client = tower::ServiceBuilder::new()
+        .layer(rdt.recover_stale_tokens())
+        .layer(rdt.clone())
+        .service(documents());
+    let response = client.clone().oneshot(get(DOCUMENT)).await.unwrap();
+    assert_eq!(response.status(), http::StatusCode::OK);
+    assert_eq!(response.body(), &token_value(1));
+    assert!(
+        response
+            .extensions()
+            .get::<ReplayedAsRestrictedReport>()
+            .is_some()
+    );
+    assert_eq!(source.calls(), 1);
+    assert_eq!(rdt.stats().invalidations, 0, "no token of ours was refused");
+
+    // Marked next time, it goes with the cached token at once: no replay, no new token call.
+    let mut marked = get(DOCUMENT);
+    marked.extensions_mut().insert(RestrictedReport);
+    let response = client.clone().oneshot(marked).await.unwrap();
+    assert_eq!(response.body(), &token_value(1));
+    assert!(
+        response
+            .extensions()
+            .get::<ReplayedAsRestrictedReport>()
+            .is_none()
+    );
+    assert_eq!(source.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn under_the_default_policy_a_refused_document_is_returned_as_it_is() {
+    let source = ScriptedSource::new();
+    let rdt = RestrictedDataTokenLayer::new(source.source());
+    let client = tower::ServiceBuilder::new()
+        .layer(rdt.recover_stale_tokens())
+        .layer(rdt.clone())
+        .service(documents());
+    let response = client.oneshot(get(DOCUMENT)).await.unwrap();
+    assert_eq!(response.status(), http::StatusCode::FORBIDDEN);
+    assert!(
+        response
+            .extensions()
+            .get::<ReplayedAsRestrictedReport>()
+            .is_none()
+    );
+    assert_eq!(source.calls(), 0);
+}
+
+#[tokio::test]
+async fn a_refused_document_is_replayed_by_the_middleware_too() {
+    let app = axum::Router::new().fallback(|headers: http::HeaderMap| async move {
+        match headers.get("x-amz-access-token") {
+            Some(token) => (
+                http::StatusCode::OK,
+                token.to_str().unwrap_or_default().to_owned(),
+            ),
+            None => (http::StatusCode::FORBIDDEN, String::new()),
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let source = ScriptedSource::new().delay(Duration::ZERO);
+    let rdt = RestrictedDataTokenLayer::builder(source.source())
+        .allow_origin(Origin::parse(&format!("http://127.0.0.1:{port}")).unwrap())
+        .report_policy(ReportPolicy::WhenRefused)
+        .build()
+        .unwrap();
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(rdt.middleware())
+        .build();
+    let response = client
+        .get(format!("http://127.0.0.1:{port}{DOCUMENT}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), http::StatusCode::OK);
+    assert!(
+        response
+            .extensions()
+            .get::<ReplayedAsRestrictedReport>()
+            .is_some()
+    );
+    assert_eq!(response.text().await.unwrap(), token_value(1));
+    assert_eq!(source.calls(), 1);
+    // Unrestricted calls pass untouched.
+    let response = client
+        .get(format!(
+            "http://127.0.0.1:{port}/sellers/v1/marketplaceParticipations"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), http::StatusCode::FORBIDDEN);
+    assert_eq!(source.calls(), 1);
 }

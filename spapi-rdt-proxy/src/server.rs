@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Extensions, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
-use spapi_rdt::control::RestrictedReport;
+use spapi_rdt::control::{ReplayedAsRestrictedReport, ReportPolicy, RestrictedReport};
 use spapi_rdt::fleet::{EncryptionKey, RedisFleet};
 use spapi_rdt::recover::RecoverStaleToken;
 use spapi_rdt::{
@@ -83,8 +83,11 @@ impl App {
         let source = source.build()?;
 
         // Tokens only for the configured upstreams.
-        let mut builder =
-            RestrictedDataTokenLayer::builder(source.clone()).origins(settings.origins());
+        let mut builder = RestrictedDataTokenLayer::builder(source.clone())
+            .origins(settings.origins())
+            // Documents not known to be of a restricted type go with the LWA token; a 403 is
+            // replayed once with a token for the document (the recovery layer's policy).
+            .report_policy(ReportPolicy::WhenRefused);
         let fleet = match &settings.fleet {
             None => None,
             Some(fleet) => {
@@ -334,17 +337,6 @@ impl App {
             _ => None,
         };
         let bodiless = incoming.is_end_stream();
-        // A document not known to be restricted is tried with the LWA token, and once more with
-        // an RDT if refused; keep what the second try needs.
-        let retry = match (&document, known, bodiless) {
-            (Some(id), None, true) => Some((
-                id.clone(),
-                parts.method.clone(),
-                parts.uri.clone(),
-                parts.headers.clone(),
-            )),
-            _ => None,
-        };
         parts.extensions = Extensions::new();
         parts.extensions.insert(seller.clone());
         parts.extensions.insert(sent.clone());
@@ -368,23 +360,18 @@ impl App {
         } else {
             reqwest::Body::wrap(incoming)
         };
-        let mut response = self.send(Request::from_parts(parts, body)).await?;
+        let response = self.send(Request::from_parts(parts, body)).await?;
 
-        if response.status() == StatusCode::FORBIDDEN
-            && let Some((id, method, uri, headers)) = retry
+        // A document the recovery layer sent again with a token after a 403 (bodiless requests
+        // only: a body that streams cannot be sent twice).
+        if let Some(id) = &document
+            && response
+                .extensions()
+                .get::<ReplayedAsRestrictedReport>()
+                .is_some()
         {
-            // Most likely a restricted report type: once more, with a token for this document.
-            drop(response);
-            let mut again = Request::new(reqwest::Body::from(Bytes::new()));
-            *again.method_mut() = method;
-            *again.uri_mut() = uri;
-            *again.headers_mut() = headers;
-            again.extensions_mut().insert(seller.clone());
-            again.extensions_mut().insert(sent);
-            again.extensions_mut().insert(RestrictedReport);
-            response = self.send(again).await?;
             if response.status().is_success() {
-                self.inner.documents.remember(&id);
+                self.inner.documents.remember(id);
                 self.inner
                     .metrics
                     .report_documents

@@ -1,8 +1,6 @@
 //! Classifying a request: whether it gets a token, and under which cache key (seller, origin,
 //! scope, target application); and the token request a key stands for.
 
-use http::{Extensions, Method, Uri};
-
 use crate::cache::{ScopeRef, SlotKeyRef};
 use crate::catalog::{DataElements, PathKind};
 use crate::control::{
@@ -10,17 +8,31 @@ use crate::control::{
 };
 use crate::resource::{RestrictedResource, SellerId, TokenRequest};
 
-use super::Core;
+use super::{Core, RequestHead};
 
 impl Core {
     /// The seller and cache key of a request that gets a token; `None` for one that passes through.
     #[inline]
     pub(crate) fn key_of<'a>(
         &'a self,
-        method: &'a Method,
-        uri: &'a Uri,
-        ext: &'a Extensions,
+        head: RequestHead<'a>,
     ) -> Option<(&'a SellerId, SlotKeyRef<'a>, Option<u32>)> {
+        self.key_as(head, false)
+    }
+
+    /// [`key_of`](Self::key_of), with `as_restricted_report` taking a `getReportDocument` request
+    /// as marked [`RestrictedReport`] (what a replay after a 403 will be).
+    #[inline]
+    pub(super) fn key_as<'a>(
+        &'a self,
+        head: RequestHead<'a>,
+        as_restricted_report: bool,
+    ) -> Option<(&'a SellerId, SlotKeyRef<'a>, Option<u32>)> {
+        let RequestHead {
+            method,
+            uri,
+            extensions: ext,
+        } = head;
         let mode = ext.get::<TokenMode>().copied().unwrap_or_default();
         if mode == TokenMode::Skip {
             return None;
@@ -54,7 +66,9 @@ impl Core {
                         let wanted = match self.settings.report_policy {
                             ReportPolicy::Always => true,
                             ReportPolicy::Never => false,
-                            ReportPolicy::WhenMarked => ext.get::<RestrictedReport>().is_some(),
+                            ReportPolicy::WhenMarked | ReportPolicy::WhenRefused => {
+                                as_restricted_report || ext.get::<RestrictedReport>().is_some()
+                            }
                         };
                         if !wanted && mode != TokenMode::Force {
                             return None;
@@ -88,20 +102,10 @@ impl Core {
         Some((seller, key, bundled))
     }
 
-    /// The token request a request like `method uri` maps to, if it gets a token.
-    pub(crate) fn token_request_for(
-        &self,
-        method: &Method,
-        uri: &Uri,
-        ext: &Extensions,
-    ) -> Option<TokenRequest> {
-        let (seller, key, _) = self.key_of(method, uri, ext)?;
+    /// The token request a request like `head` maps to, if it gets a token.
+    pub(crate) fn token_request_for(&self, head: RequestHead<'_>) -> Option<TokenRequest> {
+        let (seller, key, _) = self.key_of(head)?;
         Some(self.token_request(seller, key))
-    }
-
-    /// Whether `method uri` gets a token from this layer.
-    pub(crate) fn is_restricted(&self, method: &Method, uri: &Uri, ext: &Extensions) -> bool {
-        self.key_of(method, uri, ext).is_some()
     }
 
     pub(super) fn token_request(&self, seller: &SellerId, key: SlotKeyRef<'_>) -> TokenRequest {

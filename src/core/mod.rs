@@ -43,9 +43,32 @@ use crate::stats::{Counter, Counters, Stats};
 mod bundle;
 mod classify;
 mod fetch;
+mod refusal;
 
 pub(crate) use bundle::Bundles;
 pub(crate) use fetch::{FetchJob, SharedTokens};
+pub(crate) use refusal::ReplayAs;
+
+/// What the layer reads of a request: its method, URI and extensions, borrowed. Every front end
+/// hands the core one of these, whatever its request type.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RequestHead<'a> {
+    pub(crate) method: &'a Method,
+    pub(crate) uri: &'a Uri,
+    pub(crate) extensions: &'a Extensions,
+}
+
+impl<'a> RequestHead<'a> {
+    /// The head of an `http` request.
+    #[inline]
+    pub(crate) fn of<B>(request: &'a http::Request<B>) -> Self {
+        RequestHead {
+            method: request.method(),
+            uri: request.uri(),
+            extensions: request.extensions(),
+        }
+    }
+}
 
 /// Settings fixed when the layer is built.
 #[derive(Clone, Debug)]
@@ -126,16 +149,11 @@ impl Core {
     /// Decides what `method uri` with `extensions` needs. Allocation-free and lock-free unless a
     /// token must be fetched.
     #[inline]
-    pub(crate) fn plan(
-        self: &Arc<Self>,
-        method: &Method,
-        uri: &Uri,
-        ext: &Extensions,
-    ) -> TokenAnswer {
-        let Some((seller, key, op)) = self.key_of(method, uri, ext) else {
+    pub(crate) fn plan(self: &Arc<Self>, head: RequestHead<'_>) -> TokenAnswer {
+        let Some((seller, key, op)) = self.key_of(head) else {
             return TokenAnswer::PassThrough;
         };
-        if self.settings.require_seller && ext.get::<SellerId>().is_none() {
+        if self.settings.require_seller && head.extensions.get::<SellerId>().is_none() {
             return TokenAnswer::Fail(Error::missing_seller());
         }
         let now = Instant::now();
@@ -245,11 +263,9 @@ impl Core {
     /// The token for `method uri`, waiting for it if needed: `Ok(None)` when the request needs none.
     pub(crate) async fn grant(
         self: &Arc<Self>,
-        method: &Method,
-        uri: &Uri,
-        ext: &Extensions,
+        head: RequestHead<'_>,
     ) -> Result<Option<TokenHeader>, Error> {
-        match self.plan(method, uri, ext) {
+        match self.plan(head) {
             TokenAnswer::PassThrough => Ok(None),
             TokenAnswer::Ready(granted) => Ok(Some(granted)),
             TokenAnswer::Wait(wait) => wait.await.map(Some),
@@ -257,16 +273,10 @@ impl Core {
         }
     }
 
-    /// Drops the cached token that `method uri` would use, if it is still generation `generation`
-    /// (or whatever token is current when `None`). Returns whether a token was dropped.
-    pub(crate) fn invalidate(
-        &self,
-        method: &Method,
-        uri: &Uri,
-        ext: &Extensions,
-        generation: Option<u64>,
-    ) -> bool {
-        let Some((seller, key, _)) = self.key_of(method, uri, ext) else {
+    /// Drops the cached token that `head` would use, if it is still generation `generation` (or
+    /// whatever token is current when `None`). Returns whether a token was dropped.
+    pub(crate) fn invalidate(&self, head: RequestHead<'_>, generation: Option<u64>) -> bool {
+        let Some((seller, key, _)) = self.key_of(head) else {
             return false;
         };
         let dropped = self.cache.with_slot(seller, key, |slot| {
@@ -283,16 +293,10 @@ impl Core {
         dropped
     }
 
-    /// After a 403 on `method uri` made with token `generation`: drops it, at most once per key per
+    /// After a 403 on `head` made with token `generation`: drops it, at most once per key per
     /// refusal period unless a replay shows the dropped token was stale (see [`Refusal`]).
-    pub(crate) fn refused(
-        &self,
-        method: &Method,
-        uri: &Uri,
-        ext: &Extensions,
-        generation: u64,
-    ) -> Refusal {
-        let Some((seller, key, _)) = self.key_of(method, uri, ext) else {
+    fn refused(&self, head: RequestHead<'_>, generation: u64) -> Refusal {
+        let Some((seller, key, _)) = self.key_of(head) else {
             return Refusal::Kept;
         };
         let refusal = self.cache.with_slot(seller, key, |slot| {
@@ -316,8 +320,8 @@ impl Core {
 
     /// The replay of a request whose token a 403 dropped worked: the next 403 on its key may drop a
     /// token again at once.
-    pub(crate) fn replay_worked(&self, method: &Method, uri: &Uri, ext: &Extensions) {
-        if let Some((seller, key, _)) = self.key_of(method, uri, ext) {
+    fn replay_worked(&self, head: RequestHead<'_>) {
+        if let Some((seller, key, _)) = self.key_of(head) {
             self.cache
                 .with_slot(seller, key, |slot| slot.map(|s| s.replay_worked()));
         }
@@ -357,10 +361,15 @@ mod tests {
             .parse()
             .unwrap();
         let (method, ext) = (Method::GET, Extensions::new());
-        assert!(core.grant(&method, &uri, &ext).await.unwrap().is_some());
+        let head = RequestHead {
+            method: &method,
+            uri: &uri,
+            extensions: &ext,
+        };
+        assert!(core.grant(head).await.unwrap().is_some());
         assert_eq!(core.stats().misses, 1);
         // A request that looked just before the fetch published goes the miss way and finds it.
-        let (seller, key, op) = core.key_of(&method, &uri, &ext).unwrap();
+        let (seller, key, op) = core.key_of(head).unwrap();
         assert!(matches!(
             core.miss(seller, key, op, Instant::now()),
             TokenAnswer::Ready(_)

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::*;
+use crate::core::RequestHead;
 use crate::fleet::SharedRateLimiter;
 use crate::fleet::SharedTokenStore;
 use crate::resource::{Origin, SellerId};
@@ -146,7 +147,7 @@ async fn token(layer: &RestrictedDataTokenLayer, path: &str) -> String {
     let request = get(path);
     let granted = layer
         .core()
-        .grant(request.method(), request.uri(), request.extensions())
+        .grant(RequestHead::of(&request))
         .await
         .unwrap()
         .unwrap();
@@ -248,7 +249,7 @@ async fn a_held_lease_makes_others_wait_then_take_over() {
     let request = get("/orders/v0/orders/1/address");
     let token_request = layer
         .core()
-        .token_request_for(request.method(), request.uri(), request.extensions())
+        .token_request_for(RequestHead::of(&request))
         .unwrap();
     let key = FleetKey::for_request(&token_request);
     assert!(
@@ -289,7 +290,7 @@ fn a_store_that_keeps_failing_is_warned_about_once_a_minute() {
                 .insert(SellerId::new(format!("seller-{seller}")));
             let core = Arc::clone(layer.core());
             async move {
-                core.grant(request.method(), request.uri(), request.extensions())
+                core.grant(RequestHead::of(&request))
                     .await
                     .unwrap()
                     .unwrap()
@@ -368,11 +369,7 @@ async fn a_failed_fetch_is_shared_for_its_back_off() {
         .collect();
     let request = get("/orders/v0/orders/1/address");
     for replica in &replicas {
-        let Err(err) = replica
-            .core()
-            .grant(request.method(), request.uri(), request.extensions())
-            .await
-        else {
+        let Err(err) = replica.core().grant(RequestHead::of(&request)).await else {
             panic!("a token without a source");
         };
         let source = err.source_error().unwrap();
@@ -390,10 +387,7 @@ async fn a_failed_fetch_is_shared_for_its_back_off() {
         .fleet(Fleet::new(Arc::clone(&store), Arc::clone(&store)))
         .build()
         .unwrap();
-    let _ = fresh
-        .core()
-        .grant(request.method(), request.uri(), request.extensions())
-        .await;
+    let _ = fresh.core().grant(RequestHead::of(&request)).await;
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
 
@@ -407,10 +401,10 @@ async fn a_drop_made_during_a_store_read_is_not_undone() {
     // while token 1 is current, with its store read held...
     let core = Arc::clone(replica.core());
     let request = get(path);
-    let (method, uri, ext) = (request.method(), request.uri(), request.extensions());
-    let (seller, key, _) = core.key_of(method, uri, ext).unwrap();
+    let head = RequestHead::of(&request);
+    let (seller, key, _) = core.key_of(head).unwrap();
     let slot = core.cache.slot(seller, key);
-    let token_request = core.token_request_for(method, uri, ext).unwrap();
+    let token_request = core.token_request_for(head).unwrap();
     let gate = store.gate.lock().await;
     let fetch = {
         let (core, slot) = (Arc::clone(&core), Arc::clone(&slot));
