@@ -337,6 +337,34 @@ pub fn is_restricted_report_type(report_type: &str) -> bool {
     RESTRICTED_REPORT_TYPES.contains(&report_type)
 }
 
+/// Names one operation of a [`Catalog`]: what [`Classified::id`](crate::matcher::Classified::id)
+/// gives for a request, comparable and hashable, without saying where in the catalogue the operation
+/// sits. Ids of one catalogue name nothing in another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OperationId(u32);
+
+impl OperationId {
+    /// The id of the operation at `index` (a catalogue holds far fewer than `u32::MAX`).
+    pub(crate) fn at(index: usize) -> Self {
+        OperationId(u32::try_from(index).unwrap_or(u32::MAX))
+    }
+
+    /// The operation's position in its catalogue.
+    pub(crate) fn index(self) -> usize {
+        self.0 as usize
+    }
+
+    /// The id as stored in a fleet record.
+    pub(crate) fn to_bits(self) -> u32 {
+        self.0
+    }
+
+    /// An id read back from a fleet record.
+    pub(crate) fn from_bits(bits: u32) -> Self {
+        OperationId(bits)
+    }
+}
+
 /// A list of restricted operations, from which a [`Matcher`](crate::matcher::Matcher) is built.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Catalog {
@@ -497,6 +525,11 @@ impl Catalog {
     /// The operations, in catalogue order.
     pub fn operations(&self) -> &[RestrictedOperation] {
         &self.operations
+    }
+
+    /// The operation `id` names, if it is one of this catalogue's.
+    pub fn get(&self, id: OperationId) -> Option<&RestrictedOperation> {
+        self.operations.get(id.index())
     }
 
     /// Adds an operation. A duplicate (same method and path shape) is reported when the matcher is built.

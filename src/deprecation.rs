@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::catalog::{Catalog, RestrictedOperation};
+use crate::catalog::{Catalog, OperationId, RestrictedOperation};
 
 /// Which deprecated operations of a layer's catalogue have been warned about.
 #[derive(Debug)]
@@ -28,14 +28,14 @@ impl DeprecationWarnings {
         }
     }
 
-    /// Warns about `op` (the catalogue's operation number `index`) the first time a deprecated
+    /// Warns about `op` (the catalogue's operation `id`) the first time a deprecated
     /// operation is served; does nothing for operations that are not deprecated.
     #[inline]
-    pub(crate) fn note(&self, index: usize, op: &RestrictedOperation) {
+    pub(crate) fn note(&self, id: OperationId, op: &RestrictedOperation) {
         if op.removal_date().is_none() {
             return;
         }
-        let Some(flag) = self.warned.get(index) else {
+        let Some(flag) = self.warned.get(id.index()) else {
             return;
         };
         if !flag.load(Ordering::Relaxed) && !flag.swap(true, Ordering::Relaxed) {
@@ -67,8 +67,8 @@ mod tests {
         let catalog = Catalog::amazon();
         let warnings = DeprecationWarnings::new(&catalog);
         for (index, op) in catalog.operations().iter().enumerate() {
-            warnings.note(index, op);
-            warnings.note(index, op);
+            warnings.note(OperationId::at(index), op);
+            warnings.note(OperationId::at(index), op);
             let flagged = warnings.warned[index].load(Ordering::Relaxed);
             assert_eq!(flagged, op.removal_date().is_some(), "{}", op.name());
         }

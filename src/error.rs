@@ -28,29 +28,22 @@ pub struct Error {
     kind: Kind,
 }
 
+/// What went wrong: a fetch's failure, which every request waiting for that fetch shares, or a
+/// failure of this request alone.
 #[derive(Clone)]
 enum Kind {
-    Source(Arc<SourceError>),
-    RateLimited { needed: Duration },
-    FetchTimedOut(Duration),
+    Fetch(FetchError),
     WaitTimedOut(Duration),
-    FetchAborted,
     NoRuntime,
     PolledAfterCompletion,
-    NotCovered,
     MissingSeller,
 }
 
 impl Error {
     pub(crate) fn from_fetch(e: FetchError) -> Self {
-        let kind = match e {
-            FetchError::Source(e) => Kind::Source(e),
-            FetchError::RateLimited { needed } => Kind::RateLimited { needed },
-            FetchError::TimedOut(d) => Kind::FetchTimedOut(d),
-            FetchError::Aborted => Kind::FetchAborted,
-            FetchError::NotCovered => Kind::NotCovered,
-        };
-        Error { kind }
+        Error {
+            kind: Kind::Fetch(e),
+        }
     }
 
     pub(crate) fn wait_timed_out(waited: Duration) -> Self {
@@ -80,19 +73,22 @@ impl Error {
     /// The token source's error, when the source failed.
     pub fn source_error(&self) -> Option<&SourceError> {
         match &self.kind {
-            Kind::Source(e) => Some(e),
+            Kind::Fetch(FetchError::Source(e)) => Some(e),
             _ => None,
         }
     }
 
     /// Whether the request waited past its deadline, or the fetch did.
     pub fn is_timeout(&self) -> bool {
-        matches!(self.kind, Kind::WaitTimedOut(_) | Kind::FetchTimedOut(_))
+        matches!(
+            self.kind,
+            Kind::WaitTimedOut(_) | Kind::Fetch(FetchError::TimedOut(_))
+        )
     }
 
     /// Whether the seller's token-call rate limit would have made the fetch wait too long.
     pub fn is_rate_limited(&self) -> bool {
-        matches!(self.kind, Kind::RateLimited { .. })
+        matches!(self.kind, Kind::Fetch(FetchError::RateLimited { .. }))
     }
 
     /// Whether the request carried no [`SellerId`](crate::SellerId) while the layer was built with
@@ -104,11 +100,11 @@ impl Error {
     /// Whether trying again later can help.
     pub fn kind(&self) -> ErrorKind {
         match &self.kind {
-            Kind::Source(e) => e.kind(),
+            Kind::Fetch(e) => e.kind(),
+            Kind::WaitTimedOut(_) => ErrorKind::Transient,
             Kind::NoRuntime | Kind::PolledAfterCompletion | Kind::MissingSeller => {
                 ErrorKind::Permanent
             }
-            _ => ErrorKind::Transient,
         }
     }
 }
@@ -117,21 +113,25 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("no restricted data token: ")?;
         match &self.kind {
-            Kind::Source(e) => fmt::Display::fmt(e, f),
-            Kind::RateLimited { needed } => write!(
+            Kind::Fetch(FetchError::Source(e)) => fmt::Display::fmt(e, f),
+            Kind::Fetch(FetchError::RateLimited { needed }) => write!(
                 f,
                 "the seller's token-call rate limit would delay the fetch by {needed:?}, past its deadline"
             ),
-            Kind::FetchTimedOut(d) => write!(f, "the token fetch did not finish within {d:?}"),
-            Kind::WaitTimedOut(d) => write!(f, "no token arrived within {d:?}"),
-            Kind::FetchAborted => {
+            Kind::Fetch(FetchError::TimedOut(d)) => {
+                write!(f, "the token fetch did not finish within {d:?}")
+            }
+            Kind::Fetch(FetchError::Aborted) => {
                 f.write_str("the token fetch was aborted (it panicked or its runtime stopped)")
             }
+            Kind::Fetch(FetchError::NotCovered) => {
+                f.write_str("the bundled token does not cover this operation")
+            }
+            Kind::WaitTimedOut(d) => write!(f, "no token arrived within {d:?}"),
             Kind::NoRuntime => f.write_str("a token fetch needs a Tokio runtime with time enabled"),
             Kind::PolledAfterCompletion => {
                 f.write_str("the response future was polled after it completed")
             }
-            Kind::NotCovered => f.write_str("the bundled token does not cover this operation"),
             Kind::MissingSeller => f.write_str(
                 "the request names no seller (a `SellerId` extension), and the layer requires one",
             ),
@@ -143,14 +143,14 @@ impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Error");
         match &self.kind {
-            Kind::Source(e) => d.field("source", e),
-            Kind::RateLimited { needed } => d.field("rate_limited_for", needed),
-            Kind::FetchTimedOut(t) => d.field("fetch_timed_out", t),
+            Kind::Fetch(FetchError::Source(e)) => d.field("source", e),
+            Kind::Fetch(FetchError::RateLimited { needed }) => d.field("rate_limited_for", needed),
+            Kind::Fetch(FetchError::TimedOut(t)) => d.field("fetch_timed_out", t),
+            Kind::Fetch(FetchError::Aborted) => d.field("fetch_aborted", &true),
+            Kind::Fetch(FetchError::NotCovered) => d.field("not_covered", &true),
             Kind::WaitTimedOut(t) => d.field("wait_timed_out", t),
-            Kind::FetchAborted => d.field("fetch_aborted", &true),
             Kind::NoRuntime => d.field("no_runtime", &true),
             Kind::PolledAfterCompletion => d.field("polled_after_completion", &true),
-            Kind::NotCovered => d.field("not_covered", &true),
             Kind::MissingSeller => d.field("missing_seller", &true),
         };
         d.finish()
@@ -160,13 +160,14 @@ impl fmt::Debug for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &self.kind {
-            Kind::Source(e) => Some(&**e),
+            Kind::Fetch(FetchError::Source(e)) => Some(&**e),
             _ => None,
         }
     }
 }
 
-/// Why a fetch produced no token. Cheap to clone: every waiter gets the same one.
+/// Why a fetch produced no token. Cheap to clone: every waiter gets the same one. Its messages are
+/// [`Error`]'s.
 #[derive(Clone, Debug)]
 pub(crate) enum FetchError {
     Source(Arc<SourceError>),

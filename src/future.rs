@@ -11,9 +11,9 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::BoxError;
-use crate::cache::TokenHeader;
 use crate::error::Error;
 use crate::header;
+use crate::header::GrantedToken;
 
 pin_project! {
     /// The response future of [`RestrictedDataTokenService`](crate::RestrictedDataTokenService):
@@ -54,7 +54,7 @@ pin_project! {
 
 /// Waiting for a token.
 struct Waiting<S, B> {
-    token: BoxFuture<'static, Result<TokenHeader, Error>>,
+    pending: BoxFuture<'static, Result<GrantedToken, Error>>,
     // A clone of the inner service, not yet polled ready, and the request; `Some` until the token
     // arrives.
     call: Option<(S, Request<B>)>,
@@ -77,17 +77,17 @@ where
         }
     }
 
-    /// Waits for `token`, then drives `service` (a clone that holds no capacity yet) to readiness
+    /// Waits for `pending`, then drives `service` (a clone that holds no capacity yet) to readiness
     /// and calls it.
     pub(crate) fn waiting(
-        token: BoxFuture<'static, Result<TokenHeader, Error>>,
+        pending: BoxFuture<'static, Result<GrantedToken, Error>>,
         service: S,
         request: Request<B>,
     ) -> Self {
         ResponseFuture {
             state: State::Waiting {
                 waiting: Box::new(Waiting {
-                    token,
+                    pending,
                     call: Some((service, request)),
                 }),
             },
@@ -114,7 +114,7 @@ where
             match this.state.as_mut().project() {
                 StateProj::Called { future } => return future.poll(cx).map_err(Into::into),
                 StateProj::Waiting { waiting } => {
-                    let result = ready!(waiting.token.as_mut().poll(cx));
+                    let result = ready!(waiting.pending.as_mut().poll(cx));
                     let Some((service, mut request)) = waiting.call.take() else {
                         // Only reachable if polled again after completing with an error.
                         return Poll::Ready(Err(Error::polled_after_completion().into()));

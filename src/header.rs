@@ -1,4 +1,4 @@
-//! The token header, and the cell through which the token layer tells an outer recovery layer
+//! The token header, the token granted to one request, and the cell through which the token layer tells an outer recovery layer
 //! which token a request carried.
 //!
 //! Every front end (the tower service and its response future, stale-token recovery, the
@@ -8,12 +8,20 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use http::{HeaderName, Request};
-
-use crate::cache::TokenHeader;
+use http::{HeaderName, HeaderValue, Request};
+use tokio::time::Instant;
 
 /// The header that carries SP-API access tokens and Restricted Data Tokens.
 pub const X_AMZ_ACCESS_TOKEN: HeaderName = HeaderName::from_static("x-amz-access-token");
+
+/// A token handed to one request: the header value, the generation of the cached token it came
+/// from (so that a 403 drops exactly that token), and when the layer stops using it.
+#[derive(Clone)]
+pub(crate) struct GrantedToken {
+    pub(crate) header: HeaderValue,
+    pub(crate) generation: u64,
+    pub(crate) usable_until: Instant,
+}
 
 /// A shared cell holding the generation of the token the layer gave a request (0: none yet).
 ///
@@ -35,7 +43,7 @@ impl GenerationCell {
 /// Inserts `granted` into `request`, and notes its generation in the request's
 /// [`GenerationCell`] when a recovery layer outside put one there.
 #[inline]
-pub(crate) fn insert_token<B>(request: &mut Request<B>, granted: TokenHeader) {
+pub(crate) fn insert_token<B>(request: &mut Request<B>, granted: GrantedToken) {
     if let Some(cell) = request.extensions().get::<GenerationCell>() {
         cell.0.store(granted.generation, Ordering::Relaxed);
     }

@@ -316,7 +316,7 @@ impl RestrictedDataTokenLayerBuilder {
     /// Under [`Strategy::Bundle`], how long an operation Amazon refused stays out of the bundle
     /// before it is tried again (after a role grant and re-authorization, say). Default: 1 hour.
     pub fn bundle_recheck(mut self, period: Duration) -> Self {
-        self.settings.bundle_recheck = period;
+        self.settings.retention.bundle_recheck = period;
         self
     }
 
@@ -327,7 +327,7 @@ impl RestrictedDataTokenLayerBuilder {
     /// call per key per period. See [`recover`](crate::recover#403s-that-are-not-about-the-token).
     /// `Duration::ZERO` drops the token on every 403. Default: 60 s.
     pub fn refusal_period(mut self, period: Duration) -> Self {
-        self.settings.refusal_period = period;
+        self.settings.retention.refusal_period = period;
         self
     }
 

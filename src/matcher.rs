@@ -33,7 +33,7 @@ use std::fmt;
 
 use http::{Method, Uri};
 
-use crate::catalog::{Catalog, RestrictedOperation};
+use crate::catalog::{Catalog, OperationId, RestrictedOperation};
 use tree::{Duplicate, Template, Token, Tree};
 
 /// A catalogue that cannot be compiled: a malformed template, or two operations a request could not
@@ -63,7 +63,7 @@ impl CatalogError {
 /// The operation a request calls.
 #[derive(Clone, Copy, Debug)]
 pub struct Classified<'a> {
-    index: usize,
+    id: OperationId,
     operation: &'a RestrictedOperation,
 }
 
@@ -73,9 +73,9 @@ impl<'a> Classified<'a> {
         self.operation
     }
 
-    /// The operation's position in the matcher's catalogue.
-    pub fn index(&self) -> usize {
-        self.index
+    /// The operation's id in the matcher's catalogue.
+    pub fn id(&self) -> OperationId {
+        self.id
     }
 }
 
@@ -150,7 +150,10 @@ impl Matcher {
         let (_, tree) = self.trees.iter().find(|(m, _)| m == method)?;
         let index = tree.find(path.as_bytes())?;
         let operation = self.catalog.operations().get(index)?;
-        Some(Classified { index, operation })
+        Some(Classified {
+            id: OperationId::at(index),
+            operation,
+        })
     }
 
     /// As [`classify`](Self::classify), taking the path from a URI and ignoring its query string.
@@ -241,7 +244,7 @@ mod tests {
         for (i, op) in m.catalog().operations().iter().enumerate() {
             let sample = op.template().replace('{', "X").replace('}', "9");
             let hit = m.classify(op.method(), &sample).unwrap();
-            assert_eq!(hit.index(), i, "{}", op.name());
+            assert_eq!(hit.id().index(), i, "{}", op.name());
         }
     }
 
@@ -353,7 +356,7 @@ mod tests {
             many.clone(),
         ));
         let m = Matcher::new(c).unwrap();
-        let hit = |path: &str| m.classify(&Method::GET, path).map(|h| h.index());
+        let hit = |path: &str| m.classify(&Method::GET, path).map(|h| h.id().index());
         assert_eq!(hit(&long), Some(0));
         assert_eq!(hit(&many.replace("{x}", "1")), Some(1));
         assert_eq!(hit(&many.replace("{x}", ".")), None);

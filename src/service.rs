@@ -8,7 +8,7 @@ use http::Request;
 use tower_service::Service;
 
 use crate::BoxError;
-use crate::core::{Core, RequestHead, TokenAnswer};
+use crate::core::{Core, Lookup, RequestHead};
 use crate::future::ResponseFuture;
 use crate::header;
 use crate::stats::Stats;
@@ -92,18 +92,18 @@ where
 
     #[inline]
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        match self.core.plan(RequestHead::of(&request)) {
-            TokenAnswer::PassThrough => ResponseFuture::called(self.inner.call(request)),
-            TokenAnswer::Ready(granted) => {
+        match self.core.lookup(RequestHead::of(&request)) {
+            Lookup::PassThrough => ResponseFuture::called(self.inner.call(request)),
+            Lookup::Ready(granted) => {
                 header::insert_token(&mut request, granted);
                 ResponseFuture::called(self.inner.call(request))
             }
-            TokenAnswer::Wait(token) => {
+            Lookup::Pending(pending) => {
                 // The ready service (and whatever capacity it reserved) stays for the next call;
                 // the future drives its own clone to readiness once the token is there.
-                ResponseFuture::waiting(token, self.inner.clone(), request)
+                ResponseFuture::waiting(pending, self.inner.clone(), request)
             }
-            TokenAnswer::Fail(error) => ResponseFuture::failed(error),
+            Lookup::Failed(error) => ResponseFuture::failed(error),
         }
     }
 }

@@ -21,7 +21,7 @@ pub struct Stats {
     pub hits: u64,
     /// Restricted requests served a cached token inside its refresh window (a background refresh
     /// was due).
-    pub stale_hits: u64,
+    pub refresh_window_hits: u64,
     /// Restricted requests that found no usable token and waited for one (or found one that was
     /// published while they looked; such a request counts as a miss only, never also as a hit).
     pub misses: u64,
@@ -70,7 +70,7 @@ const FIELDS: usize = Counter::FleetFallbacks as usize + 1;
 #[repr(usize)]
 pub(crate) enum Counter {
     Hits,
-    StaleHits,
+    RefreshWindowHits,
     Misses,
     Coalesced,
     Fetches,
@@ -122,7 +122,7 @@ impl Counters {
     pub(crate) fn snapshot(&self) -> Stats {
         Stats {
             hits: self.sum(Counter::Hits),
-            stale_hits: self.sum(Counter::StaleHits),
+            refresh_window_hits: self.sum(Counter::RefreshWindowHits),
             misses: self.sum(Counter::Misses),
             coalesced: self.sum(Counter::Coalesced),
             fetches: self.sum(Counter::Fetches),

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use super::reply::{PII, SELLER, TARGET_APPLICATION, json_response, set_header, sp_error};
 use super::state::{Shared, live, match_template};
 use super::tokens::{bearer, forbidden, missing_token};
-use spapi_rdt::catalog::{DataElement, DataElements, RestrictedOperation};
+use spapi_rdt::catalog::{DataElement, DataElements, OperationId, RestrictedOperation};
 
 const MARKETPLACE: &str = "ATVPDKIKX0DER";
 const CREATED: &str = "2026-01-15T10:00:00Z";
@@ -65,10 +65,10 @@ pub(crate) fn restricted(
     shared: &Shared,
     method: &Method,
     path: &str,
-    index: usize,
+    id: OperationId,
     headers: &HeaderMap,
 ) -> Response {
-    let Some(op) = shared.matcher.catalog().operations().get(index) else {
+    let Some(op) = shared.matcher.catalog().get(id) else {
         return sp_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "InternalFailure",
@@ -85,7 +85,7 @@ pub(crate) fn restricted(
         if !live(rdt.expires_at, now) {
             return forbidden("The access token you provided has expired.");
         }
-        let Some(elements) = rdt.covers(method, index, path) else {
+        let Some(elements) = rdt.covers(method, id, path) else {
             return forbidden("The restricted data token does not cover this resource.");
         };
         (

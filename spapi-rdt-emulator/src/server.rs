@@ -8,6 +8,7 @@ use axum::response::Response;
 use http::header::CONTENT_LENGTH;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use serde_json::json;
+use spapi_rdt::catalog::OperationId;
 
 use super::api::{self, Unrestricted};
 use super::fault::{Fault, Target};
@@ -22,7 +23,7 @@ use super::{lwa, tokens};
 enum Route<'p> {
     Lwa,
     Tokens,
-    Restricted(usize),
+    Restricted(OperationId),
     Unrestricted(Unrestricted<'p>),
     Unknown,
 }
@@ -53,7 +54,7 @@ pub(crate) async fn handle(
     } else if path == TOKENS_PATH {
         Route::Tokens
     } else if let Some(hit) = shared.matcher.classify(&method, path) {
-        Route::Restricted(hit.index())
+        Route::Restricted(hit.id())
     } else if let Some(op) = Unrestricted::route(&method, path) {
         Route::Unrestricted(op)
     } else {
@@ -75,7 +76,7 @@ pub(crate) async fn handle(
         None => match route {
             Route::Lwa => lwa::handle(&shared, &method, &headers, &body, expires_in),
             Route::Tokens => tokens::handle(&shared, &method, &headers, &body, expires_in),
-            Route::Restricted(index) => api::restricted(&shared, &method, path, index, &headers),
+            Route::Restricted(id) => api::restricted(&shared, &method, path, id, &headers),
             Route::Unrestricted(op) => api::unrestricted(&shared, op, &headers),
             Route::Unknown => sp_error(
                 StatusCode::NOT_FOUND,

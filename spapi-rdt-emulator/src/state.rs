@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::config::EmulatorConfig;
 use super::fault::{self, Plan, Rule, Target};
-use spapi_rdt::catalog::{DataElements, PathKind};
+use spapi_rdt::catalog::{DataElements, OperationId, PathKind};
 use spapi_rdt::matcher::Matcher;
 
 /// A snapshot of what the emulator has seen and answered, from [`Emulator::counters`].
@@ -64,10 +64,10 @@ pub(crate) struct AccessGrant {
 /// What one resource of an issued RDT lets its holder call.
 #[derive(Debug, Clone)]
 pub(crate) enum Scope {
-    /// Any call of the operation at this catalogue index (generic path).
-    Operation(usize),
-    /// Exactly this path (specific path) of the operation at this index.
-    Path(usize, String),
+    /// Any call of this operation (generic path).
+    Operation(OperationId),
+    /// Exactly this path (specific path) of this operation.
+    Path(OperationId, String),
     /// Nothing: an unknown path, or a generic path Amazon accepts only as a specific one.
     Nothing,
 }
@@ -88,17 +88,22 @@ pub(crate) struct Rdt {
 }
 
 impl Rdt {
-    /// The data elements the token grants for a call of operation `index` at `path`, or `None`
+    /// The data elements the token grants for a call of operation `id` at `path`, or `None`
     /// when the token does not cover the call.
-    pub(crate) fn covers(&self, method: &Method, index: usize, path: &str) -> Option<DataElements> {
+    pub(crate) fn covers(
+        &self,
+        method: &Method,
+        id: OperationId,
+        path: &str,
+    ) -> Option<DataElements> {
         let mut granted: Option<DataElements> = None;
         for c in &self.coverage {
             if c.method != *method {
                 continue;
             }
             let hit = match &c.scope {
-                Scope::Operation(i) => *i == index,
-                Scope::Path(i, p) => *i == index && p == path,
+                Scope::Operation(i) => *i == id,
+                Scope::Path(i, p) => *i == id && p == path,
                 Scope::Nothing => false,
             };
             if hit {
@@ -272,13 +277,13 @@ pub(crate) fn scope_of(matcher: &Matcher, method: &Method, path: &str) -> Scope 
     let op = hit.operation();
     if path == op.template() {
         match op.path_kind() {
-            PathKind::Generic => Scope::Operation(hit.index()),
+            PathKind::Generic => Scope::Operation(hit.id()),
             PathKind::SpecificOnly => Scope::Nothing,
         }
     } else {
         // A specific path, or a template with other placeholder names, which Amazon takes as a
         // literal path that no real call will ever have.
-        Scope::Path(hit.index(), path.to_owned())
+        Scope::Path(hit.id(), path.to_owned())
     }
 }
 

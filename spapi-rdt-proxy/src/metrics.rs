@@ -139,9 +139,9 @@ impl Collector for LayerStats {
                 stats.hits,
             ),
             (
-                "token_cache_stale_hits",
+                "token_cache_refresh_window_hits",
                 "Restricted requests served a cached token due for a background refresh",
-                stats.stale_hits,
+                stats.refresh_window_hits,
             ),
             (
                 "token_cache_misses",

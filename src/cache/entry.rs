@@ -1,5 +1,5 @@
 //! What a slot holds: a token with its deadlines and generation ([`CachedToken`]), what a bundled
-//! token covers, and what a request takes away ([`TokenHeader`]).
+//! token covers.
 
 use std::fmt;
 use std::sync::Arc;
@@ -8,13 +8,17 @@ use futures_util::future::{BoxFuture, Shared};
 use http::HeaderValue;
 use tokio::time::Instant;
 
+use crate::catalog::OperationId;
 use crate::error::FetchError;
+use crate::header::GrantedToken;
 
-/// A cached token and its deadlines.
+/// A cached token and its deadlines (see the [cache's docs](super)).
 pub(crate) struct CachedToken {
     pub(crate) header: HeaderValue,
-    pub(crate) soft: Instant,
-    pub(crate) hard: Instant,
+    /// From here on, a request that gets the token starts one background refresh.
+    pub(crate) refresh_at: Instant,
+    /// From here on (a margin before the token expires), the token is not used.
+    pub(crate) usable_until: Instant,
     pub(crate) generation: u64,
     /// For a bundled token: which operations it covers, and which were refused.
     pub(crate) bundle: Option<Box<BundleInfo>>,
@@ -24,7 +28,7 @@ pub(crate) struct CachedToken {
 #[derive(Debug, Default)]
 pub(crate) struct BundleInfo {
     /// Catalogue indexes of the operations the token covers, sorted.
-    pub(crate) covers: Vec<u32>,
+    pub(crate) covers: Vec<OperationId>,
     /// Operations Amazon refused for this seller, with the refusal and when it was learnt.
     pub(crate) denied: Vec<Denied>,
 }
@@ -32,7 +36,7 @@ pub(crate) struct BundleInfo {
 /// An operation that Amazon refused inside a bundle.
 #[derive(Clone, Debug)]
 pub(crate) struct Denied {
-    pub(crate) op: u32,
+    pub(crate) op: OperationId,
     pub(crate) error: FetchError,
     pub(crate) since: Instant,
 }
@@ -45,7 +49,7 @@ pub(crate) enum Coverage {
 }
 
 impl CachedToken {
-    pub(crate) fn coverage(&self, op: Option<u32>) -> Coverage {
+    pub(crate) fn coverage(&self, op: Option<OperationId>) -> Coverage {
         match (op, &self.bundle) {
             (Some(op), Some(bundle)) => {
                 if bundle.covers.binary_search(&op).is_ok() {
@@ -64,8 +68,8 @@ impl CachedToken {
 impl fmt::Debug for CachedToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CachedToken")
-            .field("soft", &self.soft)
-            .field("hard", &self.hard)
+            .field("refresh_at", &self.refresh_at)
+            .field("usable_until", &self.usable_until)
             .field("generation", &self.generation)
             .finish_non_exhaustive()
     }
@@ -74,22 +78,13 @@ impl fmt::Debug for CachedToken {
 pub(crate) type FetchOutcome = Result<Arc<CachedToken>, FetchError>;
 pub(crate) type SharedFetch = Shared<BoxFuture<'static, FetchOutcome>>;
 
-/// A token handed to one request: the header value and the generation it came from (so that a
-/// 403 can invalidate exactly that token).
-#[derive(Clone)]
-pub(crate) struct TokenHeader {
-    pub(crate) header: HeaderValue,
-    pub(crate) generation: u64,
-    /// When the layer stops using the token.
-    pub(crate) usable_until: Instant,
-}
-
 impl CachedToken {
-    pub(crate) fn grant(&self) -> TokenHeader {
-        TokenHeader {
+    /// The token as handed to one request.
+    pub(crate) fn grant(&self) -> GrantedToken {
+        GrantedToken {
             header: self.header.clone(),
             generation: self.generation,
-            usable_until: self.hard,
+            usable_until: self.usable_until,
         }
     }
 }

@@ -7,37 +7,53 @@ use std::sync::Arc;
 
 use http::Method;
 
-use crate::catalog::DataElements;
+use crate::catalog::{DataElements, OperationId};
 use crate::resource::SellerId;
 
 /// Which resources a slot's token covers.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) enum Scope {
     /// One catalogue operation's generic template, with these data elements.
-    Operation { index: u32, elements: DataElements },
+    Operation {
+        op: OperationId,
+        elements: DataElements,
+    },
     /// One specific path.
     Path { method: Method, path: Arc<str> },
-    /// A bundle of generic operations (the layer's `chunk`-th group of at most 50).
-    Bundle { chunk: u16 },
+    /// A bundle of generic operations (one of the layer's groups of at most 50).
+    Bundle { bundle: BundleId },
 }
+
+/// One of the layer's bundles of generic operations (under `Strategy::Bundle`): its position in
+/// the layer's list of groups of at most 50.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct BundleId(pub(crate) u16);
 
 /// A borrowed [`Scope`], so the hot path can look a slot up without allocating.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum ScopeRef<'a> {
-    Operation { index: u32, elements: DataElements },
-    Path { method: &'a Method, path: &'a str },
-    Bundle { chunk: u16 },
+    Operation {
+        op: OperationId,
+        elements: DataElements,
+    },
+    Path {
+        method: &'a Method,
+        path: &'a str,
+    },
+    Bundle {
+        bundle: BundleId,
+    },
 }
 
 impl Scope {
     fn as_ref(&self) -> ScopeRef<'_> {
         match self {
-            Scope::Operation { index, elements } => ScopeRef::Operation {
-                index: *index,
+            Scope::Operation { op, elements } => ScopeRef::Operation {
+                op: *op,
                 elements: *elements,
             },
             Scope::Path { method, path } => ScopeRef::Path { method, path },
-            Scope::Bundle { chunk } => ScopeRef::Bundle { chunk: *chunk },
+            Scope::Bundle { bundle } => ScopeRef::Bundle { bundle: *bundle },
         }
     }
 }
@@ -45,12 +61,12 @@ impl Scope {
 impl ScopeRef<'_> {
     fn to_scope(self) -> Scope {
         match self {
-            ScopeRef::Operation { index, elements } => Scope::Operation { index, elements },
+            ScopeRef::Operation { op, elements } => Scope::Operation { op, elements },
             ScopeRef::Path { method, path } => Scope::Path {
                 method: method.clone(),
                 path: path.into(),
             },
-            ScopeRef::Bundle { chunk } => Scope::Bundle { chunk },
+            ScopeRef::Bundle { bundle } => Scope::Bundle { bundle },
         }
     }
 }
@@ -169,18 +185,20 @@ mod tests {
         let method = Method::GET;
         let scopes = [
             ScopeRef::Operation {
-                index: 3,
+                op: OperationId::at(3),
                 elements: DataElements::USUAL,
             },
             ScopeRef::Operation {
-                index: 3,
+                op: OperationId::at(3),
                 elements: DataElements::NONE,
             },
             ScopeRef::Path {
                 method: &method,
                 path: "/reports/2021-06-30/documents/1",
             },
-            ScopeRef::Bundle { chunk: 3 },
+            ScopeRef::Bundle {
+                bundle: BundleId(3),
+            },
         ];
         let keys: Vec<MapKeyRef<'_>> = [&seller, &other_seller]
             .into_iter()

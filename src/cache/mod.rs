@@ -5,9 +5,15 @@
 //! the last failure (remembered until its back-off ends) and the failure count. The mutex is never
 //! held across an await.
 //!
-//! Tokens have two deadlines. Before the soft one the token is fresh. Between soft and hard it is
-//! still served, and one background refresh is started. From the hard one on, requests wait for a
-//! fetch. The soft deadline is jittered so that tokens fetched together are not refreshed together.
+//! Every cached token has two deadlines ([`CachedToken`]):
+//! - before `refresh_at` it is fresh;
+//! - from `refresh_at` to `usable_until` (its refresh window) it is still served, and one background
+//!   refresh is started;
+//! - from `usable_until` on (a margin before Amazon's expiry) it is no longer used, and requests wait
+//!   for a fetch.
+//!
+//! `refresh_at` is jittered so that tokens fetched together are not refreshed together; the margins
+//! are [`RefreshTiming`]'s.
 
 mod entry;
 mod key;
@@ -28,17 +34,15 @@ use crate::resource::SellerId;
 use crate::time;
 use crate::token::IssuedToken;
 
-pub(crate) use entry::{
-    BundleInfo, CachedToken, Coverage, Denied, FetchOutcome, SharedFetch, TokenHeader,
-};
+pub(crate) use entry::{BundleInfo, CachedToken, Coverage, Denied, FetchOutcome, SharedFetch};
+pub(crate) use key::{BundleId, ScopeRef, SlotKeyRef};
 use key::{MapKey, MapKeyRef};
-pub(crate) use key::{ScopeRef, SlotKeyRef};
-pub(crate) use slot::{Held, Refusal, Slot, TokenOrFetch};
+pub(crate) use slot::{Peek, Refusal, Slot, TokenOrFetch};
 pub(crate) use timing::{FailureMemory, RefreshTiming};
 
 /// How long a sweep keeps what a slot remembers besides its token.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Keep {
+pub(crate) struct Retention {
     /// Bundle refusals younger than this stay (the layer's `bundle_recheck`).
     pub(crate) bundle_recheck: Duration,
     /// A 403 drop younger than this stays (the layer's `refusal_period`).
@@ -99,7 +103,7 @@ impl TokenCache {
     }
 
     /// Sweeps the cache if a sweep is due at `now` (see [`TokenCache`]); returns whether it did.
-    pub(crate) fn sweep_if_due(&self, now: Instant, keep: &Keep) -> bool {
+    pub(crate) fn sweep_if_due(&self, now: Instant, retention: &Retention) -> bool {
         {
             let Ok(mut next) = self.next_sweep.try_lock() else {
                 return false;
@@ -109,14 +113,14 @@ impl TokenCache {
             }
             *next = Some(time::add(now, SWEEP_EVERY));
         }
-        self.sweep(now, keep);
+        self.sweep(now, retention);
         true
     }
 
-    fn sweep(&self, now: Instant, keep: &Keep) {
+    fn sweep(&self, now: Instant, retention: &Retention) {
         let mut gone: Vec<SellerId> = Vec::new();
         self.slots.pin().retain(|key, slot| {
-            let drop = slot.sweep(now, keep) && Arc::strong_count(slot) == 1;
+            let drop = slot.sweep(now, retention) && Arc::strong_count(slot) == 1;
             if drop && let Some(seller) = key.counted_seller() {
                 gone.push(seller.clone());
             }
@@ -183,22 +187,28 @@ impl TokenCache {
         refresh: &RefreshTiming,
         bundle: Option<BundleInfo>,
     ) -> CachedToken {
-        let (soft, hard) = refresh.deadlines(now, time::cap_lifetime(token.expires_in()));
-        self.entry_with_deadlines(token.token().header_value().clone(), soft, hard, bundle)
+        let (refresh_at, usable_until) =
+            refresh.deadlines(now, time::cap_lifetime(token.expires_in()));
+        self.entry_with_deadlines(
+            token.token().header_value().clone(),
+            refresh_at,
+            usable_until,
+            bundle,
+        )
     }
 
     /// A cache entry with deadlines decided elsewhere (fleet mode: by the replica that fetched it).
     pub(crate) fn entry_with_deadlines(
         &self,
         header: HeaderValue,
-        soft: Instant,
-        hard: Instant,
+        refresh_at: Instant,
+        usable_until: Instant,
         bundle: Option<BundleInfo>,
     ) -> CachedToken {
         CachedToken {
             header,
-            soft: soft.min(hard),
-            hard,
+            refresh_at: refresh_at.min(usable_until),
+            usable_until,
             generation: GENERATION.fetch_add(1, Ordering::Relaxed) + 1,
             bundle: bundle.map(Box::new),
         }
@@ -218,7 +228,7 @@ impl fmt::Debug for TokenCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::DataElements;
+    use crate::catalog::{DataElements, OperationId};
     use crate::error::FetchError;
     use crate::source::SourceError;
     use futures_util::FutureExt;
@@ -242,7 +252,7 @@ mod tests {
         let operation = SlotKeyRef {
             origin: 0,
             scope: ScopeRef::Operation {
-                index: 1,
+                op: OperationId::at(1),
                 elements: DataElements::NONE,
             },
             target: None,
@@ -274,7 +284,7 @@ mod tests {
         assert_eq!(cache.sellers_held(), 1);
         assert_eq!(cache.slots.len(), 10_001);
         assert_eq!(cache.tokens_held(), 10_000);
-        let keep = Keep {
+        let keep = Retention {
             bundle_recheck: Duration::from_secs(3600),
             refusal_period: Duration::from_secs(60),
         };
@@ -290,12 +300,12 @@ mod tests {
         let key = SlotKeyRef {
             origin: 0,
             scope: ScopeRef::Operation {
-                index: 1,
+                op: OperationId::at(1),
                 elements: DataElements::NONE,
             },
             target: None,
         };
-        let keep = Keep {
+        let keep = Retention {
             bundle_recheck: Duration::from_secs(3600),
             refusal_period: Duration::from_secs(60),
         };
@@ -328,7 +338,7 @@ mod tests {
             cache.entry_with_deadlines(header("old"), now, now + Duration::from_secs(100), None);
         slot.set_current(Some(Arc::new(in_window)));
         // A request sees the token in its refresh window...
-        assert!(matches!(slot.peek(now, None), Held::Stale(_)));
+        assert!(matches!(slot.peek(now, None), Peek::RefreshDue(_)));
         // ...while the refresh under way publishes a fresh one.
         assert!(slot.begin_refresh(now, never));
         let fresh = cache.entry_with_deadlines(
@@ -365,23 +375,26 @@ mod tests {
         };
         for life in [0u64, 1, 10, 60, 600, 3600, 86_400] {
             let life = Duration::from_secs(life);
-            let (soft, hard) = greedy.deadlines(now, life);
-            let usable = hard - now;
-            assert_eq!(soft - now, usable - usable / 2, "{life:?}");
+            let (refresh_at, usable_until) = greedy.deadlines(now, life);
+            let usable = usable_until - now;
+            assert_eq!(refresh_at - now, usable - usable / 2, "{life:?}");
             for timing in [w, jittery] {
                 for _ in 0..50 {
-                    let (soft, hard) = timing.deadlines(now, life);
-                    assert!(soft <= hard);
-                    assert!(hard <= crate::time::add(now, life));
-                    let usable = hard - now;
-                    assert!(soft - now >= usable - usable / 2 - usable / 4, "{life:?}");
+                    let (refresh_at, usable_until) = timing.deadlines(now, life);
+                    assert!(refresh_at <= usable_until);
+                    assert!(usable_until <= crate::time::add(now, life));
+                    let usable = usable_until - now;
+                    assert!(
+                        refresh_at - now >= usable - usable / 2 - usable / 4,
+                        "{life:?}"
+                    );
                 }
             }
         }
-        let (soft, hard) = w.deadlines(now, Duration::from_secs(3600));
-        assert_eq!(hard - now, Duration::from_secs(3570));
-        assert!(soft - now <= Duration::from_secs(3270));
-        assert!(soft - now >= Duration::from_secs(3210));
+        let (refresh_at, usable_until) = w.deadlines(now, Duration::from_secs(3600));
+        assert_eq!(usable_until - now, Duration::from_secs(3570));
+        assert!(refresh_at - now <= Duration::from_secs(3270));
+        assert!(refresh_at - now >= Duration::from_secs(3210));
     }
 
     #[test]

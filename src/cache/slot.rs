@@ -9,29 +9,31 @@ use arc_swap::ArcSwapOption;
 use http::HeaderValue;
 use tokio::time::Instant;
 
+use crate::catalog::OperationId;
 use crate::error::FetchError;
 use crate::time;
 
-use super::{
-    CachedToken, Coverage, Denied, FailureMemory, FetchOutcome, Keep, SharedFetch, TokenHeader,
-};
+use super::{CachedToken, Coverage, Denied, FailureMemory, FetchOutcome, Retention, SharedFetch};
+use crate::header::GrantedToken;
 
 /// What a slot holds for an operation right now: a fresh token, a token in its refresh window, a
 /// remembered refusal, or nothing usable.
-pub(crate) enum Held {
-    Fresh(TokenHeader),
+pub(crate) enum Peek {
+    /// Before its `refresh_at`.
+    Fresh(GrantedToken),
     /// Inside the refresh window: usable, and a refresh is due.
-    Stale(TokenHeader),
-    /// A usable bundled token whose seller was refused this operation.
-    Denied(FetchError),
-    Missing,
+    RefreshDue(GrantedToken),
+    /// A usable bundled token, but Amazon refused the seller this operation.
+    Refused(FetchError),
+    /// No token usable for the operation.
+    Empty,
 }
 
 /// What a miss finds in a slot: a token published meanwhile, a remembered failure, or the fetch
 /// to wait for (and whether this request started it).
 pub(crate) enum TokenOrFetch {
     /// A token was published while we looked.
-    Ready(TokenHeader),
+    Ready(GrantedToken),
     /// The last fetch failed and its back-off has not ended.
     Remembered(FetchError),
     /// Wait for this fetch; `leader` when this caller started it.
@@ -112,22 +114,22 @@ impl Slot {
     }
 
     /// Whether the slot holds nothing worth keeping at `now`: no usable token, no fetch under way,
-    /// no failure still remembered, no bundle refusal younger than `keep.bundle_recheck` and no
-    /// 403 drop younger than `keep.refusal_period`. An expired token is dropped on the way,
+    /// no failure still remembered, no bundle refusal younger than `retention.bundle_recheck` and no
+    /// 403 drop younger than `retention.refusal_period`. An expired token is dropped on the way,
     /// whatever the answer.
-    pub(super) fn sweep(&self, now: Instant, keep: &Keep) -> bool {
+    pub(super) fn sweep(&self, now: Instant, retention: &Retention) -> bool {
         let mut state = self.state();
         let expired = self
             .current
             .load()
             .as_deref()
-            .is_some_and(|t| now >= t.hard);
+            .is_some_and(|t| now >= t.usable_until);
         if expired {
             self.set_current(None);
         }
         state
             .bundle_denied
-            .retain(|d| now.saturating_duration_since(d.since) < keep.bundle_recheck);
+            .retain(|d| now.saturating_duration_since(d.since) < retention.bundle_recheck);
         self.current.load().is_none()
             && state.inflight.as_ref().is_none_or(|f| f.peek().is_some())
             && state
@@ -137,7 +139,7 @@ impl Slot {
             && state.bundle_denied.is_empty()
             && state
                 .refused_at
-                .is_none_or(|at| now >= time::add(at, keep.refusal_period))
+                .is_none_or(|at| now >= time::add(at, retention.refusal_period))
     }
 
     fn state(&self) -> MutexGuard<'_, SlotState> {
@@ -148,16 +150,16 @@ impl Slot {
 
     /// The current token for operation `op` (`None` unless the slot holds bundled tokens).
     #[inline]
-    pub(crate) fn peek(&self, now: Instant, op: Option<u32>) -> Held {
+    pub(crate) fn peek(&self, now: Instant, op: Option<OperationId>) -> Peek {
         let current = self.current.load();
-        let Some(t) = current.as_deref().filter(|t| now < t.hard) else {
-            return Held::Missing;
+        let Some(t) = current.as_deref().filter(|t| now < t.usable_until) else {
+            return Peek::Empty;
         };
         match t.coverage(op) {
-            Coverage::Covered if now < t.soft => Held::Fresh(t.grant()),
-            Coverage::Covered => Held::Stale(t.grant()),
-            Coverage::Denied(e) => Held::Denied(e),
-            Coverage::Uncovered => Held::Missing,
+            Coverage::Covered if now < t.refresh_at => Peek::Fresh(t.grant()),
+            Coverage::Covered => Peek::RefreshDue(t.grant()),
+            Coverage::Denied(e) => Peek::Refused(e),
+            Coverage::Uncovered => Peek::Empty,
         }
     }
 
@@ -166,7 +168,7 @@ impl Slot {
         let current = self.current.load();
         current
             .as_deref()
-            .filter(|t| now < t.hard)
+            .filter(|t| now < t.usable_until)
             .map(|t| t.generation)
     }
 
@@ -175,14 +177,14 @@ impl Slot {
     pub(crate) fn begin(
         &self,
         now: Instant,
-        op: Option<u32>,
+        op: Option<OperationId>,
         start: impl FnOnce() -> SharedFetch,
     ) -> TokenOrFetch {
         let mut state = self.state();
         match self.peek(now, op) {
-            Held::Fresh(h) | Held::Stale(h) => return TokenOrFetch::Ready(h),
-            Held::Denied(e) => return TokenOrFetch::Remembered(e),
-            Held::Missing => {}
+            Peek::Fresh(h) | Peek::RefreshDue(h) => return TokenOrFetch::Ready(h),
+            Peek::Refused(e) => return TokenOrFetch::Remembered(e),
+            Peek::Empty => {}
         }
         if let Some(fetch) = &state.inflight {
             // A finished fetch whose task could not publish (it was cancelled) is stale.
@@ -218,7 +220,12 @@ impl Slot {
         }
         // The caller saw a token in its refresh window before it took the lock: a refresh may have
         // published a fresh one since.
-        if self.current.load().as_deref().is_some_and(|t| now < t.soft) {
+        if self
+            .current
+            .load()
+            .as_deref()
+            .is_some_and(|t| now < t.refresh_at)
+        {
             return false;
         }
         if state
@@ -270,7 +277,7 @@ impl Slot {
         let mut state = self.state();
         let current = self.current.load();
         match current.as_deref() {
-            Some(t) if t.generation == generation && now < t.hard => {
+            Some(t) if t.generation == generation && now < t.usable_until => {
                 if state
                     .refused_at
                     .is_some_and(|at| now < time::add(at, period))

@@ -3,8 +3,8 @@
 
 use tokio::time::Instant;
 
-use crate::cache::{BundleInfo, Denied, Slot};
-use crate::catalog::PathKind;
+use crate::cache::{BundleId, BundleInfo, Denied, Slot};
+use crate::catalog::{OperationId, PathKind};
 use crate::error::{Error, FetchError};
 use crate::matcher::Matcher;
 use crate::resource::{RestrictedResource, TokenRequest};
@@ -13,11 +13,13 @@ use crate::token::IssuedToken;
 
 use super::Core;
 
-/// The generic operations of the catalogue in groups of at most 50.
+/// The generic operations of the catalogue in groups of at most 50, each a [`BundleId`].
 #[derive(Debug, Default)]
 pub(crate) struct Bundles {
-    pub(crate) chunks: Vec<Vec<u32>>,
-    pub(crate) chunk_of: Vec<Option<u16>>,
+    /// Each bundle's operations, in catalogue order.
+    groups: Vec<Vec<OperationId>>,
+    /// Each catalogue operation's bundle, if it is generic.
+    bundle_of: Vec<Option<BundleId>>,
 }
 
 impl Bundles {
@@ -25,32 +27,45 @@ impl Bundles {
         let mut bundles = Bundles::default();
         for (index, op) in matcher.catalog().operations().iter().enumerate() {
             let generic = op.path_kind() == PathKind::Generic;
-            let chunk = generic.then(|| {
+            let bundle = generic.then(|| {
                 if bundles
-                    .chunks
+                    .groups
                     .last()
                     .is_none_or(|c| c.len() >= TokenRequest::MAX_RESOURCES)
                 {
-                    bundles.chunks.push(Vec::new());
+                    bundles.groups.push(Vec::new());
                 }
-                let last = bundles.chunks.len() - 1;
-                bundles.chunks[last].push(index as u32);
-                last as u16
+                let last = bundles.groups.len() - 1;
+                bundles.groups[last].push(OperationId::at(index));
+                // A catalogue of more than 65535 groups of 50 would not fit in memory anyway.
+                BundleId(u16::try_from(last).unwrap_or(u16::MAX))
             });
-            bundles.chunk_of.push(chunk);
+            bundles.bundle_of.push(bundle);
         }
         bundles
+    }
+
+    /// The bundle operation `op` belongs to, if it is generic.
+    #[inline]
+    pub(crate) fn of(&self, op: OperationId) -> Option<BundleId> {
+        self.bundle_of.get(op.index()).copied().flatten()
+    }
+
+    /// The operations of `bundle` (none for an id this layer never made).
+    pub(crate) fn operations(&self, bundle: BundleId) -> &[OperationId] {
+        self.groups
+            .get(usize::from(bundle.0))
+            .map_or(&[][..], Vec::as_slice)
     }
 }
 
 impl Core {
     /// The resources of a bundle: each operation with the configured data elements it accepts.
-    pub(super) fn bundle_resources(&self, indexes: &[u32]) -> Vec<RestrictedResource> {
-        let catalog = self.matcher.catalog().operations();
+    pub(super) fn bundle_resources(&self, ops: &[OperationId]) -> Vec<RestrictedResource> {
+        let catalog = self.matcher.catalog();
         let wanted = self.settings.data_elements;
-        indexes
-            .iter()
-            .filter_map(|i| catalog.get(*i as usize))
+        ops.iter()
+            .filter_map(|id| catalog.get(*id))
             .map(|op| {
                 let elements = op.data_elements().intersection(wanted);
                 RestrictedResource::new(op.method().clone(), op.template(), elements)
@@ -59,7 +74,7 @@ impl Core {
     }
 
     /// `base` (seller, origin, target application) for the operations `ops` of a bundle.
-    fn subset_request(&self, base: &TokenRequest, ops: &[u32]) -> TokenRequest {
+    fn subset_request(&self, base: &TokenRequest, ops: &[OperationId]) -> TokenRequest {
         let request = TokenRequest::new(
             base.seller().clone(),
             base.origin().clone(),
@@ -71,7 +86,7 @@ impl Core {
         }
     }
 
-    /// Fetches a bundled token for group `chunk`. Operations refused within the last
+    /// Fetches a bundled token for `bundle`. Operations refused within the last
     /// `bundle_recheck` stay out (the slot keeps them across failures and invalidations). When
     /// Amazon refuses the bundle for its input, [`isolate`](Self::isolate) looks for the offenders
     /// once; they are left out and the rest is fetched once more. A bundle refused as a whole fails
@@ -79,28 +94,24 @@ impl Core {
     pub(super) async fn fetch_bundle(
         &self,
         base: &TokenRequest,
-        chunk: u16,
+        bundle: BundleId,
         slot: &Slot,
         deadline: Instant,
     ) -> Result<(IssuedToken, BundleInfo), FetchError> {
         let now = Instant::now();
-        let recheck = self.settings.bundle_recheck;
+        let recheck = self.settings.retention.bundle_recheck;
         let mut denied: Vec<Denied> = slot
             .bundle_denied()
             .into_iter()
             .filter(|d| now.saturating_duration_since(d.since) < recheck)
             .collect();
-        let mut good: Vec<u32> = self
+        let mut good: Vec<OperationId> = self
             .bundles
-            .chunks
-            .get(usize::from(chunk))
-            .map(|ops| {
-                ops.iter()
-                    .copied()
-                    .filter(|op| !denied.iter().any(|d| d.op == *op))
-                    .collect()
-            })
-            .unwrap_or_default();
+            .operations(bundle)
+            .iter()
+            .copied()
+            .filter(|op| !denied.iter().any(|d| d.op == *op))
+            .collect();
         let mut isolated = false;
         let outcome = loop {
             if good.is_empty() {
@@ -144,8 +155,7 @@ impl Core {
                 let name = self
                     .matcher
                     .catalog()
-                    .operations()
-                    .get(op as usize)
+                    .get(op)
                     .map(|o| format!("{} {}", o.api(), o.name()))
                     .unwrap_or_default();
                 tracing::warn!(
@@ -184,7 +194,7 @@ impl Core {
     async fn isolate(
         &self,
         base: &TokenRequest,
-        refused: &[u32],
+        refused: &[OperationId],
         error: FetchError,
         deadline: Instant,
     ) -> Result<Isolation, FetchError> {
@@ -238,7 +248,7 @@ enum Isolation {
     /// Both halves of the bundle were refused: the bundle is refused as a whole.
     Whole,
     /// The operations to leave out, each with the refusal it was found in.
-    Offenders(Vec<(u32, FetchError)>),
+    Offenders(Vec<(OperationId, FetchError)>),
 }
 
 /// The most probes one isolation of `n` operations makes: two a halving, `2 * ceil(log2 n)`.

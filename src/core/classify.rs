@@ -2,7 +2,7 @@
 //! scope, target application); and the token request a key stands for.
 
 use crate::cache::{ScopeRef, SlotKeyRef};
-use crate::catalog::{DataElements, PathKind};
+use crate::catalog::{DataElements, OperationId, PathKind};
 use crate::control::{
     ReportPolicy, RestrictedReport, SandboxPolicy, Strategy, TargetApplication, TokenMode,
 };
@@ -10,13 +10,19 @@ use crate::resource::{RestrictedResource, SellerId, TokenRequest};
 
 use super::{Core, RequestHead};
 
+/// Where a request's token is cached: whose it is, the slot's key, and for a bundled token the
+/// operation the request calls (the bundle may not cover it).
+#[derive(Clone, Copy)]
+pub(crate) struct TokenKey<'a> {
+    pub(crate) seller: &'a SellerId,
+    pub(crate) slot: SlotKeyRef<'a>,
+    pub(crate) bundled: Option<OperationId>,
+}
+
 impl Core {
-    /// The seller and cache key of a request that gets a token; `None` for one that passes through.
+    /// Where the token of a request that gets one is cached; `None` for one that passes through.
     #[inline]
-    pub(crate) fn key_of<'a>(
-        &'a self,
-        head: RequestHead<'a>,
-    ) -> Option<(&'a SellerId, SlotKeyRef<'a>, Option<u32>)> {
+    pub(crate) fn key_of<'a>(&'a self, head: RequestHead<'a>) -> Option<TokenKey<'a>> {
         self.key_as(head, false)
     }
 
@@ -27,7 +33,7 @@ impl Core {
         &'a self,
         head: RequestHead<'a>,
         as_restricted_report: bool,
-    ) -> Option<(&'a SellerId, SlotKeyRef<'a>, Option<u32>)> {
+    ) -> Option<TokenKey<'a>> {
         let RequestHead {
             method,
             uri,
@@ -42,20 +48,17 @@ impl Core {
         let scope = match (self.matcher.classify(method, path), mode) {
             (Some(hit), _) => {
                 let op = hit.operation();
-                self.deprecations.note(hit.index(), op);
+                self.deprecations.note(hit.id(), op);
                 match op.path_kind() {
                     PathKind::Generic => {
-                        // The catalogue is far smaller than u32::MAX operations.
-                        let index = hit.index() as u32;
                         let narrowed = ext.get::<DataElements>().copied();
-                        let chunk = self.bundles.chunk_of.get(hit.index()).copied().flatten();
-                        match (self.settings.strategy, narrowed, chunk) {
-                            (Strategy::Bundle, None, Some(chunk)) => {
-                                bundled = Some(index);
-                                ScopeRef::Bundle { chunk }
+                        match (self.settings.strategy, narrowed, self.bundles.of(hit.id())) {
+                            (Strategy::Bundle, None, Some(bundle)) => {
+                                bundled = Some(hit.id());
+                                ScopeRef::Bundle { bundle }
                             }
                             _ => ScopeRef::Operation {
-                                index,
+                                op: hit.id(),
                                 elements: op
                                     .data_elements()
                                     .intersection(narrowed.unwrap_or(self.settings.data_elements)),
@@ -91,7 +94,7 @@ impl Core {
         let seller = ext
             .get::<SellerId>()
             .unwrap_or(&self.settings.default_seller);
-        let key = SlotKeyRef {
+        let slot = SlotKeyRef {
             // The builder refuses more origins than fit in a u16.
             origin: origin as u16,
             scope,
@@ -99,18 +102,22 @@ impl Core {
                 .get::<TargetApplication>()
                 .map(TargetApplication::as_str),
         };
-        Some((seller, key, bundled))
+        Some(TokenKey {
+            seller,
+            slot,
+            bundled,
+        })
     }
 
     /// The token request a request like `head` maps to, if it gets a token.
     pub(crate) fn token_request_for(&self, head: RequestHead<'_>) -> Option<TokenRequest> {
-        let (seller, key, _) = self.key_of(head)?;
-        Some(self.token_request(seller, key))
+        let key = self.key_of(head)?;
+        Some(self.token_request(key.seller, key.slot))
     }
 
     pub(super) fn token_request(&self, seller: &SellerId, key: SlotKeyRef<'_>) -> TokenRequest {
         let resources = match key.scope {
-            ScopeRef::Operation { index, elements } => self.resource(index, elements),
+            ScopeRef::Operation { op, elements } => self.resource(op, elements),
             ScopeRef::Path { method, path } => {
                 vec![RestrictedResource::new(
                     method.clone(),
@@ -118,12 +125,7 @@ impl Core {
                     DataElements::NONE,
                 )]
             }
-            ScopeRef::Bundle { chunk } => self.bundle_resources(
-                self.bundles
-                    .chunks
-                    .get(usize::from(chunk))
-                    .map_or(&[][..], Vec::as_slice),
-            ),
+            ScopeRef::Bundle { bundle } => self.bundle_resources(self.bundles.operations(bundle)),
         };
         let origin = self.origins[usize::from(key.origin)].clone();
         let request = TokenRequest::new(seller.clone(), origin, resources);
@@ -133,9 +135,9 @@ impl Core {
         }
     }
 
-    /// The resource for catalogue operation `index` (empty for an index the catalogue lacks).
-    fn resource(&self, index: u32, elements: DataElements) -> Vec<RestrictedResource> {
-        let op = self.matcher.catalog().operations().get(index as usize);
+    /// The resource for catalogue operation `id` (none for an id the catalogue lacks).
+    fn resource(&self, id: OperationId, elements: DataElements) -> Vec<RestrictedResource> {
+        let op = self.matcher.catalog().get(id);
         op.map(|op| RestrictedResource::new(op.method().clone(), op.template(), elements))
             .into_iter()
             .collect()

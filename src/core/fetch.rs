@@ -12,9 +12,10 @@ use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 
 use crate::cache::{
-    BundleInfo, CachedToken, FailureMemory, FetchOutcome, ScopeRef, SharedFetch, Slot, SlotKeyRef,
-    TokenCache,
+    BundleId, BundleInfo, CachedToken, FailureMemory, FetchOutcome, ScopeRef, SharedFetch, Slot,
+    SlotKeyRef, TokenCache,
 };
+use crate::catalog::OperationId;
 use crate::error::{Error, FetchError};
 use crate::resource::{SellerId, TokenRequest};
 use crate::source::{SourceError, TokenSource};
@@ -57,8 +58,8 @@ pub(crate) trait SharedTokens: Send + Sync {
 pub(crate) struct FetchJob<'a> {
     /// What the token source would be asked.
     pub(crate) request: &'a TokenRequest,
-    /// For a bundled token: the catalogue indexes of its operations.
-    pub(crate) bundle: Option<&'a [u32]>,
+    /// For a bundled token: its operations.
+    pub(crate) bundle: Option<&'a [OperationId]>,
     /// The slot the token goes into (it knows which token this replica last dropped).
     pub(crate) slot: &'a Slot,
     /// Makes cache entries (it numbers their generations).
@@ -82,7 +83,7 @@ impl Core {
     ) -> SharedFetch {
         let request = self.token_request(seller, key);
         let bundle = match key.scope {
-            ScopeRef::Bundle { chunk } => Some(chunk),
+            ScopeRef::Bundle { bundle } => Some(bundle),
             _ => None,
         };
         let core = Arc::clone(self);
@@ -129,7 +130,7 @@ impl Core {
     pub(crate) async fn fetch_entry(
         &self,
         request: &TokenRequest,
-        bundle: Option<u16>,
+        bundle: Option<BundleId>,
         slot: &Slot,
         deadline: Instant,
     ) -> Result<CachedToken, FetchError> {
@@ -144,12 +145,7 @@ impl Core {
         };
         let job = FetchJob {
             request,
-            bundle: bundle.map(|chunk| {
-                self.bundles
-                    .chunks
-                    .get(usize::from(chunk))
-                    .map_or(&[][..], Vec::as_slice)
-            }),
+            bundle: bundle.map(|bundle| self.bundles.operations(bundle)),
             slot,
             cache: &self.cache,
             failures: &self.settings.failures,
@@ -163,13 +159,13 @@ impl Core {
     async fn fetch_fresh(
         &self,
         request: &TokenRequest,
-        bundle: Option<u16>,
+        bundle: Option<BundleId>,
         slot: &Slot,
         deadline: Instant,
     ) -> Result<(IssuedToken, Option<BundleInfo>), FetchError> {
         match bundle {
-            Some(chunk) => {
-                let (token, info) = self.fetch_bundle(request, chunk, slot, deadline).await?;
+            Some(bundle) => {
+                let (token, info) = self.fetch_bundle(request, bundle, slot, deadline).await?;
                 Ok((token, Some(info)))
             }
             None => Ok((self.fetch_with_retries(request, deadline).await?, None)),

@@ -3,18 +3,18 @@
 //!
 //! One request, from the tower service's `call` to its header:
 //!
-//! 1. [`RestrictedDataTokenService::call`](crate::RestrictedDataTokenService) asks [`Core::plan`].
+//! 1. [`RestrictedDataTokenService::call`](crate::RestrictedDataTokenService) asks [`Core::lookup`].
 //! 2. [`Core::key_of`] (in `classify`) matches `(method, path)` with the [`Matcher`], reads the
 //!    request's extensions (token mode, seller, data elements, target application) and checks the
-//!    host against the allowed origins: no match means [`TokenAnswer::PassThrough`].
+//!    host against the allowed origins: no match means [`Lookup::PassThrough`].
 //! 3. [`TokenCache::with_slot`] finds the key's slot and [`Slot::peek`](crate::cache::Slot::peek)
-//!    reads its token: fresh is [`TokenAnswer::Ready`]; in its refresh window it is served too, and
+//!    reads its token: fresh is [`Lookup::Ready`]; in its refresh window it is served too, and
 //!    `refresh_in_background` starts one fetch.
 //! 4. Otherwise `miss` asks [`Slot::begin`](crate::cache::Slot::begin) to join the key's fetch or
 //!    start it with `start_fetch` (in `fetch`): a spawned task that runs [`Core::fetch_entry`]
 //!    (the fleet's [`SharedTokens`], or `fetch_fresh` → `fetch_with_retries` or `fetch_bundle`,
 //!    under the rate limiter) and [`Slot::publish`](crate::cache::Slot::publish)es the outcome.
-//!    The request gets [`TokenAnswer::Wait`], a future that ends with the token or an error.
+//!    The request gets [`Lookup::Pending`], a future that ends with the token or an error.
 //! 5. The service (or its [`ResponseFuture`](crate::future::ResponseFuture) after the wait) puts
 //!    the token in `x-amz-access-token` with `header::insert_token` and calls the inner service.
 
@@ -27,13 +27,14 @@ use http::{Extensions, Method, Uri};
 use tokio::time::Instant;
 
 use crate::cache::{
-    Coverage, FailureMemory, Held, Keep, RefreshTiming, Refusal, Slot, SlotKeyRef, TokenCache,
-    TokenHeader, TokenOrFetch,
+    Coverage, FailureMemory, Peek, RefreshTiming, Refusal, Retention, Slot, SlotKeyRef, TokenCache,
+    TokenOrFetch,
 };
-use crate::catalog::DataElements;
+use crate::catalog::{DataElements, OperationId};
 use crate::control::{ReportPolicy, SandboxPolicy, Strategy};
 use crate::deprecation::DeprecationWarnings;
 use crate::error::{Error, FetchError};
+use crate::header::GrantedToken;
 use crate::limit::TokenRateLimiter;
 use crate::matcher::Matcher;
 use crate::resource::{Origin, SellerId};
@@ -46,6 +47,7 @@ mod fetch;
 mod refusal;
 
 pub(crate) use bundle::Bundles;
+pub(crate) use classify::TokenKey;
 pub(crate) use fetch::{FetchJob, SharedTokens};
 pub(crate) use refusal::ReplayAs;
 
@@ -86,11 +88,9 @@ pub(crate) struct Settings {
     pub(crate) refresh: RefreshTiming,
     pub(crate) failures: FailureMemory,
     pub(crate) strategy: Strategy,
-    /// How long an operation refused inside a bundle stays out of it before it is tried again.
-    pub(crate) bundle_recheck: Duration,
-    /// After a 403 drops a key's token, how long further 403s keep the next token (unless a replay
-    /// with it worked).
-    pub(crate) refusal_period: Duration,
+    /// How long an operation refused inside a bundle stays out of it, and how long after a 403
+    /// dropped a key's token further 403s keep the next one.
+    pub(crate) retention: Retention,
 }
 
 impl Default for Settings {
@@ -108,23 +108,25 @@ impl Default for Settings {
             refresh: RefreshTiming::default(),
             failures: FailureMemory::default(),
             strategy: Strategy::default(),
-            bundle_recheck: Duration::from_secs(3600),
-            refusal_period: Duration::from_secs(60),
+            retention: Retention {
+                bundle_recheck: Duration::from_secs(3600),
+                refusal_period: Duration::from_secs(60),
+            },
         }
     }
 }
 
-/// The core's answer for one request: no token needed, a token now, a token to wait for, or an
-/// error.
-pub(crate) enum TokenAnswer {
+/// What the core found for one request: no token needed, a token now, a token still coming, or
+/// an error.
+pub(crate) enum Lookup {
     /// Not a restricted call this layer handles: leave it alone.
     PassThrough,
     /// Insert this token now.
-    Ready(TokenHeader),
-    /// Wait for a token, then insert it.
-    Wait(BoxFuture<'static, Result<TokenHeader, Error>>),
+    Ready(GrantedToken),
+    /// A token is being fetched: this future ends with it (or the reason there is none).
+    Pending(BoxFuture<'static, Result<GrantedToken, Error>>),
     /// Fail the request.
-    Fail(Error),
+    Failed(Error),
 }
 
 /// The shared state behind every clone of a layer and its services.
@@ -149,39 +151,44 @@ impl Core {
     /// Decides what `method uri` with `extensions` needs. Allocation-free and lock-free unless a
     /// token must be fetched.
     #[inline]
-    pub(crate) fn plan(self: &Arc<Self>, head: RequestHead<'_>) -> TokenAnswer {
-        let Some((seller, key, op)) = self.key_of(head) else {
-            return TokenAnswer::PassThrough;
+    pub(crate) fn lookup(self: &Arc<Self>, head: RequestHead<'_>) -> Lookup {
+        let Some(TokenKey {
+            seller,
+            slot: key,
+            bundled: op,
+        }) = self.key_of(head)
+        else {
+            return Lookup::PassThrough;
         };
         if self.settings.require_seller && head.extensions.get::<SellerId>().is_none() {
-            return TokenAnswer::Fail(Error::missing_seller());
+            return Lookup::Failed(Error::missing_seller());
         }
         let now = Instant::now();
         let peeked = self.cache.with_slot(seller, key, |slot| match slot {
-            None => (Held::Missing, None),
+            None => (Peek::Empty, None),
             Some(slot) => match slot.peek(now, op) {
-                Held::Stale(h) => (Held::Stale(h), Some(Arc::clone(slot))),
+                Peek::RefreshDue(h) => (Peek::RefreshDue(h), Some(Arc::clone(slot))),
                 other => (other, None),
             },
         });
         match peeked {
-            (Held::Fresh(granted), _) => {
+            (Peek::Fresh(granted), _) => {
                 self.counters.bump(Counter::Hits);
                 tracing::trace!(seller = %seller, "token cache hit");
-                TokenAnswer::Ready(granted)
+                Lookup::Ready(granted)
             }
-            (Held::Stale(granted), slot) => {
-                self.counters.bump(Counter::StaleHits);
+            (Peek::RefreshDue(granted), slot) => {
+                self.counters.bump(Counter::RefreshWindowHits);
                 if let Some(slot) = slot {
                     self.refresh_in_background(&slot, seller, key, now);
                 }
-                TokenAnswer::Ready(granted)
+                Lookup::Ready(granted)
             }
-            (Held::Denied(error), _) => {
+            (Peek::Refused(error), _) => {
                 self.counters.bump(Counter::RememberedErrors);
-                TokenAnswer::Fail(Error::from_fetch(error))
+                Lookup::Failed(Error::from_fetch(error))
             }
-            (Held::Missing, _) => self.miss(seller, key, op, now),
+            (Peek::Empty, _) => self.miss(seller, key, op, now),
         }
     }
 
@@ -189,29 +196,25 @@ impl Core {
         self: &Arc<Self>,
         seller: &SellerId,
         key: SlotKeyRef<'_>,
-        op: Option<u32>,
+        op: Option<OperationId>,
         now: Instant,
-    ) -> TokenAnswer {
+    ) -> Lookup {
         self.counters.bump(Counter::Misses);
         if tokio::runtime::Handle::try_current().is_err() {
-            return TokenAnswer::Fail(Error::no_runtime());
+            return Lookup::Failed(Error::no_runtime());
         }
-        let keep = Keep {
-            bundle_recheck: self.settings.bundle_recheck,
-            refusal_period: self.settings.refusal_period,
-        };
-        if self.cache.sweep_if_due(now, &keep) {
+        if self.cache.sweep_if_due(now, &self.settings.retention) {
             self.limiter.sweep();
         }
         let slot = self.cache.slot(seller, key);
         let begun = slot.begin(now, op, || self.start_fetch(&slot, seller, key));
         match begun {
             // Published while this request looked: it was counted as a miss, and only as one.
-            TokenOrFetch::Ready(header) => TokenAnswer::Ready(header),
+            TokenOrFetch::Ready(header) => Lookup::Ready(header),
             TokenOrFetch::Remembered(error) => {
                 self.counters.bump(Counter::RememberedErrors);
                 tracing::debug!(seller = %seller, "serving a remembered token-fetch failure");
-                TokenAnswer::Fail(Error::from_fetch(error))
+                Lookup::Failed(Error::from_fetch(error))
             }
             TokenOrFetch::Wait { fetch, leader } => {
                 if !leader {
@@ -219,7 +222,7 @@ impl Core {
                 }
                 let core = Arc::clone(self);
                 let wait = self.settings.wait_timeout;
-                TokenAnswer::Wait(Box::pin(async move {
+                Lookup::Pending(Box::pin(async move {
                     match tokio::time::timeout(wait, fetch).await {
                         Ok(Ok(token)) => match token.coverage(op) {
                             Coverage::Covered => Ok(token.grant()),
@@ -264,22 +267,23 @@ impl Core {
     pub(crate) async fn grant(
         self: &Arc<Self>,
         head: RequestHead<'_>,
-    ) -> Result<Option<TokenHeader>, Error> {
-        match self.plan(head) {
-            TokenAnswer::PassThrough => Ok(None),
-            TokenAnswer::Ready(granted) => Ok(Some(granted)),
-            TokenAnswer::Wait(wait) => wait.await.map(Some),
-            TokenAnswer::Fail(error) => Err(error),
+    ) -> Result<Option<GrantedToken>, Error> {
+        match self.lookup(head) {
+            Lookup::PassThrough => Ok(None),
+            Lookup::Ready(granted) => Ok(Some(granted)),
+            Lookup::Pending(wait) => wait.await.map(Some),
+            Lookup::Failed(error) => Err(error),
         }
     }
 
     /// Drops the cached token that `head` would use, if it is still generation `generation` (or
     /// whatever token is current when `None`). Returns whether a token was dropped.
     pub(crate) fn invalidate(&self, head: RequestHead<'_>, generation: Option<u64>) -> bool {
-        let Some((seller, key, _)) = self.key_of(head) else {
+        let Some(key) = self.key_of(head) else {
             return false;
         };
-        let dropped = self.cache.with_slot(seller, key, |slot| {
+        let seller = key.seller;
+        let dropped = self.cache.with_slot(seller, key.slot, |slot| {
             slot.and_then(|s| {
                 let current = s.generation_at(Instant::now())?;
                 Some(s.invalidate(generation.unwrap_or(current)))
@@ -296,12 +300,17 @@ impl Core {
     /// After a 403 on `head` made with token `generation`: drops it, at most once per key per
     /// refusal period unless a replay shows the dropped token was stale (see [`Refusal`]).
     fn refused(&self, head: RequestHead<'_>, generation: u64) -> Refusal {
-        let Some((seller, key, _)) = self.key_of(head) else {
+        let Some(key) = self.key_of(head) else {
             return Refusal::Kept;
         };
-        let refusal = self.cache.with_slot(seller, key, |slot| {
+        let seller = key.seller;
+        let refusal = self.cache.with_slot(seller, key.slot, |slot| {
             slot.map_or(Refusal::Replaced, |s| {
-                s.refuse(generation, Instant::now(), self.settings.refusal_period)
+                s.refuse(
+                    generation,
+                    Instant::now(),
+                    self.settings.retention.refusal_period,
+                )
             })
         });
         match refusal {
@@ -321,9 +330,9 @@ impl Core {
     /// The replay of a request whose token a 403 dropped worked: the next 403 on its key may drop a
     /// token again at once.
     fn replay_worked(&self, head: RequestHead<'_>) {
-        if let Some((seller, key, _)) = self.key_of(head) {
+        if let Some(key) = self.key_of(head) {
             self.cache
-                .with_slot(seller, key, |slot| slot.map(|s| s.replay_worked()));
+                .with_slot(key.seller, key.slot, |slot| slot.map(|s| s.replay_worked()));
         }
     }
 }
@@ -369,10 +378,10 @@ mod tests {
         assert!(core.grant(head).await.unwrap().is_some());
         assert_eq!(core.stats().misses, 1);
         // A request that looked just before the fetch published goes the miss way and finds it.
-        let (seller, key, op) = core.key_of(head).unwrap();
+        let key = core.key_of(head).unwrap();
         assert!(matches!(
-            core.miss(seller, key, op, Instant::now()),
-            TokenAnswer::Ready(_)
+            core.miss(key.seller, key.slot, key.bundled, Instant::now()),
+            Lookup::Ready(_)
         ));
         let stats = core.stats();
         assert_eq!((stats.misses, stats.hits), (2, 0), "{stats:?}");

@@ -61,6 +61,7 @@ use std::time::Duration;
 
 use crate::BoxError;
 use crate::TokenQuota;
+use crate::catalog::OperationId;
 use crate::resource::{Origin, SellerId, TokenRequest};
 
 pub(crate) mod record;
@@ -177,11 +178,11 @@ impl FleetKey {
     /// The key of a bundled token: the request of a bundle, and the catalogue indexes of the
     /// operations in it (a token's record names operations by index, so the indexes are part of
     /// the key).
-    pub(crate) fn for_bundle(request: &TokenRequest, operations: &[u32]) -> Self {
+    pub(crate) fn for_bundle(request: &TokenRequest, operations: &[OperationId]) -> Self {
         FleetKey::build(request, Some(operations))
     }
 
-    fn build(request: &TokenRequest, operations: Option<&[u32]>) -> Self {
+    fn build(request: &TokenRequest, operations: Option<&[OperationId]>) -> Self {
         use std::fmt::Write;
         let mut name = String::with_capacity(64 + 48 * request.resources().len());
         // `fmt::Write` for `String` never fails.
@@ -205,7 +206,7 @@ impl FleetKey {
                 if i > 0 {
                     name.push(',');
                 }
-                let _ = write!(name, "{op}");
+                let _ = write!(name, "{}", op.to_bits());
             }
         }
         FleetKey {

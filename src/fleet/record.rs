@@ -15,6 +15,7 @@ use http::{HeaderValue, StatusCode};
 use tokio::time::Instant;
 
 use crate::cache::{BundleInfo, Denied};
+use crate::catalog::OperationId;
 use crate::error::Error;
 use crate::error::FetchError;
 use crate::source::{ErrorKind, SourceError};
@@ -79,11 +80,11 @@ pub(crate) fn encode(
             out.push(1);
             put_u32(&mut out, len32(info.covers.len()));
             for op in &info.covers {
-                put_u32(&mut out, *op);
+                put_u32(&mut out, op.to_bits());
             }
             put_u32(&mut out, len32(info.denied.len()));
             for denied in &info.denied {
-                put_u32(&mut out, denied.op);
+                put_u32(&mut out, denied.op.to_bits());
                 put_u64(
                     &mut out,
                     millis(now.saturating_duration_since(denied.since)),
@@ -114,13 +115,13 @@ pub(crate) fn decode(bytes: &[u8], now: Instant) -> Option<Record> {
             let count = r.u32()?;
             let mut covers = Vec::new();
             for _ in 0..count {
-                covers.push(r.u32()?);
+                covers.push(OperationId::from_bits(r.u32()?));
             }
             covers.sort_unstable();
             let count = r.u32()?;
             let mut denied = Vec::new();
             for _ in 0..count {
-                let op = r.u32()?;
+                let op = OperationId::from_bits(r.u32()?);
                 let age = Duration::from_millis(r.u64()?);
                 let error = r.error()?;
                 denied.push(Denied {
@@ -308,9 +309,9 @@ mod tests {
             .with_code("InvalidInput")
             .with_cure("grant the role");
         let info = BundleInfo {
-            covers: vec![3, 1, 2],
+            covers: [3, 1, 2].map(OperationId::at).to_vec(),
             denied: vec![Denied {
-                op: 7,
+                op: OperationId::at(7),
                 error: FetchError::Source(Arc::new(refusal)),
                 since: now,
             }],
@@ -326,9 +327,9 @@ mod tests {
         let record = decode(&bytes, now).unwrap();
         assert_eq!(record.written_ms, 1_700_000_000_000);
         let bundle = record.bundle.unwrap();
-        assert_eq!(bundle.covers, vec![1, 2, 3]);
+        assert_eq!(bundle.covers, [1, 2, 3].map(OperationId::at));
         assert_eq!(bundle.denied.len(), 1);
-        assert_eq!(bundle.denied[0].op, 7);
+        assert_eq!(bundle.denied[0].op, OperationId::at(7));
         let FetchError::Source(e) = &bundle.denied[0].error else {
             panic!("a source error");
         };

@@ -289,8 +289,8 @@ impl FleetState {
             && self.available()
         {
             let now = Instant::now();
-            let usable = entry.hard.saturating_duration_since(now);
-            let fresh = entry.soft.saturating_duration_since(now);
+            let usable = entry.usable_until.saturating_duration_since(now);
+            let fresh = entry.refresh_at.saturating_duration_since(now);
             let bytes = record::encode(
                 &entry.header,
                 fresh,

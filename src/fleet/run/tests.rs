@@ -29,7 +29,7 @@ struct Memory {
     leases: Mutex<HashMap<String, (String, Instant)>>,
     mode: Mutex<Option<Mode>>,
     calls: AtomicUsize,
-    /// Held by a test to keep reads waiting.
+    /// Peek by a test to keep reads waiting.
     gate: tokio::sync::Mutex<()>,
 }
 
@@ -402,7 +402,8 @@ async fn a_drop_made_during_a_store_read_is_not_undone() {
     let core = Arc::clone(replica.core());
     let request = get(path);
     let head = RequestHead::of(&request);
-    let (seller, key, _) = core.key_of(head).unwrap();
+    let key = core.key_of(head).unwrap();
+    let (seller, key) = (key.seller, key.slot);
     let slot = core.cache.slot(seller, key);
     let token_request = core.token_request_for(head).unwrap();
     let gate = store.gate.lock().await;

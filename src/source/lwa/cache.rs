@@ -30,7 +30,7 @@ pub(in crate::source) struct SellerSlot {
     margin: Duration,
     /// The current token: read without a lock.
     current: ArcSwapOption<Cached>,
-    /// Held while one LWA call is in flight; holds the last call's outcome for the callers that
+    /// Peek while one LWA call is in flight; holds the last call's outcome for the callers that
     /// queued behind it.
     flight: tokio::sync::Mutex<Option<Result<SecretToken, SourceError>>>,
     /// How many LWA calls have completed (successfully or not).
