@@ -6,13 +6,11 @@ use std::time::Duration;
 
 use tower_layer::Layer;
 
-use crate::cache::TokenCache;
 use crate::catalog::{Catalog, DataElements};
 use crate::control::Strategy;
 use crate::control::{ReportPolicy, SandboxPolicy};
 use crate::core::SharedTokens;
-use crate::core::{Bundles, Core, RequestHead, Settings};
-use crate::deprecation::DeprecationWarnings;
+use crate::core::{Core, RequestHead, Settings};
 use crate::fleet::Fleet;
 use crate::fleet::run::FleetState;
 use crate::limit::{QuotaProblem, TokenQuota, TokenRateLimiter};
@@ -20,7 +18,7 @@ use crate::matcher::{CatalogError, Matcher};
 use crate::resource::{Origin, Region, SellerId};
 use crate::service::RestrictedDataTokenService;
 use crate::source::TokenSource;
-use crate::stats::{Counters, Stats};
+use crate::stats::Stats;
 
 /// A tower [`Layer`] that gives restricted SP-API requests a Restricted Data Token in
 /// `x-amz-access-token`.
@@ -388,16 +386,6 @@ impl RestrictedDataTokenLayerBuilder {
             if fleet.call_timeout.is_zero() {
                 return bad("fleet.call_timeout", "must be more than zero");
             }
-            if self
-                .quota
-                .check(fleet.rate_margin.unwrap_or(self.rate_margin))
-                .is_err()
-            {
-                return bad(
-                    "fleet.rate_margin",
-                    "the burst, at the quota's rate plus the fleet's rate margin, must refill within a century",
-                );
-            }
         }
         let matcher = Matcher::new(self.catalog.clone())?;
         Ok(RestrictedDataTokenLayer {
@@ -406,21 +394,18 @@ impl RestrictedDataTokenLayerBuilder {
     }
 
     fn into_core(self, matcher: Matcher) -> Core {
-        Core {
-            bundles: Bundles::new(&matcher),
-            deprecations: DeprecationWarnings::new(matcher.catalog()),
+        let shared = self.fleet.map(|f| {
+            Box::new(FleetState::new(f, self.quota, self.rate_margin)) as Box<dyn SharedTokens>
+        });
+        let limiter = TokenRateLimiter::new(self.quota, self.rate_margin);
+        Core::new(
             matcher,
-            origins: self.origins,
-            source: self.source,
-            cache: TokenCache::new(),
-            limiter: TokenRateLimiter::new(self.quota, self.rate_margin),
-            counters: Counters::default(),
-            settings: self.settings,
-            shared: self.fleet.map(|f| {
-                let margin = f.rate_margin.unwrap_or(self.rate_margin);
-                Box::new(FleetState::new(f, self.quota, margin)) as Box<dyn SharedTokens>
-            }),
-        }
+            self.origins,
+            self.source,
+            limiter,
+            self.settings,
+            shared,
+        )
     }
 }
 

@@ -148,6 +148,29 @@ pub(crate) struct Core {
 }
 
 impl Core {
+    /// The core of a layer built from these parts, with an empty cache and no counts.
+    pub(crate) fn new(
+        matcher: Matcher,
+        origins: Vec<Origin>,
+        source: Arc<dyn TokenSource>,
+        limiter: TokenRateLimiter,
+        settings: Settings,
+        shared: Option<Box<dyn SharedTokens>>,
+    ) -> Self {
+        Core {
+            bundles: Bundles::new(&matcher),
+            deprecations: DeprecationWarnings::new(matcher.catalog()),
+            matcher,
+            origins,
+            source,
+            cache: TokenCache::new(),
+            limiter,
+            counters: Counters::default(),
+            settings,
+            shared,
+        }
+    }
+
     /// Decides what `method uri` with `extensions` needs. Allocation-free and lock-free unless a
     /// token must be fetched.
     #[inline]

@@ -417,8 +417,6 @@ pub struct Fleet {
     pub(crate) poll_interval: Duration,
     pub(crate) call_timeout: Duration,
     pub(crate) retry_after: Duration,
-    /// Set only through the deprecated [`Fleet::rate_margin`]; the layer's margin otherwise.
-    pub(crate) rate_margin: Option<Duration>,
 }
 
 impl Fleet {
@@ -431,7 +429,6 @@ impl Fleet {
             poll_interval: Duration::from_millis(50),
             call_timeout: Duration::from_millis(200),
             retry_after: Duration::from_secs(5),
-            rate_margin: None,
         }
     }
 
@@ -467,20 +464,6 @@ impl Fleet {
         self.retry_after = period;
         self
     }
-
-    /// Extra spacing between token calls admitted by the shared limiter, beyond the quota's
-    /// interval, in place of the layer's
-    /// [`rate_margin`](crate::RestrictedDataTokenLayerBuilder::rate_margin), which now spaces both
-    /// limiters (and keeps the same 100 ms default).
-    #[deprecated(
-        since = "0.1.1",
-        note = "one margin spaces both limiters: set RestrictedDataTokenLayerBuilder::rate_margin"
-    )]
-    #[must_use]
-    pub fn rate_margin(mut self, margin: Duration) -> Self {
-        self.rate_margin = Some(margin);
-        self
-    }
 }
 
 impl fmt::Debug for Fleet {
@@ -490,7 +473,6 @@ impl fmt::Debug for Fleet {
             .field("poll_interval", &self.poll_interval)
             .field("call_timeout", &self.call_timeout)
             .field("retry_after", &self.retry_after)
-            .field("rate_margin", &self.rate_margin)
             .finish_non_exhaustive()
     }
 }
