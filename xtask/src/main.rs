@@ -3,17 +3,21 @@
 //!
 //! - `bench-report`: the Markdown report of the last `cargo bench` run; after a full run it
 //!   rewrites `BENCHMARKS.md` (see [`bench_report`]).
+//! - `public-api [--check]`: the listing of each published package's public API in
+//!   `public-api/<package>.txt`, written, or compared with the code (see [`api_listing`]).
 
+mod api_listing;
 mod bench_report;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask bench-report";
+const USAGE: &str = "usage: cargo xtask bench-report\n       cargo xtask public-api [--check]";
 
 fn main() -> ExitCode {
-    let command = std::env::args().nth(1);
-    let result = match command.as_deref() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
         Some("bench-report") => bench_report::run(),
+        Some("public-api") => api_listing::run(&args[1..]).map_err(Into::into),
         Some("-h" | "--help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
