@@ -6,7 +6,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::Connect;
 use spapi_rdt_emulator::Emulator;
 use spapi_rdt::{
-    BoxError, LwaCredentials, RestrictedDataTokenLayer, SourceBuildError, SpApiTokenSource,
+    BoxError, LwaCredentials, RestrictedDataTokenLayer, error::SourceBuildError, SpApiTokenSource,
 };
 use tower::{ServiceBuilder, ServiceExt};
 

@@ -32,8 +32,8 @@ use serde_json::{Value, json};
 use spapi_rdt::catalog::{DataElement, DataElements};
 use spapi_rdt::{
     BoxError, IssuedToken, LwaCredentials, Origin, RestrictedDataTokenLayer, RestrictedResource,
-    SecretToken, SellerId, SourceError, SpApiTokenSource, Stats, TokenFuture, TokenRequest,
-    TokenSource,
+    SecretToken, SellerId, SpApiTokenSource, Stats, TokenFuture, TokenRequest, TokenSource,
+    error::SourceError,
 };
 use spapi_rdt_emulator::Emulator;
 use tokio::net::TcpListener;

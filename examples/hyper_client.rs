@@ -23,8 +23,8 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use spapi_rdt::{
-    BoxError, LwaCredentials, RestrictedDataTokenLayer, SellerId, SourceError, SpApiTokenSource,
-    Stats, X_AMZ_ACCESS_TOKEN,
+    BoxError, LwaCredentials, RestrictedDataTokenLayer, SellerId, SpApiTokenSource, Stats,
+    X_AMZ_ACCESS_TOKEN, error::SourceError,
 };
 use spapi_rdt_emulator::{Emulator, EmulatorConfig};
 use tower::filter::AsyncFilterLayer;

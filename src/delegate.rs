@@ -40,9 +40,10 @@ use tokio::time::Instant;
 
 use crate::core::RequestHead;
 use crate::error::Error;
+use crate::error::SourceError;
 use crate::layer::RestrictedDataTokenLayer;
 use crate::resource::{RestrictedResource, SellerId, TokenRequest};
-use crate::source::{SourceError, TokenFuture, TokenSource};
+use crate::source::{TokenFuture, TokenSource};
 use crate::token::{IssuedToken, SecretToken};
 
 /// A token handed out for another application to use.

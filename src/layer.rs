@@ -11,10 +11,11 @@ use crate::control::Strategy;
 use crate::control::{ReportPolicy, SandboxPolicy};
 use crate::core::SharedTokens;
 use crate::core::{Core, RequestHead, Settings};
+use crate::error::BuildError;
 use crate::fleet::Fleet;
 use crate::fleet::run::FleetState;
 use crate::limit::{QuotaProblem, TokenQuota, TokenRateLimiter};
-use crate::matcher::{CatalogError, Matcher};
+use crate::matcher::Matcher;
 use crate::resource::{Origin, Region, SellerId};
 use crate::service::RestrictedDataTokenService;
 use crate::source::TokenSource;
@@ -28,7 +29,7 @@ use crate::stats::Stats;
 ///
 /// ```
 /// use std::time::Duration;
-/// use spapi_rdt::{IssuedToken, RestrictedDataTokenLayer, SecretToken, SourceError, TokenRequest, source_fn};
+/// use spapi_rdt::{IssuedToken, RestrictedDataTokenLayer, SecretToken, error::SourceError, TokenRequest, source_fn};
 ///
 /// let source = source_fn(|_request: TokenRequest| async {
 ///     let token = SecretToken::new("Atz.sprdt|example").map_err(SourceError::permanent)?;
@@ -43,7 +44,7 @@ use crate::stats::Stats;
 ///         Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
 ///     }));
 /// # let _ = client;
-/// # Ok::<(), spapi_rdt::BuildError>(())
+/// # Ok::<(), spapi_rdt::error::BuildError>(())
 /// ```
 ///
 /// # Redirects
@@ -114,23 +115,6 @@ impl fmt::Debug for RestrictedDataTokenLayer {
     }
 }
 
-/// Why a layer could not be built.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum BuildError {
-    /// The catalogue does not compile.
-    #[error(transparent)]
-    Catalog(#[from] CatalogError),
-    /// A setting is out of range.
-    #[error("invalid setting `{name}`: {reason}")]
-    Setting {
-        /// The builder method.
-        name: &'static str,
-        /// What is wrong.
-        reason: &'static str,
-    },
-}
-
 /// Configures a [`RestrictedDataTokenLayer`].
 pub struct RestrictedDataTokenLayerBuilder {
     source: Arc<dyn TokenSource>,
@@ -196,8 +180,8 @@ impl RestrictedDataTokenLayerBuilder {
     }
 
     /// Multi-tenant safety: when `true`, a restricted request without a [`SellerId`] extension
-    /// fails with an [`Error`](crate::Error) for which
-    /// [`is_missing_seller`](crate::Error::is_missing_seller) holds, and the source is not called,
+    /// fails with an [`Error`](crate::error::Error) for which
+    /// [`is_missing_seller`](crate::error::Error::is_missing_seller) holds, and the source is not called,
     /// instead of being given the [`default_seller`](Self::default_seller)'s token. Requests the
     /// layer passes through need no seller. Default: `false`.
     pub fn require_seller(mut self, required: bool) -> Self {

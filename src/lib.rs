@@ -17,7 +17,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use spapi_rdt::{IssuedToken, RestrictedDataTokenLayer, SecretToken, SourceError, TokenRequest, source_fn};
+//! use spapi_rdt::{IssuedToken, RestrictedDataTokenLayer, SecretToken, error::SourceError, TokenRequest, source_fn};
 //! use tower::{Service, ServiceBuilder, ServiceExt};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -100,25 +100,28 @@ pub mod middleware;
 pub mod recover;
 mod resource;
 mod service;
-pub mod source;
+mod source;
 mod stats;
 mod time;
 mod token;
 
-pub use error::Error;
 pub use header::X_AMZ_ACCESS_TOKEN;
-pub use layer::{BuildError, RestrictedDataTokenLayer, RestrictedDataTokenLayerBuilder};
+pub use layer::{RestrictedDataTokenLayer, RestrictedDataTokenLayerBuilder};
 pub use limit::TokenQuota;
-pub use resource::{Origin, OriginError, Region, RestrictedResource, SellerId, TokenRequest};
+pub use resource::{Origin, Region, RestrictedResource, SellerId, TokenRequest};
 pub use service::RestrictedDataTokenService;
-pub use source::{ErrorKind, SourceError, SourceFn, TokenFuture, TokenSource, source_fn};
+pub use source::{SourceFn, TokenFuture, TokenSource, source_fn};
 pub use stats::Stats;
-pub use token::{InvalidToken, IssuedToken, SecretToken};
+pub use token::{IssuedToken, SecretToken};
 
 #[cfg(feature = "reqwest")]
-pub use source::{
-    CredentialsError, LwaCredentials, SourceBuildError, SpApiTokenSource, SpApiTokenSourceBuilder,
-};
+pub use source::{LwaCredentials, SpApiTokenSource, SpApiTokenSourceBuilder};
+
+/// Entry points for the fuzz targets in `fuzz/`, compiled only with `--cfg fuzzing` (as
+/// `cargo fuzz` builds): not part of the API.
+#[cfg(all(fuzzing, feature = "reqwest"))]
+#[doc(hidden)]
+pub use source::fuzzing;
 
 /// The README's code blocks, compiled as doc tests so that they cannot drift from the API.
 #[cfg(doctest)]

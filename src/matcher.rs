@@ -23,7 +23,7 @@
 //! assert_eq!(hit.operation().name(), "getOrderAddress");
 //! assert!(matcher.classify(&Method::POST, "/orders/v0/orders/1/shipmentConfirmation").is_none());
 //! assert!(matcher.classify(&Method::GET, "/orders/2026-01-01/orders/1").is_none());
-//! # Ok::<(), spapi_rdt::matcher::CatalogError>(())
+//! # Ok::<(), spapi_rdt::error::CatalogError>(())
 //! ```
 
 mod gate;
@@ -34,31 +34,8 @@ use std::fmt;
 use http::{Method, Uri};
 
 use crate::catalog::{Catalog, OperationId, RestrictedOperation};
+use crate::error::CatalogError;
 use tree::{Duplicate, Template, Token, Tree};
-
-/// A catalogue that cannot be compiled: a malformed template, or two operations a request could not
-/// tell apart.
-#[derive(Debug, thiserror::Error)]
-#[error("restricted-operation catalogue: {api} {name} ({method} {template}): {reason}")]
-pub struct CatalogError {
-    api: String,
-    name: String,
-    method: Method,
-    template: String,
-    reason: String,
-}
-
-impl CatalogError {
-    fn new(op: &RestrictedOperation, reason: impl Into<String>) -> Self {
-        CatalogError {
-            api: op.api().to_owned(),
-            name: op.name().to_owned(),
-            method: op.method().clone(),
-            template: op.template().to_owned(),
-            reason: reason.into(),
-        }
-    }
-}
 
 /// The operation a request calls.
 #[derive(Clone, Copy, Debug)]

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use http::Method;
 
 use crate::catalog::DataElements;
+use crate::error::OriginError;
 
 /// Who a token is for: one seller authorization (selling partner account + application).
 ///
@@ -80,14 +81,6 @@ pub struct Origin {
     https: bool,
     host_len: usize,
     port: u16,
-}
-
-/// Why a string is not a usable [`Origin`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid SP-API origin `{input}`: {reason}")]
-pub struct OriginError {
-    input: String,
-    reason: &'static str,
 }
 
 impl Origin {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 /// services adds to the same counters.
 ///
 /// ```
-/// use spapi_rdt::{RestrictedDataTokenLayer, source_fn, SourceError, TokenRequest, IssuedToken};
+/// use spapi_rdt::{RestrictedDataTokenLayer, source_fn, error::SourceError, TokenRequest, IssuedToken};
 ///
 /// let layer = RestrictedDataTokenLayer::new(source_fn(|_req: TokenRequest| async {
 ///     Err::<IssuedToken, _>(SourceError::permanent("no tokens here"))

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use http::HeaderValue;
 
+use crate::error::InvalidToken;
+
 /// A secret token value: a Restricted Data Token or an LWA access token.
 ///
 /// It is held as a header value already marked sensitive, so injecting it costs a reference-count
@@ -20,11 +22,6 @@ use http::HeaderValue;
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct SecretToken(HeaderValue);
-
-/// A token value that cannot be sent in a header (empty, or holding control characters).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("a token must be a non-empty string of visible ASCII characters")]
-pub struct InvalidToken(());
 
 impl SecretToken {
     /// Wraps a token value, checking that it can go in a header.

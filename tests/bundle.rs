@@ -14,8 +14,8 @@ use http::StatusCode;
 use spapi_rdt::catalog::{Catalog, PathKind};
 use spapi_rdt::control::Strategy;
 use spapi_rdt::{
-    BoxError, Error, IssuedToken, RestrictedDataTokenLayer, SecretToken, SourceError, TokenRequest,
-    source_fn,
+    BoxError, IssuedToken, RestrictedDataTokenLayer, SecretToken, TokenRequest, error::Error,
+    error::SourceError, source_fn,
 };
 use tower::{Layer, ServiceExt};
 

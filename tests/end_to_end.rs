@@ -19,9 +19,8 @@ use hyper_util::rt::TokioExecutor;
 use spapi_rdt::catalog::{Catalog, PathKind, RestrictedOperation};
 use spapi_rdt::control::{RestrictedReport, Strategy};
 use spapi_rdt::{
-    BoxError, Error, ErrorKind, LwaCredentials, RestrictedDataTokenLayer,
-    RestrictedDataTokenLayerBuilder, SellerId, SpApiTokenSource, SpApiTokenSourceBuilder,
-    TokenQuota,
+    BoxError, LwaCredentials, RestrictedDataTokenLayer, RestrictedDataTokenLayerBuilder, SellerId,
+    SpApiTokenSource, SpApiTokenSourceBuilder, TokenQuota, error::Error, error::ErrorKind,
 };
 use spapi_rdt_emulator::{Emulator, EmulatorConfig, Endpoint, Fault};
 use tower::util::BoxCloneService;

@@ -5,7 +5,7 @@
 //! `fault_matrix` runs one row per fault. Each row has its own emulator and two sellers:
 //!
 //! - **cold** (seller `cold`): a request with nothing cached meets the fault. The row checks the
-//!   typed error (`spapi_rdt::Error`: kind, HTTP status, Amazon/OAuth code, cure), the attempts
+//!   typed error (`spapi_rdt::error::Error`: kind, HTTP status, Amazon/OAuth code, cure), the attempts
 //!   (the error's `attempts()` and the Tokens API / LWA calls the emulator counted) and how long
 //!   the request waited against its deadline.
 //! - **warm** (seller `default`): a token is fetched before the fault is armed; once the token is
@@ -27,8 +27,8 @@ use std::time::Duration;
 use futures::future::join_all;
 use http::StatusCode;
 use spapi_rdt::{
-    BoxError, Error, ErrorKind, LwaCredentials, Origin, RestrictedDataTokenLayer, SellerId,
-    SpApiTokenSource,
+    BoxError, LwaCredentials, Origin, RestrictedDataTokenLayer, SellerId, SpApiTokenSource,
+    error::Error, error::ErrorKind,
 };
 use spapi_rdt_emulator::{Emulator, EmulatorConfig, Endpoint, Fault};
 use stack::{ADDRESS, Forwarder, Upstream, credentials, dead_port, get, http_client};
@@ -594,7 +594,7 @@ async fn run(row: Row, clients: Clients) -> Observed {
             },
             Err(err),
         ) => match downcast(err) {
-            None => problems.push(format!("not a spapi_rdt::Error: {err}")),
+            None => problems.push(format!("not a spapi_rdt::error::Error: {err}")),
             Some(e) => {
                 seen.outcome = describe(e);
                 if !says.is_empty() && e.to_string().contains(says) {
@@ -636,7 +636,7 @@ async fn run(row: Row, clients: Clients) -> Observed {
             },
             Err(err),
         ) => match downcast(err) {
-            None => problems.push(format!("not a spapi_rdt::Error: {err}")),
+            None => problems.push(format!("not a spapi_rdt::error::Error: {err}")),
             Some(e) => {
                 seen.outcome = describe(e);
                 if !e.is_timeout() || !e.to_string().contains(says) {

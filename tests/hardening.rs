@@ -14,8 +14,8 @@ use http::StatusCode;
 use proptest::prelude::*;
 use spapi_mock::{CLIENT_SECRET, Reply, Server, json};
 use spapi_rdt::{
-    BoxError, BuildError, Error, IssuedToken, RestrictedDataTokenLayer, SecretToken, SellerId,
-    SourceError, TokenQuota, TokenRequest, source_fn,
+    BoxError, IssuedToken, RestrictedDataTokenLayer, SecretToken, SellerId, TokenQuota,
+    TokenRequest, error::BuildError, error::Error, error::SourceError, source_fn,
 };
 use tower::{Layer, ServiceExt};
 
@@ -527,7 +527,7 @@ async fn a_token_that_lives_under_a_second_fails_its_fetch_a_bounded_number_of_t
         let layer = RestrictedDataTokenLayer::builder(source).build().unwrap();
         let err = layer_error(call(&layer, ADDRESS).await);
         let source_error = err.source_error().expect("the source's error");
-        assert_eq!(source_error.kind(), spapi_rdt::ErrorKind::Transient);
+        assert_eq!(source_error.kind(), spapi_rdt::error::ErrorKind::Transient);
         assert!(source_error.message().contains("less than the 1s"), "{err}");
         // The default three attempts, then the failure is remembered: no call for the next request.
         assert_eq!(calls.load(Ordering::SeqCst), 3, "{lifetime:?}");

@@ -11,7 +11,7 @@ use common::{NA, ScriptedSource, SourceErrorSpec, echo_token, get, token_value};
 use futures::future::join_all;
 use spapi_rdt::catalog::{DataElement, DataElements};
 use spapi_rdt::control::{ReportPolicy, RestrictedReport, TokenMode};
-use spapi_rdt::{BoxError, Error, RestrictedDataTokenLayer, SellerId};
+use spapi_rdt::{BoxError, RestrictedDataTokenLayer, SellerId, error::Error};
 use tower::{Layer, Service, ServiceExt};
 
 fn layer(source: &ScriptedSource) -> RestrictedDataTokenLayer {

@@ -11,8 +11,8 @@ use std::time::Duration;
 use common::{echo_token, get};
 use spapi_rdt::control::ReportPolicy;
 use spapi_rdt::{
-    IssuedToken, RestrictedDataTokenLayer, SecretToken, SellerId, SourceError, TokenQuota,
-    TokenRequest, source_fn,
+    IssuedToken, RestrictedDataTokenLayer, SecretToken, SellerId, TokenQuota, TokenRequest,
+    error::SourceError, source_fn,
 };
 use tower::{Layer, ServiceExt};
 

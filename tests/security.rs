@@ -33,8 +33,8 @@ use axum::body::Bytes;
 use http::{HeaderMap, Method, StatusCode, Uri};
 use http_body_util::BodyExt;
 use spapi_rdt::{
-    ErrorKind, IssuedToken, Origin, RestrictedDataTokenLayer, RestrictedResource, SecretToken,
-    SellerId, SourceError, SpApiTokenSource, TokenRequest, TokenSource, source_fn,
+    IssuedToken, Origin, RestrictedDataTokenLayer, RestrictedResource, SecretToken, SellerId,
+    SpApiTokenSource, TokenRequest, TokenSource, error::ErrorKind, error::SourceError, source_fn,
 };
 use spapi_rdt_emulator::Emulator;
 use stack::Upstream;

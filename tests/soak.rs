@@ -16,8 +16,8 @@ use common::get;
 use futures::future::join_all;
 use http::StatusCode;
 use spapi_rdt::{
-    Error, IssuedToken, RestrictedDataTokenLayer, SecretToken, SellerId, SourceError, TokenRequest,
-    source_fn,
+    IssuedToken, RestrictedDataTokenLayer, SecretToken, SellerId, TokenRequest, error::Error,
+    error::SourceError, source_fn,
 };
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};

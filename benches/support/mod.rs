@@ -14,7 +14,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use http::{Request, Response, Uri};
-use spapi_rdt::{IssuedToken, SecretToken, SourceError, TokenRequest, TokenSource, source_fn};
+use spapi_rdt::{
+    IssuedToken, SecretToken, TokenRequest, TokenSource, error::SourceError, source_fn,
+};
 use tower::Service;
 
 /// The production NA origin.

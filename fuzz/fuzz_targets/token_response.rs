@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use http::StatusCode;
 use libfuzzer_sys::fuzz_target;
-use spapi_rdt::source::fuzzing::{fuzz_lwa_answer, fuzz_tokens_answer};
-use spapi_rdt::{LwaCredentials, SecretToken, SourceError};
+use spapi_rdt::fuzzing::{fuzz_lwa_answer, fuzz_tokens_answer};
+use spapi_rdt::{LwaCredentials, SecretToken, error::SourceError};
 
 const LWA_TOKEN: &str = "Atza|fuzz-lwa-access-token";
 const REFRESH_TOKEN: &str = "Atzr|fuzz-refresh-token";

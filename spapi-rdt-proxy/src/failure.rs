@@ -5,7 +5,7 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
-use spapi_rdt::{BoxError, ErrorKind};
+use spapi_rdt::{BoxError, error::ErrorKind};
 
 /// The body of every answer: the upstream's, streamed, or the proxy's own.
 pub(crate) type ResponseBody = BoxBody<Bytes, BoxError>;
@@ -53,7 +53,7 @@ impl Failure {
 
     /// The stack failed: no RDT (the layer's error), or no answer from the upstream.
     pub(crate) fn upstream(error: BoxError) -> Self {
-        match error.downcast_ref::<spapi_rdt::Error>() {
+        match error.downcast_ref::<spapi_rdt::error::Error>() {
             Some(e) => Failure::token(e.kind(), e.to_string()),
             None => Failure::new(
                 StatusCode::BAD_GATEWAY,

@@ -230,7 +230,7 @@ mod tests {
     use super::*;
     use crate::catalog::{DataElements, OperationId};
     use crate::error::FetchError;
-    use crate::source::SourceError;
+    use crate::error::SourceError;
     use futures_util::FutureExt;
     use http::Method;
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::error::FetchError;
-use crate::source::{ErrorKind, SourceError};
+use crate::error::{ErrorKind, SourceError};
 use crate::time;
 
 /// When a token is refreshed and when it stops being used: the margins before its expiry.

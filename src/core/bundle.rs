@@ -5,10 +5,10 @@ use tokio::time::Instant;
 
 use crate::cache::{BundleId, BundleInfo, Denied, Slot};
 use crate::catalog::{OperationId, PathKind};
+use crate::error::ErrorKind;
 use crate::error::{Error, FetchError};
 use crate::matcher::Matcher;
 use crate::resource::{RestrictedResource, TokenRequest};
-use crate::source::ErrorKind;
 use crate::token::IssuedToken;
 
 use super::Core;

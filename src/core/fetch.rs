@@ -16,9 +16,10 @@ use crate::cache::{
     SlotKeyRef, TokenCache,
 };
 use crate::catalog::OperationId;
+use crate::error::SourceError;
 use crate::error::{Error, FetchError};
 use crate::resource::{SellerId, TokenRequest};
-use crate::source::{SourceError, TokenSource};
+use crate::source::TokenSource;
 use crate::stats::{Counter, Counters};
 use crate::time;
 use crate::token::IssuedToken;

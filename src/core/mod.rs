@@ -376,9 +376,10 @@ impl fmt::Debug for Core {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::SourceError;
     use crate::layer::RestrictedDataTokenLayer;
     use crate::resource::TokenRequest;
-    use crate::source::{SourceError, source_fn};
+    use crate::source::source_fn;
     use crate::token::{IssuedToken, SecretToken};
 
     #[tokio::test(start_paused = true)]

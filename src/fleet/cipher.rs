@@ -12,7 +12,7 @@ use aes_gcm::Aes256Gcm;
 use aes_gcm::aead::{Aead, Generate, KeyInit, Nonce, Payload};
 use zeroize::Zeroizing;
 
-use super::FleetError;
+use crate::error::{FleetError, InvalidKey};
 
 const VERSION: u8 = 1;
 const NONCE_LEN: usize = 12;
@@ -31,11 +31,6 @@ const NONCE_LEN: usize = 12;
 /// assert!(EncryptionKey::from_slice(&[0; 16]).is_err());
 /// ```
 pub struct EncryptionKey(Zeroizing<[u8; 32]>);
-
-/// A key that is not 32 bytes (64 hex digits). The message never repeats the input.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("an encryption key must be exactly 32 bytes (64 hexadecimal digits)")]
-pub struct InvalidKey(());
 
 impl EncryptionKey {
     /// A key from its 32 bytes.

@@ -32,7 +32,7 @@
 //! use spapi_rdt::RestrictedDataTokenLayer;
 //!
 //! # let source = spapi_rdt::source_fn(|_: spapi_rdt::TokenRequest| async {
-//! #     Err::<spapi_rdt::IssuedToken, _>(spapi_rdt::SourceError::permanent("example"))
+//! #     Err::<spapi_rdt::IssuedToken, _>(spapi_rdt::error::SourceError::permanent("example"))
 //! # });
 //! // The same 256-bit key on every replica, from your secret manager (64 hex digits here).
 //! let key = EncryptionKey::from_hex(&std::env::var("SPAPI_RDT_FLEET_KEY")?)?;
@@ -52,16 +52,15 @@
 //! Other engines plug in through the two traits; both are object-safe and return boxed futures.
 //! The layer bounds every call with [`Fleet::call_timeout`] whatever the implementation does.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::BoxError;
 use crate::TokenQuota;
 use crate::catalog::OperationId;
+use crate::error::FleetError;
 use crate::resource::{Origin, SellerId, TokenRequest};
 
 pub(crate) mod record;
@@ -73,72 +72,12 @@ mod cipher;
 mod redis;
 
 #[cfg(feature = "redis")]
-pub use cipher::{EncryptionKey, InvalidKey};
+pub use cipher::EncryptionKey;
 #[cfg(feature = "redis")]
-pub use redis::{RedisFleet, RedisFleetBuilder, RedisFleetError};
+pub use redis::{RedisFleet, RedisFleetBuilder};
 
 /// The future a [`SharedTokenStore`] or [`SharedRateLimiter`] returns.
 pub type FleetFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, FleetError>> + Send + 'a>>;
-
-/// Why a shared store or limiter call failed. The layer answers it by going on alone for a while;
-/// it never reaches a caller. Its message must not hold a secret.
-pub struct FleetError {
-    message: Cow<'static, str>,
-    source: Option<BoxError>,
-}
-
-impl FleetError {
-    /// An error with `message`.
-    pub fn new(message: impl Into<Cow<'static, str>>) -> Self {
-        FleetError {
-            message: message.into(),
-            source: None,
-        }
-    }
-
-    /// Adds the underlying error.
-    #[must_use]
-    pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
-        self.source = Some(source.into());
-        self
-    }
-
-    /// The message.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-
-    pub(crate) fn timed_out(what: &str, after: Duration) -> Self {
-        FleetError::new(format!("{what} did not answer within {after:?}"))
-    }
-}
-
-impl fmt::Display for FleetError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)?;
-        if let Some(source) = &self.source {
-            write!(f, ": {source}")?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for FleetError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FleetError")
-            .field("message", &self.message)
-            .field("source", &self.source)
-            .finish()
-    }
-}
-
-impl std::error::Error for FleetError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_deref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
-    }
-}
 
 /// What a token is stored under: its seller, its origin, and a canonical description of its scope
 /// (the resources, their data elements, the target application). No part of it is secret.

@@ -18,7 +18,7 @@ use crate::cache::{BundleInfo, Denied};
 use crate::catalog::OperationId;
 use crate::error::Error;
 use crate::error::FetchError;
-use crate::source::{ErrorKind, SourceError};
+use crate::error::{ErrorKind, SourceError};
 use crate::token::SecretToken;
 
 const VERSION: u8 = 2;

@@ -10,10 +10,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
 use super::cipher::{Cipher, EncryptionKey};
-use super::{
-    Admission, FleetError, FleetFuture, FleetKey, SharedRateLimiter, SharedTokenStore, TokenRecord,
-};
+use super::{Admission, FleetFuture, FleetKey, SharedRateLimiter, SharedTokenStore, TokenRecord};
 use crate::TokenQuota;
+use crate::error::{FleetError, RedisFleetError};
 use crate::resource::{Origin, SellerId};
 
 /// Takes or extends a lease: `KEYS[1]` the lease, `ARGV[1]` the holder, `ARGV[2]` the time to live
@@ -106,26 +105,6 @@ struct Inner {
     lease: Script,
     release: Script,
     gcra: Script,
-}
-
-/// Why a [`RedisFleet`] could not be built. Never holds the URL's password or the key.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum RedisFleetError {
-    /// The URL does not parse as a Redis URL.
-    #[error("invalid Redis URL: {0}")]
-    InvalidUrl(String),
-    /// No [`RedisFleetBuilder::encryption_key`]: tokens are never stored in clear.
-    #[error("fleet mode on Redis needs an encryption key (RedisFleetBuilder::encryption_key)")]
-    MissingKey,
-    /// A setting is out of range.
-    #[error("invalid setting `{name}`: {reason}")]
-    Setting {
-        /// The builder method.
-        name: &'static str,
-        /// What is wrong.
-        reason: &'static str,
-    },
 }
 
 /// Configures a [`RedisFleet`]; from [`RedisFleet::builder`].

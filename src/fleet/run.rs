@@ -9,13 +9,14 @@ use futures_util::future::BoxFuture;
 use http::HeaderValue;
 use tokio::time::Instant;
 
-use super::{Admission, Fleet, FleetError, FleetFuture, FleetKey, TokenRecord, record};
+use super::{Admission, Fleet, FleetFuture, FleetKey, TokenRecord, record};
 use crate::cache::{CachedToken, FailureMemory, Slot, TokenCache};
 use crate::core::{FetchJob, SharedTokens};
+use crate::error::ErrorKind;
 use crate::error::FetchError;
+use crate::error::FleetError;
 use crate::limit::TokenQuota;
 use crate::resource::TokenRequest;
-use crate::source::ErrorKind;
 use crate::stats::{Counter, Counters};
 use crate::time;
 

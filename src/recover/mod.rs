@@ -7,7 +7,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use spapi_rdt::{IssuedToken, RestrictedDataTokenLayer, SecretToken, SourceError, TokenRequest, source_fn};
+//! use spapi_rdt::{IssuedToken, RestrictedDataTokenLayer, SecretToken, error::SourceError, TokenRequest, source_fn};
 //!
 //! let rdt = RestrictedDataTokenLayer::new(source_fn(|_request: TokenRequest| async {
 //!     let token = SecretToken::new("Atz.sprdt|example").map_err(SourceError::permanent)?;

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use spapi_rdt::{IssuedToken, SecretToken, SourceError, TokenRequest, TokenSource, source_fn};
+use spapi_rdt::{
+    IssuedToken, SecretToken, TokenRequest, TokenSource, error::SourceError, source_fn,
+};
 
 /// A programmable token source that counts its calls and records the requests it saw.
 #[derive(Clone)]

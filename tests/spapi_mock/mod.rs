@@ -22,8 +22,8 @@ pub use http::Method;
 pub use serde_json::{Value, json};
 pub use spapi_rdt::catalog::{DataElement, DataElements};
 pub use spapi_rdt::{
-    ErrorKind, LwaCredentials, Origin, RestrictedResource, SellerId, SourceBuildError, SourceError,
-    SpApiTokenSource, TokenRequest, TokenSource,
+    LwaCredentials, Origin, RestrictedResource, SellerId, SpApiTokenSource, TokenRequest,
+    TokenSource, error::ErrorKind, error::SourceBuildError, error::SourceError,
 };
 
 pub const CLIENT_ID: &str = "amzn1.application-oa2-client.test";

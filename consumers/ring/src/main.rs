@@ -13,7 +13,7 @@ mod common;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use spapi_rdt_emulator::Emulator;
-use spapi_rdt::{BoxError, SourceBuildError};
+use spapi_rdt::{BoxError, error::SourceBuildError};
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {

@@ -8,12 +8,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::*;
 use crate::core::RequestHead;
+use crate::error::SourceError;
 use crate::fleet::SharedRateLimiter;
 use crate::fleet::SharedTokenStore;
 use crate::resource::{Origin, SellerId};
-use crate::{
-    IssuedToken, RestrictedDataTokenLayer, SecretToken, SourceError, TokenSource, source_fn,
-};
+use crate::{IssuedToken, RestrictedDataTokenLayer, SecretToken, TokenSource, source_fn};
 
 /// What the in-memory store does with each call.
 #[derive(Clone, Copy, PartialEq, Eq)]

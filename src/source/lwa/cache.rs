@@ -11,8 +11,8 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use tokio::time::Instant;
 
+use crate::error::{ErrorKind, SourceError};
 use crate::resource::SellerId;
-use crate::source::{ErrorKind, SourceError};
 use crate::token::SecretToken;
 
 use super::credentials::LwaCredentials;

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::error::SourceError;
 use crate::resource::SellerId;
-use crate::source::SourceError;
 
 use super::credentials::LwaCredentials;
 use super::parse::LwaGrant;

@@ -4,6 +4,8 @@ use std::ffi::OsString;
 use std::fmt;
 use std::sync::Arc;
 
+use crate::error::CredentialsError;
+
 /// The environment variable [`LwaCredentials::from_env`] reads the client id from.
 pub(super) const ENV_CLIENT_ID: &str = "SPAPI_CLIENT_ID";
 
@@ -39,18 +41,6 @@ struct CredentialsInner {
     client_id: String,
     client_secret: String,
     refresh_token: String,
-}
-
-/// Why [`LwaCredentials::from_env`] found no credentials. Names the variable, never its value.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum CredentialsError {
-    /// The variable is not set, or is empty.
-    #[error("environment variable `{0}` is not set or is empty")]
-    Missing(&'static str),
-    /// The variable is set but is not valid Unicode.
-    #[error("environment variable `{0}` is not valid Unicode")]
-    NotUnicode(&'static str),
 }
 
 impl LwaCredentials {

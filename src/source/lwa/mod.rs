@@ -23,7 +23,6 @@ pub(in crate::source) use client::LwaEndpoint;
 pub(in crate::source) use client::read_body;
 pub(in crate::source) use client::retry_after_header;
 pub(in crate::source) use client::transport_error;
-pub use credentials::CredentialsError;
 pub use credentials::LwaCredentials;
 pub(in crate::source) use credentials::scrub;
 pub(in crate::source) use parse::ASSUMED_LIFETIME;
@@ -35,6 +34,7 @@ pub use parse::fuzz_lwa_answer;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::CredentialsError;
     use std::ffi::OsString;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
@@ -45,8 +45,8 @@ mod tests {
     use super::credentials::MAX_MESSAGE;
     use super::credentials::{ENV_CLIENT_ID, ENV_CLIENT_SECRET, ENV_REFRESH_TOKEN};
     use super::parse::{CURE_REAUTHORIZE, LwaGrant, lwa_answer};
+    use crate::error::{ErrorKind, SourceError};
     use crate::resource::SellerId;
-    use crate::source::{ErrorKind, SourceError};
     use crate::token::SecretToken;
 
     fn creds() -> LwaCredentials {

@@ -6,8 +6,8 @@ use std::time::Duration;
 use http::StatusCode;
 use serde_json::Value;
 
+use crate::error::{ErrorKind, SourceError};
 use crate::resource::SellerId;
-use crate::source::{ErrorKind, SourceError};
 use crate::token::SecretToken;
 
 use super::credentials::LwaCredentials;

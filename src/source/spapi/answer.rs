@@ -6,9 +6,9 @@ use std::time::Duration;
 use http::StatusCode;
 use serde_json::Value;
 
+use crate::error::{ErrorKind, SourceError};
 use crate::resource::TokenRequest;
 use crate::source::lwa::{Lifetime, scrub};
-use crate::source::{ErrorKind, SourceError};
 use crate::token::{IssuedToken, SecretToken};
 
 /// The cure for a resource or data element the application has no role for.

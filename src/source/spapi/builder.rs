@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::error::SourceBuildError;
 use crate::resource::SellerId;
 use crate::source::lwa::{LwaCache, LwaCredentials, LwaEndpoint};
 
@@ -18,46 +19,6 @@ pub struct SpApiTokenSourceBuilder {
     pub(super) client: Option<reqwest::Client>,
     pub(super) request_timeout: Duration,
     pub(super) lwa_refresh_margin: Duration,
-}
-
-/// Why an [`SpApiTokenSource`] could not be built.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SourceBuildError {
-    /// The LWA URL is not an absolute `https` URL (or `http` on a loopback host).
-    #[error("invalid LWA URL `{url}`: {reason}")]
-    InvalidLwaUrl {
-        /// The URL as given (hidden when it holds user information).
-        url: String,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
-    /// No seller has credentials.
-    #[error(
-        "no LWA credentials: give the builder `credentials` (the default seller) or `seller` (others)"
-    )]
-    NoCredentials,
-    /// The request timeout is zero.
-    #[error("the request timeout must be more than zero")]
-    ZeroTimeout,
-    /// The HTTP client could not be built (TLS initialization).
-    #[error("could not build the HTTP client")]
-    HttpClient(#[source] reqwest::Error),
-    /// Feature `rustls-no-provider` is on, no other TLS feature is, and the application has not
-    /// installed a rustls crypto provider: the source's own client would have no cryptography.
-    #[error(
-        "no rustls crypto provider is installed: call \
-         `rustls::crypto::CryptoProvider::install_default` (for example with ring's provider) before \
-         building the source, or give the builder your own client with `http_client`"
-    )]
-    NoCryptoProvider,
-    /// No TLS feature is on (`rustls`, `rustls-no-provider`, `native-tls`), no client was given, and
-    /// the LWA endpoint is an `https` URL: the source could never reach it.
-    #[error(
-        "the source's HTTP client has no TLS: turn on the feature `rustls`, `rustls-no-provider` or \
-         `native-tls`, or give the builder your own client with `http_client`"
-    )]
-    NoTls,
 }
 
 impl SpApiTokenSourceBuilder {

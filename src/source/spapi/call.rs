@@ -8,8 +8,8 @@ use http::{Method, header};
 use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::error::SourceError;
 use crate::resource::{SellerId, TokenRequest};
-use crate::source::SourceError;
 use crate::source::lwa::{SellerSlot, read_body, retry_after_header, transport_error};
 use crate::token::{IssuedToken, SecretToken};
 

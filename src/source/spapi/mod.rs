@@ -15,7 +15,6 @@ use crate::token::SecretToken;
 
 #[cfg(fuzzing)]
 pub use answer::fuzz_tokens_answer;
-pub use builder::SourceBuildError;
 pub use builder::SpApiTokenSourceBuilder;
 
 /// The default [`TokenSource`]: Amazon's Tokens API, authenticated with each seller's LWA access
@@ -174,13 +173,15 @@ impl TokenSource for SpApiTokenSource {
 mod tests {
     use http::{Method, StatusCode};
 
+    use crate::error::SourceBuildError;
+
     use super::answer::{Answer, CURE_ROLE, Outcome};
     use super::builder::check_lwa_url;
     use super::call::{TokensBody, check};
     use super::*;
     use crate::catalog::{DataElement, DataElements};
+    use crate::error::ErrorKind;
     use crate::resource::{Region, RestrictedResource};
-    use crate::source::ErrorKind;
 
     fn request(resources: usize) -> TokenRequest {
         TokenRequest::new(

@@ -1,4 +1,12 @@
-//! The error the layer's service returns when a restricted request gets no token.
+//! Every error of the crate, in one place.
+//!
+//! - [`Error`]: what the layer's service returns when a restricted request gets no token.
+//! - [`SourceError`] and [`ErrorKind`]: what a [`TokenSource`](crate::TokenSource) reports.
+//! - Building: [`BuildError`] (the layer), [`CatalogError`] (a catalogue of your own),
+//!   [`OriginError`], [`InvalidToken`], and with feature `reqwest` [`SourceBuildError`] and
+//!   [`CredentialsError`] (the default source).
+//! - Fleet mode: [`FleetError`] (what a shared store reports), and with feature `redis`
+//!   [`RedisFleetError`] and [`InvalidKey`].
 //!
 //! The service's error type is [`BoxError`](crate::BoxError), as in tower; errors of the inner service
 //! pass through unchanged, and the layer's own are an [`Error`] inside, which you can downcast:
@@ -20,7 +28,15 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::source::{ErrorKind, SourceError};
+mod catalog;
+mod fleet;
+mod source;
+
+pub use catalog::CatalogError;
+pub use fleet::FleetError;
+#[cfg(feature = "redis")]
+pub use fleet::{InvalidKey, RedisFleetError};
+pub use source::{ErrorKind, SourceError};
 
 /// Why a restricted request could not get a Restricted Data Token. It never holds a secret.
 #[derive(Clone)]
@@ -188,4 +204,88 @@ impl FetchError {
             _ => ErrorKind::Transient,
         }
     }
+}
+
+/// Why a layer could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The catalogue does not compile.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// A setting is out of range.
+    #[error("invalid setting `{name}`: {reason}")]
+    Setting {
+        /// The builder method.
+        name: &'static str,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+/// Why a string is not a usable [`Origin`](crate::Origin).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid SP-API origin `{input}`: {reason}")]
+pub struct OriginError {
+    pub(crate) input: String,
+    pub(crate) reason: &'static str,
+}
+
+/// A token value that cannot be sent in a header (empty, or holding control characters).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a token must be a non-empty string of visible ASCII characters")]
+pub struct InvalidToken(pub(crate) ());
+
+#[cfg(feature = "reqwest")]
+/// Why [`LwaCredentials::from_env`](crate::LwaCredentials::from_env) found no credentials. Names the variable, never its value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CredentialsError {
+    /// The variable is not set, or is empty.
+    #[error("environment variable `{0}` is not set or is empty")]
+    Missing(&'static str),
+    /// The variable is set but is not valid Unicode.
+    #[error("environment variable `{0}` is not valid Unicode")]
+    NotUnicode(&'static str),
+}
+
+#[cfg(feature = "reqwest")]
+/// Why an [`SpApiTokenSource`](crate::SpApiTokenSource) could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SourceBuildError {
+    /// The LWA URL is not an absolute `https` URL (or `http` on a loopback host).
+    #[error("invalid LWA URL `{url}`: {reason}")]
+    InvalidLwaUrl {
+        /// The URL as given (hidden when it holds user information).
+        url: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// No seller has credentials.
+    #[error(
+        "no LWA credentials: give the builder `credentials` (the default seller) or `seller` (others)"
+    )]
+    NoCredentials,
+    /// The request timeout is zero.
+    #[error("the request timeout must be more than zero")]
+    ZeroTimeout,
+    /// The HTTP client could not be built (TLS initialization).
+    #[error("could not build the HTTP client")]
+    HttpClient(#[source] reqwest::Error),
+    /// Feature `rustls-no-provider` is on, no other TLS feature is, and the application has not
+    /// installed a rustls crypto provider: the source's own client would have no cryptography.
+    #[error(
+        "no rustls crypto provider is installed: call \
+         `rustls::crypto::CryptoProvider::install_default` (for example with ring's provider) before \
+         building the source, or give the builder your own client with `http_client`"
+    )]
+    NoCryptoProvider,
+    /// No TLS feature is on (`rustls`, `rustls-no-provider`, `native-tls`), no client was given, and
+    /// the LWA endpoint is an `https` URL: the source could never reach it.
+    #[error(
+        "the source's HTTP client has no TLS: turn on the feature `rustls`, `rustls-no-provider` or \
+         `native-tls`, or give the builder your own client with `http_client`"
+    )]
+    NoTls,
 }
