@@ -5,19 +5,23 @@
 //!   rewrites `BENCHMARKS.md` (see [`bench_report`]).
 //! - `public-api [--check]`: the listing of each published package's public API in
 //!   `public-api/<package>.txt`, written, or compared with the code (see [`api_listing`]).
+//! - `layering`: no library module imports one that imports it back, and no front end imports the
+//!   cache (see [`layering`]).
 
 mod api_listing;
 mod bench_report;
+mod layering;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask bench-report\n       cargo xtask public-api [--check]";
+const USAGE: &str = "usage: cargo xtask bench-report\n       cargo xtask public-api [--check]\n       cargo xtask layering";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("bench-report") => bench_report::run(),
         Some("public-api") => api_listing::run(&args[1..]).map_err(Into::into),
+        Some("layering") => layering::run(),
         Some("-h" | "--help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
