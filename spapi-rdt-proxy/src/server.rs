@@ -139,20 +139,14 @@ impl App {
         })
     }
 
-    /// The metrics (for tests and the `/metrics` endpoint).
-    #[allow(dead_code)] // for tests/proxy.rs
-    pub(crate) fn metrics(&self) -> &Metrics {
-        &self.inner.metrics
-    }
-
     /// The restricted report documents known so far.
-    #[allow(dead_code)] // for tests/proxy.rs
+    #[cfg(test)]
     pub(crate) fn documents(&self) -> &RestrictedDocuments {
         &self.inner.documents
     }
 
     /// The token layer (its statistics).
-    #[allow(dead_code)] // for tests/proxy.rs
+    #[cfg(test)]
     pub(crate) fn layer(&self) -> &RestrictedDataTokenLayer {
         &self.inner.layer
     }

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 /// A real Redis for the fleet test (started on a Unix socket, or skipped when there is none).
-#[path = "../../../tests/redis_server/mod.rs"]
+#[path = "../../../tests/support/redis_server.rs"]
 mod redis_server;
 
 /// The load generator of `examples/proxy_load`.

@@ -1,0 +1,47 @@
+//! `SpApiTokenSource`'s logs: what happened, and no secret.
+//!
+//! Alone in its binary: tracing caches each call site's interest process-wide, so a test running in
+//! parallel without the capturing subscriber could hide events from it.
+#![cfg(feature = "reqwest")]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "support/mod.rs"]
+mod support;
+
+use support::capture;
+use support::spapi_mock;
+
+use capture::capture;
+
+use spapi_mock::*;
+
+#[tokio::test]
+async fn logs_say_what_happened_without_secrets() {
+    let (captured, _guard) = capture(tracing::Level::TRACE);
+
+    let server = Server::start().await;
+    let source = server.source();
+    server.script_tokens(Reply::errors(403, "Unauthorized", "denied"));
+    source.fetch(server.request()).await.unwrap();
+    server.script_tokens(Reply::json(
+        200,
+        json!({"restrictedDataToken": "Atz.sprdt|rdt-x"}),
+    ));
+    source.fetch(server.request()).await.unwrap();
+    server.script_lwa(Reply::json(400, json!({"error": "invalid_grant"})));
+    source.invalidate_lwa_access_token(
+        &SellerId::default(),
+        &source.lwa_access_token(&SellerId::default()).await.unwrap(),
+    );
+    let err: SourceError = source.fetch(server.request()).await.unwrap_err();
+    assert_eq!(err.code(), Some("invalid_grant"));
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("LWA token refresh"), "{logs}");
+    assert!(logs.contains("Tokens API call"), "{logs}");
+    assert!(logs.contains("seller=default"), "{logs}");
+    assert!(logs.contains("status=403"), "{logs}");
+    assert!(logs.contains("assuming one hour"), "{logs}");
+    assert_no_secret(&logs);
+    assert!(!logs.contains(CLIENT_SECRET) && !logs.contains(REFRESH_TOKEN));
+}

@@ -1,0 +1,7 @@
+//! The `source` tests, one module per subject.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod spapi_source;
