@@ -25,12 +25,12 @@ mod auth;
 mod cli;
 mod config;
 mod failure;
+mod listener;
 mod logging;
 mod metrics;
 mod ops;
+mod proxy;
 mod reports;
-mod serve;
-mod server;
 mod shutdown;
 mod upstream;
 
@@ -39,8 +39,8 @@ mod tests;
 
 pub use cli::Args;
 pub use config::Settings;
-pub use serve::{Drained, Timeouts, run, serve};
-pub use server::App;
+pub use listener::{Drained, Timeouts, run, serve};
+pub use proxy::App;
 
 use std::process::ExitCode;
 
@@ -74,7 +74,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve::run(settings, shutdown::signalled())) {
+    match runtime.block_on(listener::run(settings, shutdown::signalled())) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "stopped");

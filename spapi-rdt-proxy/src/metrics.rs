@@ -5,7 +5,11 @@
 //! misses, token fetches, waits, errors, rate-limit waits, fleet fallbacks) are read from the layer
 //! at each scrape, so they never drift from what the layer says.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
+
+use http::Method;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -15,8 +19,10 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 use spapi_rdt::RestrictedDataTokenLayer;
+use spapi_rdt::catalog::OperationId;
+use spapi_rdt::matcher::Matcher;
 
-use crate::reports::RestrictedDocuments;
+use crate::reports::{ReportCall, RestrictedDocuments};
 
 /// The content type of the `/metrics` answer.
 pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -25,9 +31,70 @@ pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0
 /// HTTP status codes), never from the request's own text.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub(crate) struct RequestLabels {
-    pub(crate) api: String,
-    pub(crate) operation: String,
+    pub(crate) api: Label,
+    pub(crate) operation: Label,
     pub(crate) status: u16,
+}
+
+/// A label value made once and shared, so that counting a request allocates nothing.
+pub(crate) type Label = Arc<String>;
+
+/// The `api` and `operation` label values of every operation the proxy counts by name: the
+/// catalogue's restricted operations, `getReport` and `getReports`; anything else is `other`.
+pub(crate) struct OperationNames {
+    restricted: HashMap<OperationId, (Label, Label)>,
+    reports: Label,
+    get_report: Label,
+    get_reports: Label,
+    other: Label,
+}
+
+impl OperationNames {
+    /// The names of `matcher`'s operations (each found by classifying its own template).
+    pub(crate) fn new(matcher: &Matcher) -> Self {
+        let label = |text: &str| Arc::new(text.to_owned());
+        let restricted = matcher
+            .catalog()
+            .operations()
+            .iter()
+            .filter_map(|op| {
+                let id = matcher.classify(op.method(), op.template())?.id();
+                Some((id, (label(op.api()), label(op.name()))))
+            })
+            .collect();
+        OperationNames {
+            restricted,
+            reports: label("Reports 2021-06-30"),
+            get_report: label("getReport"),
+            get_reports: label("getReports"),
+            other: label("other"),
+        }
+    }
+
+    /// The labels of a request for `method path`.
+    pub(crate) fn of(&self, matcher: &Matcher, method: &Method, path: &str) -> (Label, Label) {
+        let named = matcher
+            .classify(method, path)
+            .and_then(|hit| self.restricted.get(&hit.id()));
+        if let Some((api, operation)) = named {
+            return (Arc::clone(api), Arc::clone(operation));
+        }
+        match ReportCall::of(method, path) {
+            Some(ReportCall::Listing) if path.ends_with("/reports") => {
+                (Arc::clone(&self.reports), Arc::clone(&self.get_reports))
+            }
+            Some(ReportCall::Listing) => (Arc::clone(&self.reports), Arc::clone(&self.get_report)),
+            _ => (Arc::clone(&self.other), Arc::clone(&self.other)),
+        }
+    }
+}
+
+impl fmt::Debug for OperationNames {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OperationNames")
+            .field("restricted", &self.restricted.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a client was turned away.
@@ -218,5 +285,41 @@ impl Collector for LayerStats {
         )?;
         remembered.encode(metric)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spapi_rdt::catalog::Catalog;
+
+    #[test]
+    fn every_catalogue_operation_has_its_names_and_the_rest_is_other() {
+        let matcher = Matcher::new(Catalog::amazon()).unwrap();
+        let names = OperationNames::new(&matcher);
+        assert_eq!(names.restricted.len(), matcher.catalog().operations().len());
+        let (api, operation) = names.of(
+            &matcher,
+            &Method::GET,
+            "/orders/v0/orders/902-3159896-1390916/address",
+        );
+        assert_eq!(
+            (api.as_str(), operation.as_str()),
+            ("Orders v0", "getOrderAddress")
+        );
+        let (api, operation) = names.of(&matcher, &Method::GET, "/reports/2021-06-30/reports");
+        assert_eq!(
+            (api.as_str(), operation.as_str()),
+            ("Reports 2021-06-30", "getReports")
+        );
+        let (api, operation) = names.of(
+            &matcher,
+            &Method::GET,
+            "/sellers/v1/marketplaceParticipations",
+        );
+        assert_eq!((api.as_str(), operation.as_str()), ("other", "other"));
+        // Shared, not made anew: the same allocation every time.
+        let (again, _) = names.of(&matcher, &Method::GET, "/anything");
+        assert!(Arc::ptr_eq(&api, &again));
     }
 }

@@ -39,9 +39,9 @@ use tokio::task::JoinHandle;
 
 use crate::cli::Args;
 use crate::config::{FileConfig, Settings};
-use crate::serve::Drained;
-use crate::server::App;
-use crate::{cli, config, ops, reports, serve};
+use crate::listener::Drained;
+use crate::proxy::App;
+use crate::{cli, config, listener, ops, reports};
 
 /// Generous bound on a step that should take milliseconds; only a broken proxy reaches it.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -118,11 +118,11 @@ impl Running {
         let shutdown = async move {
             let _ = stopped.await;
         };
-        let task = tokio::spawn(serve::serve(
+        let task = tokio::spawn(listener::serve(
             listener,
             app.clone(),
             shutdown,
-            serve::Timeouts {
+            listener::Timeouts {
                 header: settings.header_timeout,
                 drain: settings.drain_timeout,
             },

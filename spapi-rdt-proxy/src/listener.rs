@@ -20,7 +20,7 @@ use spapi_rdt::BoxError;
 use tokio::net::TcpListener;
 
 use crate::config::Settings;
-use crate::server::App;
+use crate::proxy::App;
 
 /// How serving ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -27,7 +27,7 @@ use tower_service::Service as _;
 use crate::auth::{ClientAuth, Denied};
 use crate::config::Settings;
 use crate::failure::{Failure, ResponseBody};
-use crate::metrics::{Metrics, RefusalLabels, ReportLabels, RequestLabels};
+use crate::metrics::{Metrics, OperationNames, RefusalLabels, ReportLabels, RequestLabels};
 use crate::ops::{Ops, Readiness};
 use crate::reports::{Learning, ReportCall, RestrictedDocuments};
 use crate::upstream::{self, KeepLwaOnRefusal, LwaSent, Upstream, strip_hop_by_hop};
@@ -66,6 +66,7 @@ struct AppInner {
     metrics: Arc<Metrics>,
     documents: RestrictedDocuments,
     ops: Ops,
+    names: OperationNames,
 }
 
 impl App {
@@ -120,6 +121,7 @@ impl App {
                     .iter()
                     .map(|s| (s.id.clone(), s.upstream.clone()))
                     .collect(),
+                names: OperationNames::new(layer.matcher()),
                 ops: Ops {
                     readiness: Arc::new(Readiness::new(
                         source.clone(),
@@ -207,7 +209,10 @@ impl App {
         let method = request.method().clone();
         // The path only: no query string, no header, no token in the log.
         let path = request.uri().path().to_owned();
-        let operation = self.operation(&method, &path);
+        let (api, operation) = self
+            .inner
+            .names
+            .of(self.inner.layer.matcher(), &method, &path);
         let (status, response) = match self.forward(request).await {
             Ok((seller, response)) => {
                 tracing::info!(
@@ -235,32 +240,12 @@ impl App {
             .metrics
             .requests
             .get_or_create(&RequestLabels {
-                api: operation.0,
-                operation: operation.1,
+                api,
+                operation,
                 status: status.as_u16(),
             })
             .inc();
         response
-    }
-
-    /// The catalogue's name for a request's operation, from a fixed set.
-    fn operation(&self, method: &Method, path: &str) -> (String, String) {
-        if let Some(classified) = self.inner.layer.matcher().classify(method, path) {
-            let op = classified.operation();
-            return (op.api().to_owned(), op.name().to_owned());
-        }
-        match ReportCall::of(method, path) {
-            Some(ReportCall::Listing) => (
-                "Reports 2021-06-30".to_owned(),
-                if path.ends_with("/reports") {
-                    "getReports"
-                } else {
-                    "getReport"
-                }
-                .to_owned(),
-            ),
-            _ => ("other".to_owned(), "other".to_owned()),
-        }
     }
 
     async fn forward<B>(
