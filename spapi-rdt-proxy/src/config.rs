@@ -99,6 +99,27 @@ struct ReportsFile {
     remember_secs: Option<u64>,
 }
 
+/// Why the proxy cannot start with the settings it was given. The message names the flag, key or
+/// variable at fault and never holds a secret's value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The config file (`--config`) cannot be read or is not valid TOML of the expected shape.
+    File(String),
+    /// A flag, config key or environment variable has a value the proxy cannot run with.
+    Invalid(String),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::File(message) | ConfigError::Invalid(message) => f.write_str(message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
 impl FileConfig {
     /// Parses the file's text; `origin` names the file in errors.
     pub(crate) fn parse(text: &str, origin: &str) -> Result<FileConfig, String> {
@@ -189,12 +210,12 @@ impl Settings {
     pub fn load(
         args: &Args,
         vars: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Settings, String> {
+    ) -> Result<Settings, ConfigError> {
         let file = match &args.config {
-            Some(path) => FileConfig::read(path)?,
+            Some(path) => FileConfig::read(path).map_err(ConfigError::File)?,
             None => FileConfig::default(),
         };
-        Settings::resolve(args, file, vars)
+        Settings::resolve(args, file, vars).map_err(ConfigError::Invalid)
     }
 
     /// The command line over the file over the defaults, secrets from `vars`.

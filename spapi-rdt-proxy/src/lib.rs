@@ -38,7 +38,7 @@ mod upstream;
 mod tests;
 
 pub use cli::Args;
-pub use config::Settings;
+pub use config::{ConfigError, Settings};
 pub use listener::{Drained, Timeouts, run, serve};
 pub use proxy::App;
 

@@ -90,7 +90,7 @@ fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 fn settings(args: &[&str], vars: Vec<(String, String)>) -> Result<Settings, String> {
     let args = Args::try_parse_from(std::iter::once("spapi-rdt-proxy").chain(args.iter().copied()))
         .map_err(|e| e.to_string())?;
-    Settings::load(&args, vars)
+    Settings::load(&args, vars).map_err(|e| e.to_string())
 }
 
 /// The proxy's server on 127.0.0.1, with a shutdown trigger.
@@ -1890,4 +1890,23 @@ async fn under_concurrent_load_every_restricted_call_gets_pii_with_one_token_per
     );
     assert_eq!(counters.throttled, 0);
     assert_eq!(counters.access_tokens_issued, 1);
+}
+
+#[test]
+fn a_config_error_says_whether_the_file_or_a_setting_is_at_fault() {
+    let parse = |args: &[&str]| {
+        Args::try_parse_from(std::iter::once("spapi-rdt-proxy").chain(args.iter().copied()))
+            .unwrap()
+    };
+    let missing = parse(&["--config", "/nonexistent/spapi-rdt-proxy.toml"]);
+    let err = Settings::load(&missing, Vec::new()).unwrap_err();
+    assert!(matches!(err, crate::ConfigError::File(_)), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("/nonexistent/spapi-rdt-proxy.toml"),
+        "{err}"
+    );
+    let plain = parse(&["--upstream", "http://example.com"]);
+    let err = Settings::load(&plain, Vec::new()).unwrap_err();
+    assert!(matches!(err, crate::ConfigError::Invalid(_)), "{err:?}");
 }
