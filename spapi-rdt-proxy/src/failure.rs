@@ -41,6 +41,11 @@ impl Failure {
         }
     }
 
+    /// A fault of the proxy itself (500).
+    pub(crate) fn internal(message: &'static str) -> Self {
+        Failure::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message)
+    }
+
     /// A token could not be had: worth a retry later (503), or not (502).
     pub(crate) fn token(kind: ErrorKind, message: String) -> Self {
         match kind {

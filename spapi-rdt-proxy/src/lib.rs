@@ -32,6 +32,7 @@ mod ops;
 mod proxy;
 mod reports;
 mod shutdown;
+mod stack;
 mod upstream;
 
 #[cfg(test)]

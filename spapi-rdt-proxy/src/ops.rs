@@ -30,6 +30,11 @@ const READY_TIMEOUT: Duration = Duration::from_secs(5);
 /// authentication: without this, every probe while LWA fails would be one LWA call per seller.
 const READY_REMEMBERED: Duration = Duration::from_secs(5);
 
+/// Whether `path` is one of the operations endpoints.
+pub(crate) fn is_endpoint(path: &str) -> bool {
+    matches!(path, HEALTHZ | READYZ | METRICS)
+}
+
 /// What the operations endpoints look at.
 pub(crate) struct Ops {
     pub(crate) readiness: Arc<Readiness>,
@@ -60,7 +65,7 @@ impl Ops {
         method: &Method,
         path: &str,
     ) -> Option<Response<ResponseBody>> {
-        if !matches!(path, HEALTHZ | READYZ | METRICS) {
+        if !is_endpoint(path) {
             return None;
         }
         if method != Method::GET && method != Method::HEAD {

@@ -7,11 +7,15 @@
 //! streamed both ways; a client that goes away drops its upstream call with it.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName};
 use http::{Extensions, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use spapi_rdt::control::{ReplayedAsRestrictedReport, ReportPolicy, RestrictedReport};
@@ -22,14 +26,18 @@ use spapi_rdt::{
     SpApiTokenSource, X_AMZ_ACCESS_TOKEN,
 };
 use tower_layer::Layer as _;
-use tower_service::Service as _;
+use tower_service::Service;
 
-use crate::auth::{ClientAuth, Denied};
+use crate::auth::ClientAuth;
 use crate::config::Settings;
 use crate::failure::{Failure, ResponseBody};
-use crate::metrics::{Metrics, OperationNames, RefusalLabels, ReportLabels, RequestLabels};
+use crate::metrics::{Metrics, OperationNames, ReportLabels};
 use crate::ops::{Ops, Readiness};
 use crate::reports::{Learning, ReportCall, RestrictedDocuments};
+use crate::stack::{
+    CountRequests, CountRequestsLayer, OpsEndpoints, OpsEndpointsLayer, Peer, RequireClient,
+    RequireClientLayer,
+};
 use crate::upstream::{self, KeepLwaOnRefusal, LwaSent, Upstream, strip_hop_by_hop};
 
 /// Names the seller a request is for (removed before forwarding).
@@ -41,10 +49,14 @@ pub(crate) const RESTRICTED_REPORT_HEADER: HeaderName =
 /// The token stack requests go through: stale-token recovery, the RDT layer, the upstream.
 type Stack = RecoverStaleToken<RestrictedDataTokenService<Upstream>>;
 
+/// The proxy's whole service: the [`stack`](crate::stack) over the forwarding service.
+type Served = OpsEndpoints<RequireClient<CountRequests<Forward>>>;
+
 /// The proxy. Cloning is cheap; clones share everything.
 #[derive(Clone)]
 pub struct App {
     inner: Arc<AppInner>,
+    service: Served,
 }
 
 impl std::fmt::Debug for App {
@@ -60,13 +72,13 @@ struct AppInner {
     upstream: Origin,
     upstreams: HashMap<SellerId, Origin>,
     source: SpApiTokenSource,
+    /// For tests that read the layer's statistics.
+    #[cfg(test)]
     layer: RestrictedDataTokenLayer,
     stack: Stack,
     auth: ClientAuth,
     metrics: Arc<Metrics>,
     documents: RestrictedDocuments,
-    ops: Ops,
-    names: OperationNames,
 }
 
 impl App {
@@ -113,32 +125,44 @@ impl App {
             metrics: Arc::clone(&metrics),
         };
         let stack = layer.recover_stale_tokens().layer(layer.layer(service));
-        Ok(App {
-            inner: Arc::new(AppInner {
-                upstream: settings.upstream.clone(),
-                upstreams: settings
-                    .sellers
-                    .iter()
-                    .map(|s| (s.id.clone(), s.upstream.clone()))
-                    .collect(),
-                names: OperationNames::new(layer.matcher()),
-                ops: Ops {
-                    readiness: Arc::new(Readiness::new(
-                        source.clone(),
-                        settings.sellers.iter().map(|s| s.id.clone()).collect(),
-                        settings.upstream.clone(),
-                        fleet,
-                    )),
-                    metrics: Arc::clone(&metrics),
-                },
-                source,
-                layer,
-                stack,
-                auth: settings.client_auth.clone(),
-                metrics,
-                documents,
-            }),
-        })
+        let ops = Arc::new(Ops {
+            readiness: Arc::new(Readiness::new(
+                source.clone(),
+                settings.sellers.iter().map(|s| s.id.clone()).collect(),
+                settings.upstream.clone(),
+                fleet,
+            )),
+            metrics: Arc::clone(&metrics),
+        });
+        let count = CountRequestsLayer {
+            metrics: Arc::clone(&metrics),
+            names: Arc::new(OperationNames::new(layer.matcher())),
+            matcher: layer.matcher().clone(),
+        };
+        let require_client = RequireClientLayer {
+            auth: settings.client_auth.clone(),
+            metrics: Arc::clone(&metrics),
+        };
+        let inner = Arc::new(AppInner {
+            upstream: settings.upstream.clone(),
+            upstreams: settings
+                .sellers
+                .iter()
+                .map(|s| (s.id.clone(), s.upstream.clone()))
+                .collect(),
+            source,
+            #[cfg(test)]
+            layer,
+            stack,
+            auth: settings.client_auth.clone(),
+            metrics,
+            documents,
+        });
+        let forward = Forward {
+            inner: Arc::clone(&inner),
+        };
+        let service = OpsEndpointsLayer { ops }.layer(require_client.layer(count.layer(forward)));
+        Ok(App { inner, service })
     }
 
     /// The restricted report documents known so far.
@@ -153,67 +177,62 @@ impl App {
         &self.inner.layer
     }
 
-    /// Answers one request from `peer`.
+    /// Answers one request from `peer`: the [`stack`](crate::stack) of operations endpoints, client
+    /// checks and metrics over the forwarding service.
     pub(crate) async fn handle<B>(
         &self,
         peer: SocketAddr,
-        request: Request<B>,
+        mut request: Request<B>,
     ) -> Response<ResponseBody>
     where
         B: hyper::body::Body<Data = Bytes> + Send + Sync + 'static,
         B::Error: Into<BoxError>,
     {
-        if let Some(response) = self
-            .inner
-            .ops
-            .answer(request.method(), request.uri().path())
-            .await
-        {
-            return response;
-        }
-        if let Err(denied) = self.inner.auth.check(peer.ip(), request.headers()) {
-            let (reason, failure) = match denied {
-                Denied::Unauthenticated => (
-                    "unauthenticated",
-                    Failure::new(
-                        StatusCode::UNAUTHORIZED,
-                        "Unauthorized",
-                        "this proxy needs `Authorization: Bearer <secret>`",
-                    ),
-                ),
-                Denied::Network => (
-                    "network",
-                    Failure::new(
-                        StatusCode::FORBIDDEN,
-                        "Forbidden",
-                        "this client's network may not use this proxy",
-                    ),
-                ),
-            };
-            self.inner
-                .metrics
-                .refused
-                .get_or_create(&RefusalLabels { reason })
-                .inc();
-            tracing::warn!(peer = %peer.ip(), reason, "client refused");
-            let mut response = failure.into_response();
-            if denied == Denied::Unauthenticated {
-                response
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            }
-            return response;
-        }
+        request.extensions_mut().insert(Peer(peer));
+        let mut service = self.service.clone();
+        let Ok(()) =
+            std::future::poll_fn(|cx| Service::<Request<B>>::poll_ready(&mut service, cx)).await;
+        let Ok(response) = service.call(request).await;
+        response
+    }
+}
 
+/// The innermost service: forwards a request through the token stack, and logs how it went.
+#[derive(Clone)]
+struct Forward {
+    inner: Arc<AppInner>,
+}
+
+impl<B> Service<Request<B>> for Forward
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move { Ok(inner.respond(request).await) })
+    }
+}
+
+impl AppInner {
+    async fn respond<B>(&self, request: Request<B>) -> Response<ResponseBody>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<BoxError>,
+    {
         let started = tokio::time::Instant::now();
         let method = request.method().clone();
         // The path only: no query string, no header, no token in the log.
         let path = request.uri().path().to_owned();
-        let (api, operation) = self
-            .inner
-            .names
-            .of(self.inner.layer.matcher(), &method, &path);
-        let (status, response) = match self.forward(request).await {
+        match self.forward(request).await {
             Ok((seller, response)) => {
                 tracing::info!(
                     %method,
@@ -223,7 +242,7 @@ impl App {
                     elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
                     "forwarded"
                 );
-                (response.status(), response)
+                response
             }
             Err(failure) => {
                 tracing::warn!(
@@ -233,19 +252,9 @@ impl App {
                     error = failure.message.as_str(),
                     "not forwarded"
                 );
-                (failure.status, failure.into_response())
+                failure.into_response()
             }
-        };
-        self.inner
-            .metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                api,
-                operation,
-                status: status.as_u16(),
-            })
-            .inc();
-        response
+        }
     }
 
     async fn forward<B>(
@@ -265,11 +274,7 @@ impl App {
         }
         let (mut parts, incoming) = request.into_parts();
         let seller = self.seller(&parts.headers)?;
-        let upstream = self
-            .inner
-            .upstreams
-            .get(&seller)
-            .unwrap_or(&self.inner.upstream);
+        let upstream = self.upstreams.get(&seller).unwrap_or(&self.upstream);
         let marked = parts
             .headers
             .get(RESTRICTED_REPORT_HEADER)
@@ -279,7 +284,7 @@ impl App {
         for name in [header::HOST, SELLER_HEADER, RESTRICTED_REPORT_HEADER] {
             parts.headers.remove(name);
         }
-        if self.inner.auth.has_secret() {
+        if self.auth.has_secret() {
             // The client's credential for this proxy, not for Amazon.
             parts.headers.remove(header::AUTHORIZATION);
         }
@@ -292,7 +297,6 @@ impl App {
 
         // The LWA token goes on every call; the layer replaces it on restricted ones.
         let lwa = self
-            .inner
             .source
             .lwa_access_token(&seller)
             .await
@@ -312,7 +316,7 @@ impl App {
         };
         let known = match &document {
             Some(_) if marked => Some("header"),
-            Some(id) if self.inner.documents.contains(id) => Some("learned"),
+            Some(id) if self.documents.contains(id) => Some("learned"),
             _ => None,
         };
         let bodiless = incoming.is_end_stream();
@@ -322,8 +326,7 @@ impl App {
         if known.is_some() {
             parts.extensions.insert(RestrictedReport);
             if let Some(how) = known {
-                self.inner
-                    .metrics
+                self.metrics
                     .report_documents
                     .get_or_create(&ReportLabels { how })
                     .inc();
@@ -350,14 +353,13 @@ impl App {
                 .is_some()
         {
             if response.status().is_success() {
-                self.inner.documents.remember(id);
-                self.inner
-                    .metrics
+                self.documents.remember(id);
+                self.metrics
                     .report_documents
                     .get_or_create(&ReportLabels { how: "retried" })
                     .inc();
             } else {
-                self.inner.metrics.report_retries_refused.inc();
+                self.metrics.report_retries_refused.inc();
             }
         }
 
@@ -367,10 +369,7 @@ impl App {
             && parts.status.is_success()
             && !parts.headers.contains_key(header::CONTENT_ENCODING);
         let body: ResponseBody = if learn {
-            let (documents, metrics) = (
-                self.inner.documents.clone(),
-                Arc::clone(&self.inner.metrics),
-            );
+            let (documents, metrics) = (self.documents.clone(), Arc::clone(&self.metrics));
             Learning::new(body, move |bytes: &[u8]| {
                 let learned = documents.learn_from(bytes);
                 if learned > 0 {
@@ -390,7 +389,7 @@ impl App {
         &self,
         request: Request<reqwest::Body>,
     ) -> Result<Response<reqwest::Body>, Failure> {
-        let mut stack = self.inner.stack.clone();
+        let mut stack = self.stack.clone();
         futures_util::future::poll_fn(|cx| stack.poll_ready(cx))
             .await
             .map_err(Failure::upstream)?;
@@ -412,7 +411,7 @@ impl App {
                 }
             },
         };
-        if self.inner.source.has_seller(&seller) {
+        if self.source.has_seller(&seller) {
             return Ok(seller);
         }
         let message = match named {
