@@ -24,6 +24,7 @@
 mod auth;
 mod cli;
 mod config;
+mod documents;
 mod failure;
 mod listener;
 mod logging;

@@ -17,8 +17,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName};
 use http::{Extensions, Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::BodyExt;
-use spapi_rdt::control::{ReplayedAsRestrictedReport, ReportPolicy, RestrictedReport};
+use spapi_rdt::control::ReportPolicy;
 use spapi_rdt::fleet::{EncryptionKey, RedisFleet};
 use spapi_rdt::recover::RecoverStaleToken;
 use spapi_rdt::{
@@ -30,15 +29,16 @@ use tower_service::Service;
 
 use crate::auth::ClientAuth;
 use crate::config::Settings;
+use crate::documents::{ClientMarked, ReportDocuments, ReportDocumentsLayer};
 use crate::failure::{Failure, ResponseBody};
-use crate::metrics::{Metrics, OperationNames, ReportLabels};
+use crate::metrics::{Metrics, OperationNames};
 use crate::ops::{Ops, Readiness};
-use crate::reports::{Learning, ReportCall, RestrictedDocuments};
+use crate::reports::RestrictedDocuments;
 use crate::stack::{
     CountRequests, CountRequestsLayer, OpsEndpoints, OpsEndpointsLayer, Peer, RequireClient,
     RequireClientLayer,
 };
-use crate::upstream::{self, KeepLwaOnRefusal, LwaSent, Upstream, strip_hop_by_hop};
+use crate::upstream::{self, LwaSent, Upstream, strip_hop_by_hop};
 
 /// Names the seller a request is for (removed before forwarding).
 pub(crate) const SELLER_HEADER: HeaderName = HeaderName::from_static("x-spapi-seller");
@@ -47,7 +47,7 @@ pub(crate) const RESTRICTED_REPORT_HEADER: HeaderName =
     HeaderName::from_static("x-spapi-restricted-report");
 
 /// The token stack requests go through: stale-token recovery, the RDT layer, the upstream.
-type Stack = RecoverStaleToken<RestrictedDataTokenService<Upstream>>;
+type Stack = ReportDocuments<RecoverStaleToken<RestrictedDataTokenService<Upstream>>>;
 
 /// The proxy's whole service: the [`stack`](crate::stack) over the forwarding service.
 type Served = OpsEndpoints<RequireClient<CountRequests<Forward>>>;
@@ -77,7 +77,8 @@ struct AppInner {
     layer: RestrictedDataTokenLayer,
     stack: Stack,
     auth: ClientAuth,
-    metrics: Arc<Metrics>,
+    /// For tests that read what was learned.
+    #[cfg(test)]
     documents: RestrictedDocuments,
 }
 
@@ -124,7 +125,11 @@ impl App {
             source: source.clone(),
             metrics: Arc::clone(&metrics),
         };
-        let stack = layer.recover_stale_tokens().layer(layer.layer(service));
+        let stack = ReportDocumentsLayer {
+            documents: documents.clone(),
+            metrics: Arc::clone(&metrics),
+        }
+        .layer(layer.recover_stale_tokens().layer(layer.layer(service)));
         let ops = Arc::new(Ops {
             readiness: Arc::new(Readiness::new(
                 source.clone(),
@@ -155,7 +160,7 @@ impl App {
             layer,
             stack,
             auth: settings.client_auth.clone(),
-            metrics,
+            #[cfg(test)]
             documents,
         });
         let forward = Forward {
@@ -289,11 +294,6 @@ impl AppInner {
             parts.headers.remove(header::AUTHORIZATION);
         }
         parts.version = Version::HTTP_11;
-        let report = ReportCall::of(&parts.method, parts.uri.path());
-        if report == Some(ReportCall::Listing) {
-            // A plain JSON answer, so that the proxy can read it on the way back.
-            parts.headers.remove(header::ACCEPT_ENCODING);
-        }
 
         // The LWA token goes on every call; the layer replaces it on restricted ones.
         let lwa = self
@@ -309,30 +309,12 @@ impl AppInner {
             token: lwa,
         };
 
-        // A restricted report document: known by the header, or from memory?
-        let document = match &report {
-            Some(ReportCall::Document(id)) => Some(id.clone()),
-            _ => None,
-        };
-        let known = match &document {
-            Some(_) if marked => Some("header"),
-            Some(id) if self.documents.contains(id) => Some("learned"),
-            _ => None,
-        };
         let bodiless = incoming.is_end_stream();
         parts.extensions = Extensions::new();
         parts.extensions.insert(seller.clone());
-        parts.extensions.insert(sent.clone());
-        if known.is_some() {
-            parts.extensions.insert(RestrictedReport);
-            if let Some(how) = known {
-                self.metrics
-                    .report_documents
-                    .get_or_create(&ReportLabels { how })
-                    .inc();
-            }
-        } else if document.is_some() {
-            parts.extensions.insert(KeepLwaOnRefusal);
+        parts.extensions.insert(sent);
+        if marked {
+            parts.extensions.insert(ClientMarked);
         }
 
         // A request without a body gets an in-memory empty one, which the recovery layer can
@@ -343,52 +325,15 @@ impl AppInner {
             reqwest::Body::wrap(incoming)
         };
         let response = self.send(Request::from_parts(parts, body)).await?;
-
-        // A document the recovery layer sent again with a token after a 403 (bodiless requests
-        // only: a body that streams cannot be sent twice).
-        if let Some(id) = &document
-            && response
-                .extensions()
-                .get::<ReplayedAsRestrictedReport>()
-                .is_some()
-        {
-            if response.status().is_success() {
-                self.documents.remember(id);
-                self.metrics
-                    .report_documents
-                    .get_or_create(&ReportLabels { how: "retried" })
-                    .inc();
-            } else {
-                self.metrics.report_retries_refused.inc();
-            }
-        }
-
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        let learn = report == Some(ReportCall::Listing)
-            && parts.status.is_success()
-            && !parts.headers.contains_key(header::CONTENT_ENCODING);
-        let body: ResponseBody = if learn {
-            let (documents, metrics) = (self.documents.clone(), Arc::clone(&self.metrics));
-            Learning::new(body, move |bytes: &[u8]| {
-                let learned = documents.learn_from(bytes);
-                if learned > 0 {
-                    metrics.reports_learned.inc_by(learned as u64);
-                    tracing::debug!(learned, "restricted report documents learned");
-                }
-            })
-            .map_err(BoxError::from)
-            .boxed()
-        } else {
-            body.map_err(BoxError::from).boxed()
-        };
         Ok((seller, Response::from_parts(parts, body)))
     }
 
     async fn send(
         &self,
         request: Request<reqwest::Body>,
-    ) -> Result<Response<reqwest::Body>, Failure> {
+    ) -> Result<Response<ResponseBody>, Failure> {
         let mut stack = self.stack.clone();
         futures_util::future::poll_fn(|cx| stack.poll_ready(cx))
             .await

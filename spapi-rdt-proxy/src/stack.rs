@@ -3,7 +3,8 @@
 //! 1. [`OpsEndpoints`]: `/healthz`, `/readyz` and `/metrics`, answered here;
 //! 2. [`RequireClient`]: client authentication and the allowed networks;
 //! 3. [`CountRequests`]: the `requests` metric, by operation and status;
-//! 4. the forwarding service ([`App`](crate::App)'s), which calls the token stack and Amazon.
+//! 4. the forwarding service ([`App`](crate::App)'s): the seller, the upstream URI and the LWA
+//!    token, over the report-document layer ([`documents`](crate::documents)) and the token stack.
 //!
 //! Every layer answers `Infallible`: a failure is an HTTP answer. The common path (a request
 //! forwarded) allocates nothing in these layers; only the operations endpoints box their future.
