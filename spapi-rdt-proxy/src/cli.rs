@@ -34,7 +34,7 @@ REQUESTS:
 CONFIG FILE (--config FILE, TOML; flags given on the command line win; unknown keys are errors):
   listen = \"127.0.0.1:8080\"        region = \"eu\"  (or upstream = \"https://...\")   sandbox = false
   lwa_url = \"...\"   log_format = \"json\"   upstream_timeout_secs = 60   drain_timeout_secs = 20
-  header_timeout_secs = 30
+  header_timeout_secs = 30   allow_tokens_api = false
   [client_auth]  allow_networks = [\"10.0.0.0/8\"]
   [sellers.<NAME>]  region = \"na\"  (or upstream = \"https://...\"); token in SPAPI_REFRESH_TOKEN_<NAME>
   [fleet]  redis_url = \"redis://127.0.0.1:6379/0\"   key_prefix = \"spapi-rdt\"
@@ -113,6 +113,11 @@ pub struct Args {
     /// Needs SPAPI_RDT_FLEET_KEY.
     #[arg(long, value_name = "URL")]
     pub(crate) redis_url: Option<String>,
+
+    /// Forward calls of the Tokens API (createRestrictedDataToken) from clients. Off by default: a
+    /// client then never receives a token, and the seller's token quota is the proxy's alone.
+    #[arg(long)]
+    pub(crate) allow_tokens_api: bool,
 
     /// Seconds an upstream call may take, response body included. Default 60.
     #[arg(long, value_name = "SECONDS")]

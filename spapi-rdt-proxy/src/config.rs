@@ -10,6 +10,7 @@
 //! upstream_timeout_secs = 60
 //! drain_timeout_secs = 20
 //! header_timeout_secs = 30
+//! allow_tokens_api = false         # true: clients may call createRestrictedDataToken
 //!
 //! [client_auth]
 //! allow_networks = ["10.0.0.0/8"]  # and/or the SPAPI_PROXY_CLIENT_TOKEN secret
@@ -62,6 +63,7 @@ pub(crate) struct FileConfig {
     upstream_timeout_secs: Option<u64>,
     drain_timeout_secs: Option<u64>,
     header_timeout_secs: Option<u64>,
+    allow_tokens_api: Option<bool>,
     #[serde(default)]
     client_auth: ClientAuthFile,
     #[serde(default)]
@@ -187,6 +189,8 @@ pub struct Settings {
     pub(crate) drain_timeout: Duration,
     /// How long a client connection may take to bring a request head.
     pub(crate) header_timeout: Duration,
+    /// Whether clients may call the Tokens API through the proxy.
+    pub(crate) allow_tokens_api: bool,
     pub(crate) fleet: Option<FleetSettings>,
     pub(crate) reports: ReportSettings,
 }
@@ -225,10 +229,21 @@ impl Settings {
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Settings, String> {
         // Only our own variables, and only those with a value.
-        let vars: BTreeMap<String, String> = vars
+        let mut vars: BTreeMap<String, String> = vars
             .into_iter()
-            .filter(|(name, value)| name.starts_with("SPAPI_") && !value.trim().is_empty())
+            .filter(|(name, _)| name.starts_with("SPAPI_"))
             .collect();
+        // A client secret that is set must be one: a blank one would turn authentication off
+        // without a word. Any other blank variable counts as unset.
+        if vars
+            .get(CLIENT_TOKEN_VAR)
+            .is_some_and(|v| v.trim().is_empty())
+        {
+            return Err(format!(
+                "{CLIENT_TOKEN_VAR} is set but blank: set the client secret, or unset the variable"
+            ));
+        }
+        vars.retain(|_, value| !value.trim().is_empty());
 
         let sandbox = args.sandbox || file.sandbox.unwrap_or(false);
         if args.sandbox && args.upstream.is_some() {
@@ -343,6 +358,7 @@ impl Settings {
             upstream_timeout,
             drain_timeout,
             header_timeout,
+            allow_tokens_api: args.allow_tokens_api || file.allow_tokens_api.unwrap_or(false),
             fleet,
             reports,
         })

@@ -57,15 +57,21 @@ impl Failure {
     }
 
     /// The stack failed: no RDT (the layer's error), or no answer from the upstream.
+    /// The message never holds the request's URL: its query string can hold personal data (a
+    /// buyer's e-mail address is a `getOrders` parameter).
     pub(crate) fn upstream(error: BoxError) -> Self {
-        match error.downcast_ref::<spapi_rdt::error::Error>() {
-            Some(e) => Failure::token(e.kind(), e.to_string()),
-            None => Failure::new(
-                StatusCode::BAD_GATEWAY,
-                "UpstreamUnavailable",
-                format!("the upstream did not answer: {error}"),
-            ),
+        if let Some(e) = error.downcast_ref::<spapi_rdt::error::Error>() {
+            return Failure::token(e.kind(), e.to_string());
         }
+        let error = match error.downcast::<reqwest::Error>() {
+            Ok(e) => BoxError::from(e.without_url()),
+            Err(other) => other,
+        };
+        Failure::new(
+            StatusCode::BAD_GATEWAY,
+            "UpstreamUnavailable",
+            format!("the upstream did not answer: {error}"),
+        )
     }
 
     pub(crate) fn into_response(self) -> Response<ResponseBody> {

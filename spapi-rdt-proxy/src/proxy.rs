@@ -41,6 +41,22 @@ use crate::stack::{
 use crate::upstream::{self, LwaSent, Upstream, strip_hop_by_hop};
 
 /// Names the seller a request is for (removed before forwarding).
+/// The methods SP-API's operations use; the proxy forwards no other.
+const FORWARDED_METHODS: [Method; 5] = [
+    Method::GET,
+    Method::POST,
+    Method::PUT,
+    Method::PATCH,
+    Method::DELETE,
+];
+
+/// Whether `path` is the Tokens API's: calls to it mint tokens a client could use elsewhere.
+fn is_tokens_api(path: &str) -> bool {
+    const PREFIX: &str = "/tokens/";
+    path.get(..PREFIX.len())
+        .is_some_and(|start| start.eq_ignore_ascii_case(PREFIX))
+}
+
 pub(crate) const SELLER_HEADER: HeaderName = HeaderName::from_static("x-spapi-seller");
 /// Marks a `getReportDocument` call as fetching a restricted report (removed before forwarding).
 pub(crate) const RESTRICTED_REPORT_HEADER: HeaderName =
@@ -77,6 +93,7 @@ struct AppInner {
     layer: RestrictedDataTokenLayer,
     stack: Stack,
     auth: ClientAuth,
+    allow_tokens_api: bool,
     /// For tests that read what was learned.
     #[cfg(test)]
     documents: RestrictedDocuments,
@@ -160,6 +177,7 @@ impl App {
             layer,
             stack,
             auth: settings.client_auth.clone(),
+            allow_tokens_api: settings.allow_tokens_api,
             #[cfg(test)]
             documents,
         });
@@ -270,11 +288,11 @@ impl AppInner {
         B: hyper::body::Body<Data = Bytes> + Send + Sync + 'static,
         B::Error: Into<BoxError>,
     {
-        if request.method() == Method::CONNECT {
+        if !FORWARDED_METHODS.contains(request.method()) {
             return Err(Failure::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "MethodNotAllowed",
-                "this proxy forwards requests to one origin; it does not tunnel",
+                "this proxy forwards the methods SP-API uses: GET, POST, PUT, PATCH and DELETE",
             ));
         }
         let (mut parts, incoming) = request.into_parts();
@@ -285,6 +303,15 @@ impl AppInner {
             .get(RESTRICTED_REPORT_HEADER)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true") || v == "1");
         parts.uri = upstream_uri(upstream, &parts.uri)?;
+        // Judged on the normalized path, the one that is sent.
+        if !self.allow_tokens_api && is_tokens_api(parts.uri.path()) {
+            return Err(Failure::new(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                "this proxy does not hand out tokens: restricted calls through it get theirs \
+                 (the operator may allow the Tokens API with --allow-tokens-api)",
+            ));
+        }
         strip_hop_by_hop(&mut parts.headers);
         for name in [header::HOST, SELLER_HEADER, RESTRICTED_REPORT_HEADER] {
             parts.headers.remove(name);

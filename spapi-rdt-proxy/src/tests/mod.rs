@@ -1910,3 +1910,111 @@ fn a_config_error_says_whether_the_file_or_a_setting_is_at_fault() {
     let err = Settings::load(&plain, Vec::new()).unwrap_err();
     assert!(matches!(err, crate::ConfigError::Invalid(_)), "{err:?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Issue 20: what a client must not be able to do through the proxy
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_blank_client_secret_refuses_to_start_instead_of_turning_authentication_off() {
+    for blank in ["", "   ", "\t"] {
+        let mut vars = app_vars();
+        vars.push(("SPAPI_PROXY_CLIENT_TOKEN".into(), blank.into()));
+        let refused = settings(&["--region", "eu"], vars).unwrap_err();
+        assert!(refused.contains("SPAPI_PROXY_CLIENT_TOKEN"), "{refused}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tokens_api_is_refused_unless_the_operator_allows_it() {
+    let emulator = emulator().await;
+    let proxy = proxy_to(&emulator).await;
+    let body = r#"{"restrictedResources":[{"method":"GET","path":"/orders/v0/orders/{orderId}/address"}]}"#;
+    let (parts, text) = proxy
+        .request(
+            Method::POST,
+            "/tokens/2021-03-01/restrictedDataToken",
+            &[("content-type", "application/json")],
+            full(body),
+        )
+        .await;
+    assert_eq!(parts.status, StatusCode::FORBIDDEN, "{text}");
+    assert!(!text.contains("Atz.sprdt"), "{text}");
+    assert_eq!(emulator.counters().token_calls, 0, "nothing reached Amazon");
+
+    // The operator may opt in.
+    let allowed = Running::start(settings_to(
+        &emulator.origin(),
+        &emulator,
+        &["--allow-tokens-api"],
+        &[],
+    ))
+    .await;
+    let (parts, text) = allowed
+        .request(
+            Method::POST,
+            "/tokens/2021-03-01/restrictedDataToken",
+            &[("content-type", "application/json")],
+            full(body),
+        )
+        .await;
+    assert_eq!(parts.status, StatusCode::OK, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_methods_sp_api_uses_are_forwarded() {
+    let emulator = emulator().await;
+    let proxy = proxy_to(&emulator).await;
+    let before = emulator.counters();
+    for method in ["TRACE", "OPTIONS", "PROPFIND"] {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let (parts, text) = proxy
+            .request(
+                method.clone(),
+                "/sellers/v1/marketplaceParticipations",
+                &[],
+                empty(),
+            )
+            .await;
+        assert_eq!(
+            parts.status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method}: {text}"
+        );
+    }
+    let after = emulator.counters();
+    assert_eq!(
+        after.lwa_calls, before.lwa_calls,
+        "no LWA token was even fetched"
+    );
+    assert_eq!(
+        after.unrestricted_calls, before.unrestricted_calls,
+        "nothing reached the upstream"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_upstream_call_shows_no_query_string() {
+    let emulator = emulator().await;
+    let dead = spapi_rdt_emulator_dead_origin().await;
+    let proxy = Running::start(settings_to(&dead, &emulator, &[], &[])).await;
+    let query = "MarketplaceIds=ATVPDKIKX0DER&BuyerEmail=jane.doe%40example.com";
+    // Unrestricted (the upstream call fails) and restricted (the token call fails first).
+    for (path, status) in [
+        ("/orders/2026-01-01/orders", StatusCode::BAD_GATEWAY),
+        ("/orders/v0/orders", StatusCode::SERVICE_UNAVAILABLE),
+    ] {
+        let (parts, text) = proxy.get(&format!("{path}?{query}"), &[]).await;
+        assert_eq!(parts.status, status, "{text}");
+        assert!(!text.contains("BuyerEmail"), "{text}");
+        assert!(!text.contains("jane.doe"), "{text}");
+    }
+}
+
+/// An origin on loopback where nothing listens.
+async fn spapi_rdt_emulator_dead_origin() -> Origin {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    Origin::parse(&format!("http://{addr}")).unwrap()
+}
