@@ -12,6 +12,7 @@ use std::sync::Arc;
 use http::HeaderMap;
 use http::header::{AUTHORIZATION, PROXY_AUTHORIZATION};
 use ipnet::IpNet;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 /// Shortest shared secret accepted: a short one could be guessed.
@@ -29,7 +30,9 @@ pub(crate) enum Denied {
 /// The configured client authentication; `Default` is none (loopback use only).
 #[derive(Clone, Default)]
 pub(crate) struct ClientAuth {
-    secret: Option<Arc<[u8]>>,
+    /// The SHA-256 digest of the bearer secret: a guess is compared digest to digest, so neither
+    /// its length nor its content shows in the time an answer takes.
+    secret: Option<Arc<[u8; 32]>>,
     networks: Arc<[IpNet]>,
 }
 
@@ -55,7 +58,7 @@ impl ClientAuth {
             Some(s) if !s.bytes().all(|b| b.is_ascii_graphic()) => {
                 return Err("the secret must be printable ASCII without spaces".to_owned());
             }
-            Some(s) => Some(Arc::from(s.as_bytes())),
+            Some(s) => Some(Arc::new(digest(s.as_bytes()))),
         };
         Ok(ClientAuth {
             secret,
@@ -83,11 +86,17 @@ impl ClientAuth {
         self.networks.is_empty() || self.networks.iter().any(|n| n.contains(&peer))
     }
 
-    /// Checks one request from `peer`.
+    /// Checks one request from `peer`: its network, then its secret.
+    #[cfg(test)]
     pub(crate) fn check(&self, peer: IpAddr, headers: &HeaderMap) -> Result<(), Denied> {
         if !self.admits_peer(peer) {
             return Err(Denied::Network);
         }
+        self.check_secret(headers)
+    }
+
+    /// Checks the bearer secret a request presents (none needed when none is set).
+    pub(crate) fn check_secret(&self, headers: &HeaderMap) -> Result<(), Denied> {
         let Some(secret) = &self.secret else {
             return Ok(());
         };
@@ -99,7 +108,7 @@ impl ClientAuth {
         // nothing about how much of a guess was right.
         let mut matched = subtle::Choice::from(0);
         for candidate in presented {
-            matched |= candidate.ct_eq(secret);
+            matched |= digest(candidate).ct_eq(&**secret);
         }
         if bool::from(matched) {
             Ok(())
@@ -109,6 +118,11 @@ impl ClientAuth {
     }
 }
 
+/// The SHA-256 digest of `bytes`.
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
 /// The credentials of a `Bearer` authorization value.
 fn bearer(value: &[u8]) -> Option<&[u8]> {
     let (scheme, rest) = value.split_at_checked(7)?;
@@ -116,4 +130,68 @@ fn bearer(value: &[u8]) -> Option<&[u8]> {
         return None;
     }
     Some(rest.trim_ascii())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn headers(pairs: &[(&http::HeaderName, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn the_secret_is_kept_and_compared_as_a_fixed_size_digest() {
+        let auth = ClientAuth::new(Some(SECRET), Vec::new()).unwrap();
+        // What a guess is compared with has the same size whatever the secret's length: the
+        // comparison cannot stop early at a length mismatch.
+        let kept = auth.secret.as_deref().unwrap();
+        assert_eq!(std::mem::size_of_val(kept), 32);
+        let longer = ClientAuth::new(Some(&SECRET.repeat(3)), Vec::new()).unwrap();
+        assert_eq!(std::mem::size_of_val(longer.secret.as_deref().unwrap()), 32);
+    }
+
+    #[test]
+    fn only_the_exact_secret_is_admitted() {
+        let auth = ClientAuth::new(Some(SECRET), Vec::new()).unwrap();
+        let peer: IpAddr = "127.0.0.1".parse().unwrap();
+        let bearer = |value: &str| format!("Bearer {value}");
+        assert!(
+            auth.check(peer, &headers(&[(&AUTHORIZATION, &bearer(SECRET))]))
+                .is_ok()
+        );
+        assert!(
+            auth.check(peer, &headers(&[(&PROXY_AUTHORIZATION, &bearer(SECRET))]))
+                .is_ok()
+        );
+        for guess in [
+            "",
+            "0123",
+            &SECRET[..31],
+            &format!("{SECRET}0"),
+            &SECRET.to_uppercase(),
+        ] {
+            assert_eq!(
+                auth.check(peer, &headers(&[(&AUTHORIZATION, &bearer(guess))])),
+                Err(Denied::Unauthenticated),
+                "{guess:?}"
+            );
+        }
+        // One right value among wrong ones is enough.
+        let both = headers(&[
+            (
+                &AUTHORIZATION,
+                &bearer("wrong-wrong-wrong-wrong-wrong-wrong"),
+            ),
+            (&PROXY_AUTHORIZATION, &bearer(SECRET)),
+        ]);
+        assert!(auth.check(peer, &both).is_ok());
+    }
 }

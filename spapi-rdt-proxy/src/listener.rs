@@ -71,6 +71,14 @@ pub async fn serve(
                 continue;
             }
         };
+        if !app.admits(peer.ip()) {
+            // Outside the allowed networks: closed before a byte is read (debug only: a refused
+            // network must not fill the log).
+            app.count_refused_connection();
+            tracing::debug!(peer = %peer.ip(), "connection from a refused network closed");
+            drop(stream);
+            continue;
+        }
         let app = app.clone();
         let requested = Arc::new(AtomicBool::new(false));
         let service = hyper::service::service_fn({

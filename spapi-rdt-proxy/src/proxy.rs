@@ -31,11 +31,11 @@ use crate::auth::ClientAuth;
 use crate::config::Settings;
 use crate::documents::{ClientMarked, ReportDocuments, ReportDocumentsLayer};
 use crate::failure::{Failure, ResponseBody};
-use crate::metrics::{Metrics, OperationNames};
+use crate::metrics::{Metrics, OperationNames, RefusalLabels};
 use crate::ops::{Ops, Readiness};
 use crate::reports::RestrictedDocuments;
 use crate::stack::{
-    CountRequests, CountRequestsLayer, OpsEndpoints, OpsEndpointsLayer, Peer, RequireClient,
+    Check, CountRequests, CountRequestsLayer, OpsEndpoints, OpsEndpointsLayer, Peer, RequireClient,
     RequireClientLayer,
 };
 use crate::upstream::{self, LwaSent, Upstream, strip_hop_by_hop};
@@ -66,7 +66,7 @@ pub(crate) const RESTRICTED_REPORT_HEADER: HeaderName =
 type Stack = ReportDocuments<RecoverStaleToken<RestrictedDataTokenService<Upstream>>>;
 
 /// The proxy's whole service: the [`stack`](crate::stack) over the forwarding service.
-type Served = OpsEndpoints<RequireClient<CountRequests<Forward>>>;
+type Served = RequireClient<OpsEndpoints<RequireClient<CountRequests<Forward>>>>;
 
 /// The proxy. Cloning is cheap; clones share everything.
 #[derive(Clone)]
@@ -94,6 +94,7 @@ struct AppInner {
     stack: Stack,
     auth: ClientAuth,
     allow_tokens_api: bool,
+    metrics: Arc<Metrics>,
     /// For tests that read what was learned.
     #[cfg(test)]
     documents: RestrictedDocuments,
@@ -161,10 +162,12 @@ impl App {
             names: Arc::new(OperationNames::new(layer.matcher())),
             matcher: layer.matcher().clone(),
         };
-        let require_client = RequireClientLayer {
+        let require = |check| RequireClientLayer {
             auth: settings.client_auth.clone(),
             metrics: Arc::clone(&metrics),
+            check,
         };
+        let (require_network, require_secret) = (require(Check::Network), require(Check::Secret));
         let inner = Arc::new(AppInner {
             upstream: settings.upstream.clone(),
             upstreams: settings
@@ -178,13 +181,15 @@ impl App {
             stack,
             auth: settings.client_auth.clone(),
             allow_tokens_api: settings.allow_tokens_api,
+            metrics: Arc::clone(&metrics),
             #[cfg(test)]
             documents,
         });
         let forward = Forward {
             inner: Arc::clone(&inner),
         };
-        let service = OpsEndpointsLayer { ops }.layer(require_client.layer(count.layer(forward)));
+        let service = require_network
+            .layer(OpsEndpointsLayer { ops }.layer(require_secret.layer(count.layer(forward))));
         Ok(App { inner, service })
     }
 
@@ -198,6 +203,20 @@ impl App {
     #[cfg(test)]
     pub(crate) fn layer(&self) -> &RestrictedDataTokenLayer {
         &self.inner.layer
+    }
+
+    /// Whether a connection from `peer` may send requests at all (its network is allowed).
+    pub(crate) fn admits(&self, peer: std::net::IpAddr) -> bool {
+        self.inner.auth.admits_peer(peer)
+    }
+
+    /// Counts a connection closed at accept for its network.
+    pub(crate) fn count_refused_connection(&self) {
+        self.inner
+            .metrics
+            .refused
+            .get_or_create(&RefusalLabels { reason: "network" })
+            .inc();
     }
 
     /// Answers one request from `peer`: the [`stack`](crate::stack) of operations endpoints, client

@@ -1,9 +1,13 @@
 //! The proxy as a stack of tower services, outermost first:
 //!
-//! 1. [`OpsEndpoints`]: `/healthz`, `/readyz` and `/metrics`, answered here;
-//! 2. [`RequireClient`]: client authentication and the allowed networks;
-//! 3. [`CountRequests`]: the `requests` metric, by operation and status;
-//! 4. the forwarding service ([`App`](crate::App)'s): the seller, the upstream URI and the LWA
+//! 1. [`RequireClient`] with [`Check::Network`]: a client outside the allowed networks gets
+//!    nothing, not even the operations endpoints (the listener already closes its connections at
+//!    accept; this guards a request that reaches the stack some other way);
+//! 2. [`OpsEndpoints`]: `/healthz`, `/readyz` and `/metrics`, answered here without the secret,
+//!    so that probes need none;
+//! 3. [`RequireClient`] with [`Check::Secret`]: the bearer secret, when one is set;
+//! 4. [`CountRequests`]: the `requests` metric, by operation and status;
+//! 5. the forwarding service ([`App`](crate::App)'s): the seller, the upstream URI and the LWA
 //!    token, over the report-document layer ([`documents`](crate::documents)) and the token stack.
 //!
 //! Every layer answers `Infallible`: a failure is an HTTP answer. The common path (a request
@@ -84,11 +88,21 @@ where
     }
 }
 
-/// Refuses clients that are not authenticated or not on an allowed network.
+/// What a [`RequireClient`] checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Check {
+    /// The client's address is on an allowed network.
+    Network,
+    /// The request presents the bearer secret.
+    Secret,
+}
+
+/// Refuses clients that are not on an allowed network, or not authenticated.
 #[derive(Clone)]
 pub(crate) struct RequireClientLayer {
     pub(crate) auth: ClientAuth,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) check: Check,
 }
 
 impl<S> Layer<S> for RequireClientLayer {
@@ -97,6 +111,7 @@ impl<S> Layer<S> for RequireClientLayer {
         RequireClient {
             auth: self.auth.clone(),
             metrics: Arc::clone(&self.metrics),
+            check: self.check,
             inner,
         }
     }
@@ -107,6 +122,7 @@ impl<S> Layer<S> for RequireClientLayer {
 pub(crate) struct RequireClient<S> {
     auth: ClientAuth,
     metrics: Arc<Metrics>,
+    check: Check,
     inner: S,
 }
 
@@ -130,7 +146,12 @@ where
             )
             .into_response())));
         };
-        let Err(denied) = self.auth.check(peer.ip(), request.headers()) else {
+        let checked = match self.check {
+            Check::Network if self.auth.admits_peer(peer.ip()) => Ok(()),
+            Check::Network => Err(Denied::Network),
+            Check::Secret => self.auth.check_secret(request.headers()),
+        };
+        let Err(denied) = checked else {
             return Either::Right(self.inner.call(request));
         };
         let (reason, failure) = match denied {
@@ -312,6 +333,7 @@ mod tests {
         let layer = RequireClientLayer {
             auth,
             metrics: metrics(),
+            check: Check::Network,
         };
         let refused = oneshot(layer.layer(inner.clone()), request("/x", "192.0.2.1:1")).await;
         assert_eq!(refused.status(), StatusCode::FORBIDDEN);

@@ -174,6 +174,17 @@ impl Running {
         read(response).await
     }
 
+    /// A GET that may get no HTTP answer at all (a connection closed at accept): the status, or
+    /// `None`.
+    async fn try_get(&self, path: &str) -> Option<StatusCode> {
+        let request = Request::get(self.url(path)).body(empty()).unwrap();
+        match tokio::time::timeout(PATIENCE, plain_client().request(request)).await {
+            Ok(Ok(response)) => Some(response.status()),
+            Ok(Err(_)) => None,
+            Err(_) => panic!("the proxy neither answered nor closed the connection"),
+        }
+    }
+
     /// A plain GET through the proxy: no token, only the given headers.
     async fn get(&self, path: &str, headers: &[(&str, &str)]) -> (http::response::Parts, String) {
         self.request(Method::GET, path, headers, empty()).await
@@ -1062,7 +1073,7 @@ async fn a_wrong_client_secret_gets_401_and_reaches_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_outside_the_allowed_networks_gets_403() {
+async fn a_client_outside_the_allowed_networks_gets_nothing_not_even_the_ops_endpoints() {
     let emulator = emulator().await;
     let proxy = Running::start(settings_to(
         &emulator.origin(),
@@ -1071,11 +1082,25 @@ async fn a_client_outside_the_allowed_networks_gets_403() {
         &[],
     ))
     .await;
-    let (parts, _) = proxy
-        .get("/sellers/v1/marketplaceParticipations", &[])
-        .await;
-    assert_eq!(parts.status, StatusCode::FORBIDDEN);
+    for path in [
+        "/sellers/v1/marketplaceParticipations",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ] {
+        // The connection is closed at accept: no HTTP answer at all.
+        assert_eq!(proxy.try_get(path).await, None, "{path}");
+    }
     assert_eq!(emulator.counters().lwa_calls, 0);
+    // The stack refuses such a request too, should one reach it another way.
+    let request = Request::get("/healthz")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = proxy
+        .app
+        .handle("127.0.0.1:9".parse().unwrap(), request)
+        .await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
 
     let inside = Running::start(settings_to(
         &emulator.origin(),
@@ -1088,6 +1113,7 @@ async fn a_client_outside_the_allowed_networks_gets_403() {
         .get("/sellers/v1/marketplaceParticipations", &[])
         .await;
     assert_eq!(parts.status, StatusCode::OK);
+    assert_eq!(inside.try_get("/healthz").await, Some(StatusCode::OK));
 }
 
 fn app_vars() -> Vec<(String, String)> {
