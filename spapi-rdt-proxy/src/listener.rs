@@ -22,6 +22,9 @@ use tokio::net::TcpListener;
 use crate::config::Settings;
 use crate::proxy::App;
 
+/// The least time between two "accept failed" warnings.
+const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(10);
+
 /// How serving ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Drained {
@@ -56,6 +59,7 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(timeouts.header);
+    let (mut accept_failures, mut last_accept_warning) = (0u64, None);
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -65,8 +69,16 @@ pub async fn serve(
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
-                // Out of file descriptors and the like: wait a little rather than spin.
-                tracing::warn!(error = %e, "accept failed");
+                // Out of file descriptors and the like: wait a little rather than spin, and say so
+                // at most once per ACCEPT_WARN_EVERY, with how many failures it stands for.
+                accept_failures += 1;
+                let due = last_accept_warning
+                    .is_none_or(|at: tokio::time::Instant| at.elapsed() >= ACCEPT_WARN_EVERY);
+                if due {
+                    tracing::warn!(error = %e, failures = accept_failures, "accept failed");
+                    accept_failures = 0;
+                    last_accept_warning = Some(tokio::time::Instant::now());
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }

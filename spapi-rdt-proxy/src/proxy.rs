@@ -50,6 +50,22 @@ const FORWARDED_METHODS: [Method; 5] = [
     Method::DELETE,
 ];
 
+/// The most of a path the log shows: a client's path is outside input, and the log volume must not
+/// follow it (a 64 KiB path would make a 64 KiB line a request).
+const LOGGED_PATH_MAX: usize = 256;
+
+/// `path`, cut to [`LOGGED_PATH_MAX`] bytes at a character boundary, saying how long it was.
+fn loggable_path(path: &str) -> String {
+    if path.len() <= LOGGED_PATH_MAX {
+        return path.to_owned();
+    }
+    let mut end = LOGGED_PATH_MAX;
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &path[..end], path.len())
+}
+
 /// Whether `path` is the Tokens API's: calls to it mint tokens a client could use elsewhere.
 fn is_tokens_api(path: &str) -> bool {
     const PREFIX: &str = "/tokens/";
@@ -272,8 +288,8 @@ impl AppInner {
     {
         let started = tokio::time::Instant::now();
         let method = request.method().clone();
-        // The path only: no query string, no header, no token in the log.
-        let path = request.uri().path().to_owned();
+        // The path only (no query string, no header, no token), and a bounded part of it.
+        let path = loggable_path(request.uri().path());
         match self.forward(request).await {
             Ok((seller, response)) => {
                 tracing::info!(
@@ -440,4 +456,21 @@ fn upstream_uri(upstream: &Origin, uri: &Uri) -> Result<Uri, Failure> {
         return Err(bad());
     }
     Ok(uri)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_logged_path_is_bounded_whatever_its_length() {
+        assert_eq!(loggable_path("/orders/v0/orders"), "/orders/v0/orders");
+        let long = format!("/{}", "é".repeat(40_000));
+        let logged = loggable_path(&long);
+        assert!(logged.len() < LOGGED_PATH_MAX + 32, "{}", logged.len());
+        assert!(
+            logged.ends_with(&format!("({} bytes)", long.len())),
+            "{logged}"
+        );
+    }
 }

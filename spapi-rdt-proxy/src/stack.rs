@@ -176,7 +176,8 @@ where
             .refused
             .get_or_create(&RefusalLabels { reason })
             .inc();
-        tracing::warn!(peer = %peer.ip(), reason, "client refused");
+        // Counted in `clients_refused`; logged at debug only, so that a client cannot fill the log.
+        tracing::debug!(peer = %peer.ip(), reason, "client refused");
         let mut response = failure.into_response();
         if denied == Denied::Unauthenticated {
             response
