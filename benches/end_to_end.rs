@@ -23,7 +23,7 @@
 //! bench asserts what the layer promises (every call served with personal data; the layer makes
 //! at most one token call per operation template, the bundle at most one per 50 generic
 //! operations; the per-call client got a token for every call), prints a table and leaves the figures under `end_to_end` in
-//! `target/criterion/spapi-rdt-extra.json` for `bench_report`, with the mode they were taken in.
+//! `target/criterion/spapi-rdt-extra.json` for `cargo xtask bench-report`, with the mode they were taken in.
 //!
 //! `--quick` (as in `cargo bench -- --quick`) runs [`QUICK_CALLS`] calls (just past the burst, so
 //! the per-call client still meets a 429 and waits), else [`FULL_CALLS`]. Without `--bench` (cargo

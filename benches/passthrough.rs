@@ -7,7 +7,7 @@
 //! - `set_request_header`: tower-http's `SetRequestHeaderLayer::overriding` over the same inner
 //!   service, for reference only: it inserts a header into every request, work that the layer does
 //!   not do for an unrestricted one, so it is not a baseline for the layer's pass-through cost
-//!   (`bench_report` judges the layer against `bare` alone).
+//!   (`cargo xtask bench-report` judges the layer against `bare` alone).
 // `criterion_group!` makes an undocumented public function; benches may unwrap.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
