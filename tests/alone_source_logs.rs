@@ -8,27 +8,28 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use support::capture;
-use support::spapi_mock;
-
 use capture::capture;
+use support::capture;
 
-use spapi_mock::*;
+use support::amazon::*;
 
 #[tokio::test]
 async fn logs_say_what_happened_without_secrets() {
     let (captured, _guard) = capture(tracing::Level::TRACE);
 
-    let server = Server::start().await;
+    let server = Amazon::start().await;
     let source = server.source();
-    server.script_tokens(Reply::errors(403, "Unauthorized", "denied"));
+    server.reply(Endpoint::Tokens, errors(403, "Unauthorized", "denied"));
     source.fetch(server.request()).await.unwrap();
-    server.script_tokens(Reply::json(
-        200,
-        json!({"restrictedDataToken": "Atz.sprdt|rdt-x"}),
-    ));
+    server.reply(
+        Endpoint::Tokens,
+        json_reply(200, json!({"restrictedDataToken": "Atz.sprdt|rdt-x"})),
+    );
     source.fetch(server.request()).await.unwrap();
-    server.script_lwa(Reply::json(400, json!({"error": "invalid_grant"})));
+    server.reply(
+        Endpoint::Lwa,
+        json_reply(400, json!({"error": "invalid_grant"})),
+    );
     source.invalidate_lwa_access_token(
         &SellerId::default(),
         &source.lwa_access_token(&SellerId::default()).await.unwrap(),
@@ -42,6 +43,5 @@ async fn logs_say_what_happened_without_secrets() {
     assert!(logs.contains("seller=default"), "{logs}");
     assert!(logs.contains("status=403"), "{logs}");
     assert!(logs.contains("assuming one hour"), "{logs}");
-    assert_no_secret(&logs);
-    assert!(!logs.contains(CLIENT_SECRET) && !logs.contains(REFRESH_TOKEN));
+    server.assert_no_secret(&logs);
 }

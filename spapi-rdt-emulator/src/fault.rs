@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use http::StatusCode;
+use axum::body::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 /// Which requests an injected [`Fault`] applies to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -42,6 +44,63 @@ pub enum Fault {
     ExpiresIn(Option<i64>),
     /// Send the status line, the headers and part of the body, then abort the connection.
     DropConnection,
+    /// Answer with exactly this, whatever the endpoint would have answered: for what the emulator
+    /// never says by itself (an `expiresIn` of the wrong type, a `Retry-After`, an error body of a
+    /// proxy in between).
+    Reply(CannedReply),
+}
+
+/// A whole answer, sent as it is by [`Fault::Reply`].
+///
+/// ```
+/// use http::StatusCode;
+/// use http::header::{HeaderValue, RETRY_AFTER};
+/// use spapi_rdt_emulator::{CannedReply, Fault};
+///
+/// let throttled = CannedReply::json(
+///     StatusCode::TOO_MANY_REQUESTS,
+///     &serde_json::json!({"errors": [{"code": "QuotaExceeded", "message": "slow down"}]}),
+/// )
+/// .header(RETRY_AFTER, HeaderValue::from_static("7"));
+/// let fault = Fault::Reply(throttled);
+/// # let _ = fault;
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CannedReply {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+}
+
+impl CannedReply {
+    /// An answer with `status` and `body` as it is, labelled `content-type: application/json`
+    /// (whether or not it is JSON, as a misbehaving server would).
+    pub fn new(status: StatusCode, body: impl Into<Bytes>) -> Self {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        CannedReply {
+            status,
+            headers,
+            body: body.into(),
+        }
+    }
+
+    /// An answer with `status` and `body` serialized.
+    pub fn json(status: StatusCode, body: &serde_json::Value) -> Self {
+        CannedReply::new(status, body.to_string())
+    }
+
+    /// Adds a header to the answer (a second value of a name already set is added, not replaced).
+    #[must_use]
+    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.append(name, value);
+        self
+    }
+
+    /// The status the answer has.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
 }
 
 /// Where a request went, as far as faults and counters care.
@@ -55,7 +114,7 @@ pub(crate) enum Target {
 }
 
 impl Endpoint {
-    fn covers(self, target: Target) -> bool {
+    pub(crate) fn covers(self, target: Target) -> bool {
         match self {
             Endpoint::Any => true,
             Endpoint::Lwa => target == Target::Lwa,

@@ -1,4 +1,4 @@
-//! An in-process SP-API emulator for tests and examples (feature `testing`).
+//! An in-process SP-API emulator for tests and examples.
 //!
 //! [`Emulator`] is an HTTP/1 server on `127.0.0.1` (an ephemeral port, on the current tokio
 //! runtime) that answers like Amazon on everything this crate touches, all on one origin:
@@ -25,8 +25,9 @@
 //!   need an LWA access token; an RDT gets 403.
 //!
 //! Every authenticated answer names the seller whose token was used in `x-emulator-seller`.
-//! Faults ([`Fault`]) can be injected for the next requests to an endpoint, and [`Counters`] tell
-//! what the emulator saw. Dropping the [`Emulator`] stops the server.
+//! Faults ([`Fault`], a whole [`CannedReply`] among them) can be injected for the next requests to
+//! an endpoint; [`Counters`] tell what the emulator saw and answered, and
+//! [`Emulator::requests`] what it was sent. Dropping the [`Emulator`] stops the server.
 //!
 //! ```
 //! use spapi_rdt_emulator::{Emulator, EmulatorConfig};
@@ -52,6 +53,7 @@ mod config;
 mod fault;
 mod lwa;
 mod reply;
+mod seen;
 mod server;
 mod state;
 mod tokens;
@@ -65,7 +67,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub use config::EmulatorConfig;
-pub use fault::{Endpoint, Fault};
+pub use fault::{CannedReply, Endpoint, Fault};
+pub use seen::SeenRequest;
 pub use state::Counters;
 
 use fault::Rule;
@@ -213,6 +216,35 @@ impl Emulator {
     pub fn clear_faults(&self) {
         self.shared.lock().faults.clear();
     }
+
+    /// The requests received at `endpoint`, oldest first, from the last
+    /// [`REQUEST_LOG_CAPACITY`](Self::REQUEST_LOG_CAPACITY) requests of all endpoints.
+    ///
+    /// ```
+    /// # use spapi_rdt_emulator::{Emulator, Endpoint};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// let emulator = Emulator::start().await?;
+    /// // ... a client under test calls LWA ...
+    /// for request in emulator.requests(Endpoint::Lwa) {
+    ///     assert_eq!(request.form_field("grant_type").as_deref(), Some("refresh_token"));
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn requests(&self, endpoint: Endpoint) -> Vec<SeenRequest> {
+        let inner = self.shared.lock();
+        inner
+            .seen
+            .iter()
+            .filter(|r| r.went_to(endpoint))
+            .cloned()
+            .collect()
+    }
+
+    /// How many requests [`requests`](Self::requests) remembers, over all endpoints; the oldest are
+    /// forgotten first, so the log's memory is bounded however long the emulator runs.
+    pub const REQUEST_LOG_CAPACITY: usize = state::REQUEST_LOG_CAPACITY;
 
     /// A snapshot of the counters.
     pub fn counters(&self) -> Counters {

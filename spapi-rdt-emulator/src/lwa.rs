@@ -128,7 +128,7 @@ fn invalid_request(description: &str) -> Response {
 
 /// Decodes an `application/x-www-form-urlencoded` body; `None` when it is not valid UTF-8 after
 /// decoding or holds a broken percent escape.
-fn parse_form(body: &[u8]) -> Option<Vec<(String, String)>> {
+pub(crate) fn parse_form(body: &[u8]) -> Option<Vec<(String, String)>> {
     let mut pairs = Vec::new();
     for part in body.split(|b| *b == b'&').filter(|p| !p.is_empty()) {
         let mut kv = part.splitn(2, |b| *b == b'=');

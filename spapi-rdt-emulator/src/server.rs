@@ -15,6 +15,7 @@ use super::fault::{Fault, Target};
 use super::reply::{
     ACCESS_TOKEN, LWA_PATH, TOKENS_PATH, json_response, oauth_error, raw_json, sp_error,
 };
+use super::seen::SeenRequest;
 use super::state::Shared;
 use super::{lwa, tokens};
 
@@ -62,6 +63,7 @@ pub(crate) async fn handle(
     };
     let target = route.target();
     count_request(&shared, target, &headers);
+    shared.record(SeenRequest::new(target, &method, &uri, &headers, &body));
 
     let plan = shared.take_faults(target);
     if let Some(delay) = plan.delay {
@@ -187,6 +189,12 @@ fn render_fault(shared: &Shared, target: Target, fault: &Fault) -> Response {
             response
                 .headers_mut()
                 .insert(CONTENT_LENGTH, HeaderValue::from_static("512"));
+            response
+        }
+        Fault::Reply(canned) => {
+            let mut response = Response::new(Body::from(canned.body.clone()));
+            *response.status_mut() = canned.status;
+            *response.headers_mut() = canned.headers.clone();
             response
         }
         // Handled before rendering: a delay is waited out, an `expiresIn` goes to the endpoint.

@@ -1,6 +1,6 @@
 //! The emulator's shared state: sellers, issued tokens, rate limits, denials, faults and counters.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use super::config::EmulatorConfig;
 use super::fault::{self, Plan, Rule, Target};
+use super::seen::SeenRequest;
 use spapi_rdt::catalog::{DataElements, OperationId, PathKind};
 use spapi_rdt::matcher::Matcher;
 
@@ -136,7 +137,12 @@ pub(crate) struct Inner {
     pub(crate) target_applications: Vec<String>,
     pub(crate) faults: Vec<Rule>,
     pub(crate) counters: Counters,
+    /// The last [`REQUEST_LOG_CAPACITY`] requests, oldest first.
+    pub(crate) seen: VecDeque<SeenRequest>,
 }
+
+/// How many requests the log keeps; older ones are forgotten.
+pub(crate) const REQUEST_LOG_CAPACITY: usize = 1024;
 
 /// State shared by the server task and the [`Emulator`](super::Emulator) handle.
 pub(crate) struct Shared {
@@ -161,6 +167,7 @@ impl Shared {
             target_applications: config.target_applications.clone(),
             faults: Vec::new(),
             counters: Counters::default(),
+            seen: VecDeque::new(),
         };
         for (seller, refresh) in &config.sellers {
             inner.add_seller(seller, refresh);
@@ -184,6 +191,15 @@ impl Shared {
         let plan = fault::take(&mut inner.faults, target);
         inner.counters.faults_injected += plan.count();
         plan
+    }
+
+    /// Adds a request to the log, forgetting the oldest past [`REQUEST_LOG_CAPACITY`].
+    pub(crate) fn record(&self, request: SeenRequest) {
+        let mut inner = self.lock();
+        if inner.seen.len() >= REQUEST_LOG_CAPACITY {
+            inner.seen.pop_front();
+        }
+        inner.seen.push_back(request);
     }
 
     /// The Tokens API's `x-amzn-RateLimit-Limit` value.

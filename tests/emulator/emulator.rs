@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{Value, json};
 use spapi_rdt::catalog::DataElement;
-use spapi_rdt_emulator::{Emulator, EmulatorConfig, Endpoint, Fault};
+use spapi_rdt_emulator::{CannedReply, Emulator, EmulatorConfig, Endpoint, Fault};
 
 const TOKENS: &str = "/tokens/2021-03-01/restrictedDataToken";
 const SANDBOX_TARGET: &str = "amzn1.sellerapps.app.target-application";
@@ -1233,6 +1233,109 @@ async fn injected_bad_bodies_reach_the_client() {
         StatusCode::OK
     );
     assert_eq!(em.counters().faults_injected, 6);
+}
+
+#[tokio::test]
+async fn canned_replies_are_sent_as_they_are_in_order() {
+    let em = Emulator::start().await.unwrap();
+    let access = access_token(&em, "default").await;
+    let request = json!({ "restrictedResources": [{ "method": "GET", "path": "/orders/v0/orders/{orderId}/address" }] });
+    em.inject(
+        Endpoint::Tokens,
+        Fault::Reply(
+            CannedReply::json(
+                http::StatusCode::TOO_MANY_REQUESTS,
+                &json!({"errors": [{"code": "QuotaExceeded", "message": "first"}]}),
+            )
+            .header(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("7"),
+            ),
+        ),
+        1,
+    );
+    em.inject(
+        Endpoint::Tokens,
+        Fault::Reply(CannedReply::new(
+            http::StatusCode::OK,
+            "<html>second</html>",
+        )),
+        1,
+    );
+    let first = token_call(&em, &access, &request).await;
+    assert_eq!(first.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&first, "retry-after"), Some("7"));
+    assert_eq!(
+        first.json::<Value>().await.unwrap()["errors"][0]["message"],
+        "first"
+    );
+    let second = token_call(&em, &access, &request).await;
+    assert_eq!(second.status(), StatusCode::OK);
+    assert_eq!(header(&second, "content-type"), Some("application/json"));
+    assert_eq!(second.text().await.unwrap(), "<html>second</html>");
+    // Used up: the Tokens API answers for itself again.
+    let third: Value = token_call(&em, &access, &request)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(third["restrictedDataToken"].is_string(), "{third}");
+    let counters = em.counters();
+    assert_eq!(
+        (
+            counters.throttled,
+            counters.faults_injected,
+            counters.rdts_issued
+        ),
+        (1, 2, 1)
+    );
+}
+
+#[tokio::test]
+async fn the_request_log_tells_what_was_sent_within_a_bound() {
+    let em = Emulator::start().await.unwrap();
+    let access = access_token(&em, "default").await;
+    let request = json!({ "restrictedResources": [{ "method": "GET", "path": "/orders/v0/orders/{orderId}/address" }] });
+    token_call(&em, &access, &request).await;
+    get(&em, "/sellers/v1/marketplaceParticipations?x=1", &access).await;
+
+    let lwa = em.requests(Endpoint::Lwa);
+    assert_eq!(lwa.len(), 1);
+    assert_eq!(lwa[0].method(), http::Method::POST);
+    assert_eq!(
+        lwa[0].form_field("grant_type").as_deref(),
+        Some("refresh_token")
+    );
+    assert_eq!(
+        lwa[0].form_field("client_id").as_deref(),
+        Some(em.client_id())
+    );
+    assert_eq!(lwa[0].form_field("nothing"), None);
+    let tokens = em.requests(Endpoint::Tokens);
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(tokens[0].json(), Some(request));
+    assert_eq!(tokens[0].access_token(), Some(access.as_str()));
+    assert_eq!(tokens[0].uri().path(), TOKENS);
+    let unrestricted = em.requests(Endpoint::Unrestricted);
+    assert_eq!(unrestricted[0].uri().query(), Some("x=1"));
+    assert!(unrestricted[0].body().is_empty());
+    assert_eq!(em.requests(Endpoint::Any).len(), 3);
+    assert!(em.requests(Endpoint::Restricted).is_empty());
+    // Its Debug names no token or secret.
+    let shown = format!("{:?}", em.requests(Endpoint::Any));
+    assert!(
+        !shown.contains(&access) && !shown.contains(em.client_secret()),
+        "{shown}"
+    );
+
+    // However many requests come, the log keeps the last ones only.
+    let url = em.url("/nowhere");
+    for _ in 0..Emulator::REQUEST_LOG_CAPACITY {
+        client().get(&url).send().await.unwrap();
+    }
+    let all = em.requests(Endpoint::Any);
+    assert_eq!(all.len(), Emulator::REQUEST_LOG_CAPACITY);
+    assert!(all.iter().all(|r| r.uri().path() == "/nowhere"));
 }
 
 async fn token_call_raw(em: &Emulator, access: &str, body: &Value) -> reqwest::Result<Response> {

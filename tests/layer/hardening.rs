@@ -2,16 +2,17 @@
 //! for long, or leak a secret.
 
 use crate::support::common;
-use crate::support::spapi_mock;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::support::amazon::{
+    Amazon, Endpoint, HeaderValue, RETRY_AFTER, errors, json, json_reply,
+};
 use common::{echo_token, get};
 use http::StatusCode;
 use proptest::prelude::*;
-use spapi_mock::{CLIENT_SECRET, Reply, Server, json};
 use spapi_rdt::{
     BoxError, IssuedToken, RestrictedDataTokenLayer, SecretToken, SellerId, TokenQuota,
     TokenRequest, error::BuildError, error::Error, error::SourceError, source_fn,
@@ -55,17 +56,20 @@ fn throttled(retry_after: Duration) -> (impl spapi_rdt::TokenSource, Arc<AtomicU
 
 #[tokio::test]
 async fn a_429_with_a_retry_after_of_u64_max_is_remembered_not_a_panic() {
-    let server = Server::start().await;
-    server.script_tokens(
-        Reply::errors(429, "QuotaExceeded", "You exceeded your quota")
-            .header("retry-after", "18446744073709551615"),
+    let server = Amazon::start().await;
+    server.reply(
+        Endpoint::Tokens,
+        errors(429, "QuotaExceeded", "You exceeded your quota").header(
+            RETRY_AFTER,
+            HeaderValue::from_static("18446744073709551615"),
+        ),
     );
     let layer = RestrictedDataTokenLayer::builder(server.source())
         .allow_origin(server.origin())
         .max_attempts(1)
         .build()
         .unwrap();
-    let url = |path: &str| format!("http://127.0.0.1:{}{path}", server.port);
+    let url = |path: &str| server.emulator.url(path);
     let request = || http::Request::get(url(ADDRESS)).body(()).unwrap();
     let first = layer_error(layer.layer(echo_token()).oneshot(request()).await);
     let source = first
@@ -235,7 +239,7 @@ fn http_date(at: std::time::SystemTime) -> String {
 
 #[tokio::test]
 async fn retry_after_is_read_in_both_forms_and_garbage_is_ignored() {
-    let server = Server::start().await;
+    let server = Amazon::start().await;
     let source = server.source();
     let in_ten_minutes = std::time::SystemTime::now() + Duration::from_secs(600);
     for (value, expected) in [
@@ -244,8 +248,10 @@ async fn retry_after_is_read_in_both_forms_and_garbage_is_ignored() {
         ("soon".to_owned(), None),
         ("18446744073709551616".to_owned(), None),
     ] {
-        server.script_tokens(
-            Reply::errors(429, "QuotaExceeded", "slow down").header("retry-after", &value),
+        server.reply(
+            Endpoint::Tokens,
+            errors(429, "QuotaExceeded", "slow down")
+                .header(RETRY_AFTER, HeaderValue::from_str(&value).unwrap()),
         );
         let err = spapi_rdt::TokenSource::fetch(&source, server.request())
             .await
@@ -261,16 +267,20 @@ async fn retry_after_is_read_in_both_forms_and_garbage_is_ignored() {
 
 #[tokio::test]
 async fn a_secret_straddling_the_message_limit_is_scrubbed_whole() {
-    let server = Server::start().await;
+    let server = Amazon::start().await;
+    let secret = server.emulator.client_secret().to_owned();
     for pad in 480..500 {
-        server.script_lwa(Reply::json(
-            401,
-            json!({"error": "invalid_client",
-                   "error_description": format!("{}{CLIENT_SECRET}", "x".repeat(pad))}),
-        ));
+        server.reply(
+            Endpoint::Lwa,
+            json_reply(
+                401,
+                json!({"error": "invalid_client",
+                       "error_description": format!("{}{secret}", "x".repeat(pad))}),
+            ),
+        );
     }
     let source = server.source();
-    let prefix = &CLIENT_SECRET[..5];
+    let prefix = &secret[..5];
     for _ in 480..500 {
         let err = spapi_rdt::TokenSource::fetch(&source, server.request())
             .await

@@ -1,14 +1,15 @@
-//! `SpApiTokenSource` against scripted LWA and Tokens API servers on 127.0.0.1.
+//! `SpApiTokenSource` against the emulator's LWA and Tokens API on 127.0.0.1, with canned answers
+//! for what the emulator does not say by itself.
 #![cfg(feature = "reqwest")]
 
-use crate::support::spapi_mock;
-
-#[allow(unused_imports)]
-use spapi_mock::*;
+use crate::support::amazon::*;
 
 #[tokio::test]
 async fn request_shape_headers_and_lwa_form() {
-    let server = Server::start().await;
+    let server = Amazon::start().await;
+    server
+        .emulator
+        .register_target_application("amzn1.sellerapps.app.delegatee");
     let source = server.source();
     let request = TokenRequest::new(
         SellerId::default(),
@@ -29,36 +30,42 @@ async fn request_shape_headers_and_lwa_form() {
         ],
     );
     let issued = source.fetch(request.clone()).await.unwrap();
-    assert_eq!(issued.token().expose(), "Atz.sprdt|rdt-1");
+    assert!(issued.token().expose().starts_with("Atz.sprdt|"));
     assert_eq!(issued.expires_in(), Duration::from_secs(3600));
+    assert_eq!(server.emulator.counters().rdts_issued, 1);
 
     let seen = server.token_requests();
     assert_eq!(seen.len(), 1);
     assert_eq!(
-        seen[0].body,
+        seen[0].json().unwrap(),
         json!({"restrictedResources": [
             {"method": "GET", "path": "/orders/v0/orders/{orderId}",
              "dataElements": ["buyerInfo", "shippingAddress"]},
             {"method": "GET", "path": "/orders/v0/orders/{orderId}/address"},
         ]})
     );
-    assert_eq!(seen[0].headers["x-amz-access-token"], "Atza|lwa-1");
-    assert_eq!(seen[0].headers["content-type"], "application/json");
+    assert!(seen[0].access_token().unwrap().starts_with("Atza|"));
+    assert_eq!(seen[0].headers()["content-type"], "application/json");
 
-    let forms = server.mock.lwa_forms.lock().unwrap().clone();
+    let forms = server.emulator.requests(Endpoint::Lwa);
     assert_eq!(forms.len(), 1);
-    let (headers, form) = &forms[0];
-    assert_eq!(headers["content-type"], "application/x-www-form-urlencoded");
-    let expected: HashMap<String, String> = [
+    assert_eq!(
+        forms[0].headers()["content-type"],
+        "application/x-www-form-urlencoded"
+    );
+    let mut form = forms[0].form().unwrap();
+    form.sort();
+    let mut expected: Vec<(String, String)> = [
         ("grant_type", "refresh_token"),
-        ("refresh_token", REFRESH_TOKEN),
-        ("client_id", CLIENT_ID),
-        ("client_secret", CLIENT_SECRET),
+        ("refresh_token", "Atzr|emulator-default"),
+        ("client_id", server.emulator.client_id()),
+        ("client_secret", server.emulator.client_secret()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
-    assert_eq!(form, &expected);
+    expected.sort();
+    assert_eq!(form, expected);
 
     // With a target application, and only then, the body names it.
     source
@@ -67,21 +74,21 @@ async fn request_shape_headers_and_lwa_form() {
         .unwrap();
     let seen = server.token_requests();
     assert_eq!(
-        seen[1].body["targetApplication"],
+        seen[1].json().unwrap()["targetApplication"],
         "amzn1.sellerapps.app.delegatee"
     );
-    assert!(seen[0].body.get("targetApplication").is_none());
+    assert!(seen[0].json().unwrap().get("targetApplication").is_none());
     // The LWA token was reused.
     assert_eq!(server.lwa_calls(), 1);
 }
 
 #[tokio::test]
 async fn success_shapes_and_expires_in_rules() {
-    let server = Server::start().await;
+    let server = Amazon::start().await;
     let source = server.source();
-    let ok = |body: Value| Reply::json(200, body);
+    let ok = |body: Value| json_reply(200, body);
     // (answer, expected lifetime or None for a transient error)
-    let cases: Vec<(Reply, Option<Duration>)> = vec![
+    let cases: Vec<(CannedReply, Option<Duration>)> = vec![
         (
             ok(json!({"restrictedDataToken": "Atz.sprdt|rdt-a", "expiresIn": 1800})),
             Some(Duration::from_secs(1800)),
@@ -115,11 +122,11 @@ async fn success_shapes_and_expires_in_rules() {
             None,
         ),
         (ok(json!({"expiresIn": 3600})), None),
-        (Reply::raw(200, "<html>not json</html>"), None),
+        (raw_reply(200, "<html>not json</html>"), None),
     ];
     for (reply, expected) in cases {
-        let shown = reply.body.clone();
-        server.script_tokens(reply);
+        let shown = format!("{reply:?}");
+        server.reply(Endpoint::Tokens, reply);
         let result = source.fetch(server.request()).await;
         match expected {
             Some(life) => {
@@ -131,7 +138,7 @@ async fn success_shapes_and_expires_in_rules() {
                 let err = result.expect_err(&shown);
                 assert_eq!(err.kind(), ErrorKind::Transient, "{shown}: {err}");
                 assert_eq!(err.status(), Some(http::StatusCode::OK), "{shown}");
-                assert_no_secret(&format!("{err} {err:?}"));
+                server.assert_no_secret(&format!("{err} {err:?}"));
             }
         }
     }
@@ -139,17 +146,17 @@ async fn success_shapes_and_expires_in_rules() {
 
 #[tokio::test]
 async fn error_statuses_map_to_kinds_codes_and_cures() {
-    let server = Server::start().await;
+    let server = Amazon::start().await;
     let source = server.source();
     struct Case {
-        reply: Reply,
+        reply: CannedReply,
         kind: ErrorKind,
         code: Option<&'static str>,
         cure: Option<&'static str>,
         message: Option<&'static str>,
         retry_after: Option<Duration>,
     }
-    let case = |reply: Reply, kind, code| Case {
+    let case = |reply: CannedReply, kind, code| Case {
         reply,
         kind,
         code,
@@ -162,7 +169,7 @@ async fn error_statuses_map_to_kinds_codes_and_cures() {
             cure: Some("authorize the application again"),
             message: Some("[buyerInfo]"),
             ..case(
-                Reply::errors(
+                errors(
                     400,
                     "InvalidInput",
                     "Application does not have access to one or more requested data elements: [buyerInfo]",
@@ -172,18 +179,18 @@ async fn error_statuses_map_to_kinds_codes_and_cures() {
             )
         },
         case(
-            Reply::errors(400, "InvalidRequest", "Invalid method"),
+            errors(400, "InvalidRequest", "Invalid method"),
             ErrorKind::Permanent,
             Some("InvalidRequest"),
         ),
-        case(Reply::raw(404, ""), ErrorKind::Permanent, None),
+        case(raw_reply(404, ""), ErrorKind::Permanent, None),
         case(
-            Reply::errors(415, "UnsupportedMediaType", "no"),
+            errors(415, "UnsupportedMediaType", "no"),
             ErrorKind::Permanent,
             Some("UnsupportedMediaType"),
         ),
         case(
-            Reply::errors(
+            errors(
                 429,
                 "QuotaExceeded",
                 "You exceeded your quota for the requested resource.",
@@ -194,30 +201,31 @@ async fn error_statuses_map_to_kinds_codes_and_cures() {
         Case {
             retry_after: Some(Duration::from_secs(7)),
             ..case(
-                Reply::errors(429, "QuotaExceeded", "slow down").header("retry-after", "7"),
+                errors(429, "QuotaExceeded", "slow down")
+                    .header(RETRY_AFTER, HeaderValue::from_static("7")),
                 ErrorKind::Transient,
                 Some("QuotaExceeded"),
             )
         },
         case(
-            Reply::errors(500, "InternalFailure", "oops"),
+            errors(500, "InternalFailure", "oops"),
             ErrorKind::Transient,
             Some("InternalFailure"),
         ),
         case(
-            Reply::errors(503, "ServiceUnavailable", "later"),
+            errors(503, "ServiceUnavailable", "later"),
             ErrorKind::Transient,
             Some("ServiceUnavailable"),
         ),
         case(
-            Reply::raw(502, "<html>bad gateway</html>"),
+            raw_reply(502, "<html>bad gateway</html>"),
             ErrorKind::Transient,
             None,
         ),
     ];
     for c in cases {
-        let status = c.reply.status;
-        server.script_tokens(c.reply);
+        let status = c.reply.status().as_u16();
+        server.reply(Endpoint::Tokens, c.reply);
         let err = source.fetch(server.request()).await.unwrap_err();
         assert_eq!(err.kind(), c.kind, "{status}: {err}");
         assert_eq!(err.status().map(|s| s.as_u16()), Some(status), "{err}");
@@ -230,7 +238,7 @@ async fn error_statuses_map_to_kinds_codes_and_cures() {
         if let Some(message) = c.message {
             assert!(err.message().contains(message), "{err}");
         }
-        assert_no_secret(&format!("{err} {err:?}"));
+        server.assert_no_secret(&format!("{err} {err:?}"));
     }
     // No error ever retried, and the LWA token served every call.
     assert_eq!(server.token_calls(), 9);
@@ -239,30 +247,39 @@ async fn error_statuses_map_to_kinds_codes_and_cures() {
 
 #[tokio::test]
 async fn a_refused_lwa_token_is_replaced_and_the_call_retried_once() {
-    let server = Server::start().await;
+    let server = Amazon::start().await;
     let source = server.source();
-    server.script_tokens(Reply::errors(
-        403,
-        "Unauthorized",
-        "Access to requested resource is denied.",
-    ));
+    server.reply(
+        Endpoint::Tokens,
+        errors(
+            403,
+            "Unauthorized",
+            "Access to requested resource is denied.",
+        ),
+    );
     let issued = source.fetch(server.request()).await.unwrap();
-    assert_eq!(issued.token().expose(), "Atz.sprdt|rdt-2");
+    assert!(issued.token().expose().starts_with("Atz.sprdt|"));
+    assert_eq!(server.emulator.counters().rdts_issued, 1);
     assert_eq!(server.lwa_calls(), 2);
-    assert_eq!(server.access_tokens_sent(), ["Atza|lwa-1", "Atza|lwa-2"]);
+    let sent = server.access_tokens_sent();
+    assert_eq!(sent.len(), 2);
+    assert_ne!(sent[0], sent[1], "the retry used a new LWA token");
 
     // The new LWA token is cached for the next fetch.
     source.fetch(server.request()).await.unwrap();
     assert_eq!(server.lwa_calls(), 2);
-    assert_eq!(server.access_tokens_sent()[2], "Atza|lwa-2");
+    assert_eq!(server.access_tokens_sent()[2], sent[1]);
 }
 
 #[tokio::test]
 async fn a_second_refusal_is_permanent_after_exactly_one_retry() {
-    let server = Server::start().await;
+    let server = Amazon::start().await;
     let source = server.source();
-    server.script_tokens(Reply::errors(401, "Unauthorized", "denied"));
-    server.script_tokens(Reply::errors(403, "Unauthorized", "denied again"));
+    server.reply(Endpoint::Tokens, errors(401, "Unauthorized", "denied"));
+    server.reply(
+        Endpoint::Tokens,
+        errors(403, "Unauthorized", "denied again"),
+    );
     let err = source.fetch(server.request()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Permanent);
     assert_eq!(err.status(), Some(http::StatusCode::FORBIDDEN));
@@ -272,16 +289,17 @@ async fn a_second_refusal_is_permanent_after_exactly_one_retry() {
     assert!(err.message().contains("denied again"));
     assert_eq!(server.token_calls(), 2);
     assert_eq!(server.lwa_calls(), 2);
-    assert_eq!(server.access_tokens_sent(), ["Atza|lwa-1", "Atza|lwa-2"]);
+    let sent = server.access_tokens_sent();
+    assert_ne!(sent[0], sent[1], "the retry used a new LWA token");
 }
 
 #[tokio::test]
 async fn a_refused_retry_fails_with_the_lwa_error_when_lwa_fails() {
-    let server = Server::start().await;
+    let server = Amazon::start().await;
     let source = server.source();
     source.fetch(server.request()).await.unwrap();
-    server.script_tokens(Reply::errors(403, "Unauthorized", "denied"));
-    server.script_lwa(Reply::json(
+    server.reply(Endpoint::Tokens, errors(403, "Unauthorized", "denied"));
+    server.reply(Endpoint::Lwa, json_reply(
         400,
         json!({"error": "invalid_grant", "error_description": "The request has an invalid grant parameter : refresh_token"}),
     ));
@@ -293,8 +311,11 @@ async fn a_refused_retry_fails_with_the_lwa_error_when_lwa_fails() {
 
 #[tokio::test]
 async fn concurrent_fetches_for_one_seller_make_one_lwa_call() {
-    let server = Server::start().await;
-    *server.mock.lwa_delay.lock().unwrap() = Duration::from_millis(300);
+    let server = Amazon::start().await;
+    // Every fetch starts while the first LWA call is in flight.
+    server
+        .emulator
+        .inject(Endpoint::Lwa, Fault::Delay(Duration::from_millis(300)), 1);
     let source = server.source();
     let fetches = (0..8).map(|i| {
         let request = TokenRequest::new(
@@ -312,42 +333,36 @@ async fn concurrent_fetches_for_one_seller_make_one_lwa_call() {
     assert!(results.iter().all(Result::is_ok));
     assert_eq!(server.lwa_calls(), 1);
     assert_eq!(server.token_calls(), 8);
-    assert!(
-        server
-            .access_tokens_sent()
-            .iter()
-            .all(|t| t == "Atza|lwa-1")
-    );
+    let sent = server.access_tokens_sent();
+    assert!(sent.iter().all(|t| *t == sent[0]), "one LWA token for all");
 }
 
 #[tokio::test]
 async fn a_short_lived_lwa_token_is_refreshed_at_half_life() {
-    let server = Server::start().await;
+    let server = Amazon::start().await;
     let source = server.source();
     // A 4 s token with the default 5 min margin: refreshed after 2 s, not on every call.
-    server.script_lwa(Reply::json(
-        200,
-        json!({"access_token": "Atza|lwa-short", "token_type": "bearer", "expires_in": 4}),
-    ));
+    server
+        .emulator
+        .inject(Endpoint::Lwa, Fault::ExpiresIn(Some(4)), 1);
     source.fetch(server.request()).await.unwrap();
     source.fetch(server.request()).await.unwrap();
     assert_eq!(server.lwa_calls(), 1);
     tokio::time::sleep(Duration::from_millis(2300)).await;
     source.fetch(server.request()).await.unwrap();
     assert_eq!(server.lwa_calls(), 2);
-    assert_eq!(
-        server.access_tokens_sent(),
-        ["Atza|lwa-short", "Atza|lwa-short", "Atza|lwa-2"]
-    );
+    let sent = server.access_tokens_sent();
+    assert_eq!(sent[0], sent[1]);
+    assert_ne!(sent[1], sent[2], "refreshed at half life");
 }
 
 #[tokio::test]
 async fn lwa_errors_are_mapped() {
-    let server = Server::start().await;
+    let server = Amazon::start().await;
     let source = server.source();
     let cases = [
         (
-            Reply::json(
+            json_reply(
                 400,
                 json!({"error": "invalid_grant", "error_description": "The request has an invalid grant parameter : refresh_token"}),
             ),
@@ -356,7 +371,7 @@ async fn lwa_errors_are_mapped() {
             Some("the seller must authorize the application again to get a new refresh token"),
         ),
         (
-            Reply::json(
+            json_reply(
                 401,
                 json!({"error": "invalid_client", "error_description": "Client authentication failed"}),
             ),
@@ -365,23 +380,23 @@ async fn lwa_errors_are_mapped() {
             Some("check the client id and secret"),
         ),
         (
-            Reply::json(400, json!({"error": "invalid_request"})),
+            json_reply(400, json!({"error": "invalid_request"})),
             ErrorKind::Permanent,
             Some("invalid_request"),
             None,
         ),
-        (Reply::raw(429, ""), ErrorKind::Transient, None, None),
-        (Reply::raw(500, "<html>"), ErrorKind::Transient, None, None),
+        (raw_reply(429, ""), ErrorKind::Transient, None, None),
+        (raw_reply(500, "<html>"), ErrorKind::Transient, None, None),
         (
-            Reply::json(200, json!({"token_type": "bearer"})),
+            json_reply(200, json!({"token_type": "bearer"})),
             ErrorKind::Transient,
             None,
             None,
         ),
     ];
     for (reply, kind, code, cure) in cases {
-        let status = reply.status;
-        server.script_lwa(reply);
+        let status = reply.status().as_u16();
+        server.reply(Endpoint::Lwa, reply);
         let err = source.fetch(server.request()).await.unwrap_err();
         assert_eq!(err.kind(), kind, "{status}: {err}");
         assert_eq!(err.code(), code, "{status}");
@@ -389,7 +404,7 @@ async fn lwa_errors_are_mapped() {
         if let Some(cure) = cure {
             assert!(err.to_string().contains(cure), "{err}");
         }
-        assert_no_secret(&format!("{err} {err:?}"));
+        server.assert_no_secret(&format!("{err} {err:?}"));
     }
     // No Tokens API call without an LWA token.
     assert_eq!(server.token_calls(), 0);
@@ -397,7 +412,7 @@ async fn lwa_errors_are_mapped() {
 
 #[tokio::test]
 async fn connection_refused_is_transient() {
-    let server = Server::start().await;
+    let server = Amazon::start().await;
     let dead = dead_port();
     let port = dead.port();
     // The Tokens API is down.
@@ -414,7 +429,7 @@ async fn connection_refused_is_transient() {
 
     // LWA is down.
     let source = SpApiTokenSource::builder()
-        .credentials(credentials())
+        .credentials(server.credentials())
         .lwa_url(format!("http://127.0.0.1:{port}/auth/o2/token"))
         .build()
         .unwrap();
@@ -425,36 +440,28 @@ async fn connection_refused_is_transient() {
 
 #[tokio::test]
 async fn a_slow_server_hits_the_request_timeout() {
-    let server = Server::start().await;
+    let server = Amazon::start().await;
     let source = SpApiTokenSource::builder()
-        .credentials(credentials())
+        .credentials(server.credentials())
         .lwa_url(server.lwa_url())
         .request_timeout(Duration::from_millis(200))
         .build()
         .unwrap();
     // If the timeout did not work, this answer would be a success after 10 s.
-    server.script_tokens(
-        Reply::json(
-            200,
-            json!({"restrictedDataToken": "Atz.sprdt|rdt-slow", "expiresIn": 3600}),
-        )
-        .delayed(Duration::from_secs(10)),
-    );
+    server
+        .emulator
+        .inject(Endpoint::Tokens, Fault::Delay(Duration::from_secs(10)), 1);
     let err = source.fetch(server.request()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
     assert!(err.message().contains("within 200 ms"), "{err}");
 
     // A slow LWA too.
-    let slow_lwa = Server::start().await;
-    slow_lwa.script_lwa(
-        Reply::json(
-            200,
-            json!({"access_token": "Atza|lwa-slow", "expires_in": 3600}),
-        )
-        .delayed(Duration::from_secs(10)),
-    );
+    let slow_lwa = Amazon::start().await;
+    slow_lwa
+        .emulator
+        .inject(Endpoint::Lwa, Fault::Delay(Duration::from_secs(10)), 1);
     let source = SpApiTokenSource::builder()
-        .credentials(credentials())
+        .credentials(slow_lwa.credentials())
         .lwa_url(slow_lwa.lwa_url())
         .request_timeout(Duration::from_millis(200))
         .build()
@@ -466,7 +473,7 @@ async fn a_slow_server_hits_the_request_timeout() {
 
 #[tokio::test]
 async fn bad_requests_and_unknown_sellers_fail_before_any_call() {
-    let server = Server::start().await;
+    let server = Amazon::start().await;
     let source = server.source();
     let err = source
         .fetch(server.request_for(SellerId::new("A-NOBODY")))
@@ -500,13 +507,15 @@ async fn bad_requests_and_unknown_sellers_fail_before_any_call() {
 
 #[tokio::test]
 async fn each_seller_uses_its_own_credentials() {
-    let server = Server::start().await;
+    let server = Amazon::start_with(
+        EmulatorConfig::default()
+            .seller("S2", "Atzr|second")
+            .seller("S3", "Atzr|third"),
+    )
+    .await;
     let source = SpApiTokenSource::builder()
-        .credentials(credentials())
-        .seller(
-            SellerId::new("S2"),
-            LwaCredentials::new(CLIENT_ID, CLIENT_SECRET, "Atzr|second"),
-        )
+        .credentials(server.credentials())
+        .seller(SellerId::new("S2"), server.credentials_of("S2"))
         .lwa_url(server.lwa_url())
         .build()
         .unwrap();
@@ -517,27 +526,26 @@ async fn each_seller_uses_its_own_credentials() {
         .unwrap();
     // Added at run time.
     assert!(!source.has_seller(&SellerId::new("S3")));
-    source.add_seller(
-        SellerId::new("S3"),
-        LwaCredentials::new(CLIENT_ID, CLIENT_SECRET, "Atzr|third"),
-    );
+    source.add_seller(SellerId::new("S3"), server.credentials_of("S3"));
     source
         .fetch(server.request_for(SellerId::new("S3")))
         .await
         .unwrap();
     let refresh_tokens: Vec<String> = server
-        .mock
-        .lwa_forms
-        .lock()
-        .unwrap()
+        .emulator
+        .requests(Endpoint::Lwa)
         .iter()
-        .map(|(_, f)| f["refresh_token"].clone())
+        .map(|r| r.form_field("refresh_token").unwrap())
         .collect();
-    assert_eq!(refresh_tokens, [REFRESH_TOKEN, "Atzr|second", "Atzr|third"]);
     assert_eq!(
-        server.access_tokens_sent(),
-        ["Atza|lwa-1", "Atza|lwa-2", "Atza|lwa-3"]
+        refresh_tokens,
+        ["Atzr|emulator-default", "Atzr|second", "Atzr|third"]
     );
+    // Each Tokens API call carried its own seller's LWA token.
+    let counters = server.emulator.counters();
+    for seller in [SellerId::DEFAULT_NAME, "S2", "S3"] {
+        assert_eq!(counters.token_calls_for(seller), 1, "{seller}");
+    }
     // Removed at run time.
     assert!(source.remove_seller(&SellerId::new("S3")));
     let err = source
@@ -549,21 +557,20 @@ async fn each_seller_uses_its_own_credentials() {
 
 #[tokio::test]
 async fn lwa_access_tokens_are_available_for_unrestricted_calls() {
-    let server = Server::start().await;
+    let server = Amazon::start().await;
     let source = server.source();
     let seller = SellerId::default();
     let t1 = source.lwa_access_token(&seller).await.unwrap();
-    assert_eq!(t1.expose(), "Atza|lwa-1");
+    assert!(t1.expose().starts_with("Atza|"));
     assert_eq!(source.lwa_access_token(&seller).await.unwrap(), t1);
     // The RDT call shares the cache.
     source.fetch(server.request()).await.unwrap();
     assert_eq!(server.lwa_calls(), 1);
     // An unrestricted call refused it: the next one gets a new token.
     source.invalidate_lwa_access_token(&seller, &t1);
-    assert_eq!(
-        source.lwa_access_token(&seller).await.unwrap().expose(),
-        "Atza|lwa-2"
-    );
+    let t2 = source.lwa_access_token(&seller).await.unwrap();
+    assert_ne!(t2, t1);
+    assert_eq!(server.lwa_calls(), 2);
     let err = source
         .lwa_access_token(&SellerId::new("nobody"))
         .await
@@ -573,6 +580,7 @@ async fn lwa_access_tokens_are_available_for_unrestricted_calls() {
 
 #[test]
 fn build_errors_are_typed() {
+    let credentials = || LwaCredentials::new("client", "secret", "Atzr|refresh");
     let err = SpApiTokenSource::builder().build().unwrap_err();
     assert!(matches!(err, SourceBuildError::NoCredentials), "{err}");
     for url in [
@@ -606,17 +614,16 @@ fn build_errors_are_typed() {
 
 #[tokio::test]
 async fn debug_output_holds_no_secret() {
-    let server = Server::start().await;
+    let server = Amazon::start().await;
     let source = server.source();
     source.fetch(server.request()).await.unwrap();
-    let shown = format!("{source:?} {:?}", credentials());
-    assert!(shown.contains(CLIENT_ID), "{shown}");
+    let shown = format!("{source:?} {:?}", server.credentials());
+    assert!(shown.contains(server.emulator.client_id()), "{shown}");
     assert!(shown.contains("127.0.0.1"), "{shown}");
-    assert_no_secret(&shown);
-    assert!(!shown.contains(CLIENT_SECRET) && !shown.contains(REFRESH_TOKEN));
+    server.assert_no_secret(&shown);
     let issued = source.fetch(server.request()).await.unwrap();
-    assert_no_secret(&format!("{issued:?}"));
+    server.assert_no_secret(&format!("{issued:?}"));
     // The builder too.
-    let builder = SpApiTokenSource::builder().credentials(credentials());
-    assert_no_secret(&format!("{builder:?}"));
+    let builder = SpApiTokenSource::builder().credentials(server.credentials());
+    server.assert_no_secret(&format!("{builder:?}"));
 }
