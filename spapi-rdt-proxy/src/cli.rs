@@ -34,7 +34,8 @@ REQUESTS:
 CONFIG FILE (--config FILE, TOML; flags given on the command line win; unknown keys are errors):
   listen = \"127.0.0.1:8080\"        region = \"eu\"  (or upstream = \"https://...\")   sandbox = false
   lwa_url = \"...\"   log_format = \"json\"   upstream_timeout_secs = 60   drain_timeout_secs = 20
-  header_timeout_secs = 30   allow_tokens_api = false
+  header_timeout_secs = 30   idle_timeout_secs = 60   max_connection_age_secs = 600
+  http2_keepalive_secs = 30   max_connections = 512   allow_tokens_api = false
   [client_auth]  allow_networks = [\"10.0.0.0/8\"]
   [sellers.<NAME>]  region = \"na\"  (or upstream = \"https://...\"); token in SPAPI_REFRESH_TOKEN_<NAME>
   [fleet]  redis_url = \"redis://127.0.0.1:6379/0\"   key_prefix = \"spapi-rdt\"
@@ -131,6 +132,27 @@ pub struct Args {
     /// on a kept-alive HTTP/1.1 connection) before it is closed. Default 30.
     #[arg(long, value_name = "SECONDS")]
     pub(crate) header_timeout: Option<u64>,
+
+    /// Seconds a client connection may stay open with no request in flight (HTTP/1.1 and HTTP/2).
+    /// Default 60.
+    #[arg(long, value_name = "SECONDS")]
+    pub(crate) idle_timeout: Option<u64>,
+
+    /// Seconds a client connection may live; then it is closed once its requests are answered, and
+    /// the client reconnects. Default 600.
+    #[arg(long, value_name = "SECONDS")]
+    pub(crate) max_connection_age: Option<u64>,
+
+    /// Seconds between HTTP/2 pings to a client; one that does not answer within as long is
+    /// closed. Default 30.
+    #[arg(long = "http2-keepalive", value_name = "SECONDS")]
+    pub(crate) http2_keepalive: Option<u64>,
+
+    /// How many client connections may be open at once; more are closed at accept (counted in
+    /// `spapi_proxy_clients_refused_total{reason="connection_cap"}`). Keep it under the descriptor
+    /// limit (`ulimit -n`) minus the upstream connections. Default 512.
+    #[arg(long, value_name = "N")]
+    pub(crate) max_connections: Option<usize>,
 }
 
 /// An SP-API region, as named on the command line and in the config file.

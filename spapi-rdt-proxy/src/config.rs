@@ -10,6 +10,10 @@
 //! upstream_timeout_secs = 60
 //! drain_timeout_secs = 20
 //! header_timeout_secs = 30
+//! idle_timeout_secs = 60           # a client connection with nothing in flight
+//! max_connection_age_secs = 600    # then closed once its requests are answered
+//! http2_keepalive_secs = 30        # HTTP/2 ping interval (and the wait for its answer)
+//! max_connections = 512            # open client connections; more are closed at accept
 //! allow_tokens_api = false         # true: clients may call createRestrictedDataToken
 //!
 //! [client_auth]
@@ -39,6 +43,7 @@ use spapi_rdt::{LwaCredentials, Origin, SellerId};
 
 use crate::auth::ClientAuth;
 use crate::cli::{Args, LogFormat, RegionName};
+use crate::connections::{Limits, MAX_CONNECTIONS};
 
 /// The listen address when none is given: loopback only.
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -63,6 +68,10 @@ pub(crate) struct FileConfig {
     upstream_timeout_secs: Option<u64>,
     drain_timeout_secs: Option<u64>,
     header_timeout_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+    max_connection_age_secs: Option<u64>,
+    http2_keepalive_secs: Option<u64>,
+    max_connections: Option<usize>,
     allow_tokens_api: Option<bool>,
     #[serde(default)]
     client_auth: ClientAuthFile,
@@ -186,9 +195,8 @@ pub struct Settings {
     pub(crate) client_auth: ClientAuth,
     pub(crate) log_format: LogFormat,
     pub(crate) upstream_timeout: Duration,
-    pub(crate) drain_timeout: Duration,
-    /// How long a client connection may take to bring a request head.
-    pub(crate) header_timeout: Duration,
+    /// How client connections are treated, and the drain.
+    pub(crate) limits: Limits,
     /// Whether clients may call the Tokens API through the proxy.
     pub(crate) allow_tokens_api: bool,
     pub(crate) fleet: Option<FleetSettings>,
@@ -311,16 +319,62 @@ impl Settings {
                 .unwrap_or(60),
             "the upstream timeout",
         )?;
-        let drain_timeout = secs(
-            args.drain_timeout.or(file.drain_timeout_secs).unwrap_or(20),
-            "the drain timeout",
-        )?;
-        let header_timeout = secs(
-            args.header_timeout
-                .or(file.header_timeout_secs)
-                .unwrap_or(30),
-            "the header timeout",
-        )?;
+        let defaults = Limits::default();
+        let or_default = |flag: Option<u64>, key: Option<u64>, default: Duration| {
+            flag.or(key).unwrap_or(default.as_secs())
+        };
+        let max_connections = args
+            .max_connections
+            .or(file.max_connections)
+            .unwrap_or(defaults.max_connections);
+        if !(1..=MAX_CONNECTIONS).contains(&max_connections) {
+            return Err(format!(
+                "the connection cap must be between 1 and {MAX_CONNECTIONS}"
+            ));
+        }
+        let limits = Limits {
+            header_timeout: secs(
+                or_default(
+                    args.header_timeout,
+                    file.header_timeout_secs,
+                    defaults.header_timeout,
+                ),
+                "the header timeout",
+            )?,
+            idle_timeout: secs(
+                or_default(
+                    args.idle_timeout,
+                    file.idle_timeout_secs,
+                    defaults.idle_timeout,
+                ),
+                "the idle timeout",
+            )?,
+            max_connection_age: secs(
+                or_default(
+                    args.max_connection_age,
+                    file.max_connection_age_secs,
+                    defaults.max_connection_age,
+                ),
+                "the maximum connection age",
+            )?,
+            http2_keepalive: secs(
+                or_default(
+                    args.http2_keepalive,
+                    file.http2_keepalive_secs,
+                    defaults.http2_keepalive,
+                ),
+                "the HTTP/2 keep-alive interval",
+            )?,
+            max_connections,
+            drain_timeout: secs(
+                or_default(
+                    args.drain_timeout,
+                    file.drain_timeout_secs,
+                    defaults.drain_timeout,
+                ),
+                "the drain timeout",
+            )?,
+        };
         let reports = ReportSettings {
             capacity: file.reports.remember.unwrap_or(10_000).clamp(1, 1_000_000),
             ttl: secs(
@@ -356,12 +410,16 @@ impl Settings {
             client_auth,
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
             upstream_timeout,
-            drain_timeout,
-            header_timeout,
+            limits,
             allow_tokens_api: args.allow_tokens_api || file.allow_tokens_api.unwrap_or(false),
             fleet,
             reports,
         })
+    }
+
+    /// How [`serve`](crate::serve) treats client connections, and how long it drains.
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     /// Every origin the proxy may send a request (and so a token) to.

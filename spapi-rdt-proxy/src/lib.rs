@@ -4,8 +4,8 @@
 //!
 //! The binary is [`main`]. The library is for running the proxy inside another program (a test, a
 //! load generator): [`Args`] and [`Settings`] read the command line, the config file and the
-//! environment; [`App`] is the proxy itself; [`serve`] serves it on a listener until a shutdown
-//! future completes, and [`run`] does all of that from [`Settings`].
+//! environment; [`App`] is the proxy itself; [`serve`] serves it on a listener, within [`Limits`],
+//! until a shutdown future completes, and [`run`] does all of that from [`Settings`].
 //!
 //! ```no_run
 //! use clap::Parser;
@@ -24,6 +24,7 @@
 mod auth;
 mod cli;
 mod config;
+mod connections;
 mod documents;
 mod failure;
 mod listener;
@@ -41,7 +42,8 @@ mod tests;
 
 pub use cli::Args;
 pub use config::{ConfigError, Settings};
-pub use listener::{Drained, Timeouts, run, serve};
+pub use connections::Limits;
+pub use listener::{Drained, run, serve};
 pub use proxy::App;
 
 use std::process::ExitCode;

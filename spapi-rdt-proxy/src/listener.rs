@@ -1,29 +1,34 @@
 //! Serving connections, and stopping: when the shutdown future completes (SIGTERM or SIGINT in
-//! the binary, a channel in tests), the listener closes at once, in-flight requests get up to the
-//! drain timeout to finish, and serving returns.
+//! the binary, a channel in tests), the listener closes at once, connections with nothing in flight
+//! are closed, in-flight requests get up to the drain timeout to finish, and serving returns.
 //!
-//! A connection must bring a request head within the header timeout, the first one and, on
-//! HTTP/1.1, every one after it: otherwise it is closed. Without that, a client that connects and
-//! sends nothing (or one byte, or half a head) would hold a task and a file descriptor for ever.
+//! At most [`Limits::max_connections`] connections are open at once: past it, a new one is closed
+//! at accept (counted, never a crash), so that a flood of idle connections cannot take the
+//! descriptors the upstream calls need. Each connection lives by [`crate::connections`]' rules
+//! (header, idle and age limits).
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::Poll;
 use std::time::Duration;
 
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use spapi_rdt::BoxError;
 use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
 
 use crate::config::Settings;
+use crate::connections::{self, Activity, Limits, Tracked};
+use crate::failure::ResponseBody;
 use crate::proxy::App;
 
-/// The least time between two "accept failed" warnings.
-const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(10);
+/// The least time between two warnings of the same kind ("accept failed", "connection cap").
+const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// How serving ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,32 +39,79 @@ pub enum Drained {
     TimedOut,
 }
 
-/// How long serving waits on clients and on itself.
-#[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
-    /// How long a connection may take to bring a request head: its first one (whichever the
-    /// protocol) and, on HTTP/1.1, each next one on a kept-alive connection.
-    pub header: Duration,
-    /// How long in-flight requests may take to finish after the shutdown future completes.
-    pub drain: Duration,
+/// A warning said at most once per [`WARN_EVERY`], with how many times it happened meanwhile.
+#[derive(Debug, Default)]
+struct Throttled {
+    count: u64,
+    last: Option<tokio::time::Instant>,
+}
+
+impl Throttled {
+    /// Counts one more; `Some(count)` when the warning is due.
+    fn due(&mut self) -> Option<u64> {
+        self.count += 1;
+        if self.last.is_some_and(|at| at.elapsed() < WARN_EVERY) {
+            return None;
+        }
+        self.last = Some(tokio::time::Instant::now());
+        Some(std::mem::take(&mut self.count))
+    }
+}
+
+/// One client connection's service: each request is in flight on the connection's [`Activity`]
+/// until its answer's body ends.
+#[derive(Clone)]
+struct Client {
+    app: App,
+    activity: Arc<Activity>,
+    peer: SocketAddr,
+}
+
+type Answer = Response<Tracked<ResponseBody>>;
+
+impl hyper::service::Service<Request<Incoming>> for Client {
+    type Response = Answer;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Answer, Infallible>> + Send>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let in_flight = self.activity.begin();
+        let (app, peer) = (self.app.clone(), self.peer);
+        Box::pin(async move {
+            let response = app.handle(peer, request).await;
+            Ok(response.map(|body| Tracked::new(body, in_flight)))
+        })
+    }
 }
 
 /// Serves connections on `listener` with `app` until `shutdown` completes; then stops accepting,
-/// lets in-flight requests finish for up to `timeouts.drain`, and returns.
+/// closes connections with nothing in flight, lets in-flight requests finish for up to
+/// `limits.drain_timeout`, and returns.
 pub async fn serve(
     listener: TcpListener,
     app: App,
     shutdown: impl Future<Output = ()>,
-    timeouts: Timeouts,
+    limits: Limits,
 ) -> Drained {
-    let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // hyper's header timeout needs a timer; without one it is silently off.
+    // hyper's timeouts need a timer; without one they are silently off.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(timeouts.header);
-    let (mut accept_failures, mut last_accept_warning) = (0u64, None);
+        .header_read_timeout(limits.header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(limits.http2_keepalive)
+        .keep_alive_timeout(limits.http2_keepalive);
+    // The cap; a connection holds a permit until its task ends.
+    let max_connections = limits
+        .max_connections
+        .clamp(1, connections::MAX_CONNECTIONS);
+    let slots = Arc::new(Semaphore::new(max_connections));
+    let gauges = app.connection_metrics(max_connections);
+    let (drain, draining) = watch::channel(false);
+    let (mut accept_failed, mut capped) = (Throttled::default(), Throttled::default());
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -69,15 +121,9 @@ pub async fn serve(
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
-                // Out of file descriptors and the like: wait a little rather than spin, and say so
-                // at most once per ACCEPT_WARN_EVERY, with how many failures it stands for.
-                accept_failures += 1;
-                let due = last_accept_warning
-                    .is_none_or(|at: tokio::time::Instant| at.elapsed() >= ACCEPT_WARN_EVERY);
-                if due {
-                    tracing::warn!(error = %e, failures = accept_failures, "accept failed");
-                    accept_failures = 0;
-                    last_accept_warning = Some(tokio::time::Instant::now());
+                // Out of file descriptors and the like: wait a little rather than spin.
+                if let Some(failures) = accept_failed.due() {
+                    tracing::warn!(error = %e, failures, "accept failed");
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
@@ -86,57 +132,50 @@ pub async fn serve(
         if !app.admits(peer.ip()) {
             // Outside the allowed networks: closed before a byte is read (debug only: a refused
             // network must not fill the log).
-            app.count_refused_connection();
+            app.count_refused_connection("network");
             tracing::debug!(peer = %peer.ip(), "connection from a refused network closed");
-            drop(stream);
             continue;
         }
-        let app = app.clone();
-        let requested = Arc::new(AtomicBool::new(false));
-        let service = hyper::service::service_fn({
-            let requested = Arc::clone(&requested);
-            move |request| {
-                requested.store(true, Ordering::Relaxed);
-                let app = app.clone();
-                async move { Ok::<_, Infallible>(app.handle(peer, request).await) }
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            app.count_refused_connection("connection_cap");
+            if let Some(refused) = capped.due() {
+                tracing::warn!(
+                    max_connections,
+                    refused,
+                    "connection cap reached: new connections are closed at accept"
+                );
             }
-        });
-        let connection = graceful.watch(
-            builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned(),
-        );
+            continue;
+        };
+        let activity = Activity::new();
+        let service = Client {
+            app: app.clone(),
+            activity: Arc::clone(&activity),
+            peer,
+        };
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let (draining, gauges) = (draining.clone(), gauges.clone());
+        gauges.opened();
         tokio::spawn(async move {
-            let mut connection = std::pin::pin!(connection);
-            // hyper's timer does not cover the wait for the first bytes (which protocol?) nor an
-            // HTTP/2 preface: until the first request head, this deadline does.
-            let first = tokio::time::timeout(
-                timeouts.header,
-                std::future::poll_fn(|cx| match connection.as_mut().poll(cx) {
-                    Poll::Ready(ended) => Poll::Ready(Some(ended)),
-                    Poll::Pending if requested.load(Ordering::Relaxed) => Poll::Ready(None),
-                    Poll::Pending => Poll::Pending,
-                }),
-            )
-            .await;
-            let ended = match first {
-                Err(_) => {
-                    tracing::debug!(%peer, "no request within the header timeout: connection closed");
-                    return;
-                }
-                Ok(Some(ended)) => ended,
-                Ok(None) => connection.await,
-            };
-            if let Err(e) = ended {
-                tracing::debug!(error = %e, "connection ended with an error");
+            let closed = connections::drive(connection, &activity, draining, &limits).await;
+            if let Some(why) = closed {
+                tracing::debug!(%peer, why = why.label(), "connection closed");
             }
+            gauges.closed(closed);
+            drop(slot);
         });
     }
     // No new connections from here on.
     drop(listener);
-    tracing::info!(in_flight_connections = graceful.count(), "draining");
-    match tokio::time::timeout(timeouts.drain, graceful.shutdown()).await {
-        Ok(()) => Drained::Complete,
+    let open = max_connections - slots.available_permits();
+    tracing::info!(open_connections = open, "draining");
+    let _ = drain.send(true);
+    // Every connection's task returns its slot when it ends.
+    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
+    match tokio::time::timeout(limits.drain_timeout, slots.acquire_many(all)).await {
+        Ok(_) => Drained::Complete,
         Err(_) => Drained::TimedOut,
     }
 }
@@ -157,11 +196,7 @@ pub async fn run(
         client_auth = settings.client_auth.is_configured(),
         "serving"
     );
-    let timeouts = Timeouts {
-        header: settings.header_timeout,
-        drain: settings.drain_timeout,
-    };
-    let drained = serve(listener, app, shutdown, timeouts).await;
+    let drained = serve(listener, app, shutdown, settings.limits()).await;
     match drained {
         Drained::Complete => tracing::info!("drained, stopping"),
         Drained::TimedOut => {

@@ -15,13 +15,14 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 use spapi_rdt::RestrictedDataTokenLayer;
 use spapi_rdt::catalog::OperationId;
 use spapi_rdt::matcher::Matcher;
 
+use crate::connections::Closed;
 use crate::reports::{ReportCall, RestrictedDocuments};
 
 /// The content type of the `/metrics` answer.
@@ -111,6 +112,38 @@ pub(crate) struct ReportLabels {
     pub(crate) how: &'static str,
 }
 
+/// Why the proxy closed a client connection.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct ClosedLabels {
+    /// `header_timeout`, `idle`, `age` or `drain` ([`Closed::label`]).
+    pub(crate) reason: &'static str,
+}
+
+/// The client connections: how many are open, the cap, and why the proxy closed them.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectionMetrics {
+    open: Gauge,
+    closed: Family<ClosedLabels, Counter>,
+}
+
+impl ConnectionMetrics {
+    pub(crate) fn opened(&self) {
+        self.open.inc();
+    }
+
+    /// A connection ended; `why` the proxy closed it, or `None` when the client did.
+    pub(crate) fn closed(&self, why: Option<Closed>) {
+        self.open.dec();
+        if let Some(why) = why {
+            self.closed
+                .get_or_create(&ClosedLabels {
+                    reason: why.label(),
+                })
+                .inc();
+        }
+    }
+}
+
 /// The proxy's metrics and their registry.
 #[derive(Debug)]
 pub(crate) struct Metrics {
@@ -121,6 +154,8 @@ pub(crate) struct Metrics {
     pub(crate) reports_learned: Counter,
     pub(crate) report_documents: Family<ReportLabels, Counter>,
     pub(crate) report_retries_refused: Counter,
+    connections: ConnectionMetrics,
+    max_connections: Gauge,
 }
 
 impl Metrics {
@@ -143,7 +178,8 @@ impl Metrics {
         let refused = Family::<RefusalLabels, Counter>::default();
         registry.register(
             "clients_refused",
-            "Requests turned away by client authentication, by reason",
+            "Clients turned away, by reason: a connection from a refused network or past the \
+             connection cap, a request without the client secret",
             refused.clone(),
         );
         let reports_learned = Counter::default();
@@ -164,6 +200,26 @@ impl Metrics {
             "getReportDocument calls refused with the LWA token and refused again with a token",
             report_retries_refused.clone(),
         );
+        let connections = ConnectionMetrics {
+            open: Gauge::default(),
+            closed: Family::default(),
+        };
+        registry.register(
+            "connections_open",
+            "Client connections open",
+            connections.open.clone(),
+        );
+        let max_connections = Gauge::default();
+        registry.register(
+            "connections_max",
+            "The most client connections open at once; past it, new ones are closed at accept",
+            max_connections.clone(),
+        );
+        registry.register(
+            "connections_closed",
+            "Client connections the proxy closed, by reason (header_timeout, idle, age, drain)",
+            connections.closed.clone(),
+        );
         registry.register_collector(Box::new(LayerStats { layer, documents }));
         Metrics {
             registry,
@@ -173,7 +229,16 @@ impl Metrics {
             reports_learned,
             report_documents,
             report_retries_refused,
+            connections,
+            max_connections,
         }
+    }
+
+    /// The connection metrics, for a listener that admits at most `max_connections`.
+    pub(crate) fn connections(&self, max_connections: usize) -> ConnectionMetrics {
+        self.max_connections
+            .set(i64::try_from(max_connections).unwrap_or(i64::MAX));
+        self.connections.clone()
     }
 
     /// The exposition text.

@@ -31,7 +31,7 @@ use crate::auth::ClientAuth;
 use crate::config::Settings;
 use crate::documents::{ClientMarked, ReportDocuments, ReportDocumentsLayer};
 use crate::failure::{Failure, ResponseBody};
-use crate::metrics::{Metrics, OperationNames, RefusalLabels};
+use crate::metrics::{ConnectionMetrics, Metrics, OperationNames, RefusalLabels};
 use crate::ops::{Ops, Readiness};
 use crate::reports::RestrictedDocuments;
 use crate::stack::{
@@ -226,13 +226,18 @@ impl App {
         self.inner.auth.admits_peer(peer)
     }
 
-    /// Counts a connection closed at accept for its network.
-    pub(crate) fn count_refused_connection(&self) {
+    /// Counts a connection closed at accept, for `reason` (`network`, `connection_cap`).
+    pub(crate) fn count_refused_connection(&self, reason: &'static str) {
         self.inner
             .metrics
             .refused
-            .get_or_create(&RefusalLabels { reason: "network" })
+            .get_or_create(&RefusalLabels { reason })
             .inc();
+    }
+
+    /// The open-connection gauges, for a listener that admits at most `max_connections`.
+    pub(crate) fn connection_metrics(&self, max_connections: usize) -> ConnectionMetrics {
+        self.inner.metrics.connections(max_connections)
     }
 
     /// Answers one request from `peer`: the [`stack`](crate::stack) of operations endpoints, client

@@ -121,9 +121,9 @@ async fn run(requests: usize, connections: usize) -> Result<bool, BoxError> {
         async move {
             let _ = stopped.await;
         },
-        spapi_rdt_proxy::Timeouts {
-            header: Duration::from_secs(30),
-            drain: Duration::from_secs(5),
+        spapi_rdt_proxy::Limits {
+            drain_timeout: Duration::from_secs(5),
+            ..settings.limits()
         },
     ));
     let proxied = driver::run(addr, &paths, &[], load).await?;

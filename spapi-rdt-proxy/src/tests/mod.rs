@@ -122,10 +122,7 @@ impl Running {
             listener,
             app.clone(),
             shutdown,
-            listener::Timeouts {
-                header: settings.header_timeout,
-                drain: settings.drain_timeout,
-            },
+            settings.limits(),
         ));
         Running {
             addr,
@@ -1338,8 +1335,8 @@ fn the_config_file_sets_sellers_and_flags_override_it() {
         "https://sellingpartnerapi-eu.amazon.com"
     );
     assert_eq!(config.log_format, cli::LogFormat::Json);
-    assert_eq!(config.drain_timeout, Duration::from_secs(5));
-    assert_eq!(config.header_timeout, Duration::from_secs(7));
+    assert_eq!(config.limits.drain_timeout, Duration::from_secs(5));
+    assert_eq!(config.limits.header_timeout, Duration::from_secs(7));
     assert_eq!(config.reports.capacity, 50);
     assert!(config.client_auth.is_configured());
     let upstream_of = |name: &str| {
@@ -1604,6 +1601,193 @@ async fn connections_that_bring_no_request_are_closed() {
     assert_eq!(parts.status, StatusCode::OK);
 }
 
+/// An HTTP/2 (h2c) connection to the proxy, driven on a task that ends when the connection does.
+async fn h2c_connection(
+    addr: SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<PlainBody>,
+    JoinHandle<()>,
+) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let task = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    (sender, task)
+}
+
+/// One GET on an h2c connection, answered 200.
+async fn h2c_get(sender: &mut hyper::client::conn::http2::SendRequest<PlainBody>, path: &str) {
+    sender.ready().await.unwrap();
+    let request = Request::get(format!("http://proxy{path}"))
+        .body(empty())
+        .unwrap();
+    let response = tokio::time::timeout(PATIENCE, sender.send_request(request))
+        .await
+        .unwrap()
+        .unwrap();
+    let (parts, body) = read(response).await;
+    assert_eq!(parts.status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_h2c_connection_is_closed_after_the_idle_timeout() {
+    let emulator = emulator().await;
+    let proxy = Running::start(settings_to(
+        &emulator.origin(),
+        &emulator,
+        &["--idle-timeout", "1"],
+        &[],
+    ))
+    .await;
+    let (mut sender, connection) = h2c_connection(proxy.addr).await;
+    h2c_get(&mut sender, "/sellers/v1/marketplaceParticipations").await;
+    // Before the idle timeout, such a connection stayed open for as long as the client liked.
+    tokio::time::timeout(PATIENCE, connection)
+        .await
+        .expect("an idle h2c connection was still open")
+        .unwrap();
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        metrics[r#"spapi_proxy_connections_closed_total{reason="idle"}"#],
+        1.0
+    );
+    assert_eq!(
+        metrics["spapi_proxy_connections_open"], 1.0,
+        "the scrape's own"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_connection_is_closed_at_its_maximum_age_after_its_answers() {
+    let emulator = emulator().await;
+    let proxy = Running::start(settings_to(
+        &emulator.origin(),
+        &emulator,
+        &["--max-connection-age", "1"],
+        &[],
+    ))
+    .await;
+    let (mut sender, connection) = h2c_connection(proxy.addr).await;
+    // Never idle: a request every 50 ms until the proxy says goodbye (GOAWAY).
+    let mut answered = 0;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !connection.is_finished() && tokio::time::Instant::now() < deadline {
+        if sender.ready().await.is_err() {
+            break;
+        }
+        let request = Request::get("http://proxy/healthz").body(empty()).unwrap();
+        match sender.send_request(request).await {
+            Ok(response) => {
+                assert_eq!(response.status(), StatusCode::OK);
+                answered += 1;
+            }
+            // Refused by the GOAWAY: never sent, so safe to send elsewhere.
+            Err(_) => break,
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::timeout(PATIENCE, connection)
+        .await
+        .expect("a busy connection outlived its maximum age")
+        .unwrap();
+    assert!(answered >= 2, "{answered} answers");
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        metrics[r#"spapi_proxy_connections_closed_total{reason="age"}"#],
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_connection_cap_new_connections_are_closed_at_accept() {
+    use tokio::io::AsyncWriteExt;
+    let emulator = emulator().await;
+    let proxy = Running::start(settings_to(
+        &emulator.origin(),
+        &emulator,
+        &["--max-connections", "2"],
+        &[],
+    ))
+    .await;
+    // Two quiet connections take both slots (the header timeout, 30 s, is far off).
+    let first = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let mut second = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    second
+        .write_all(b"GET /healthz HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    // Let the proxy accept them before the third comes.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let third = answer_until_closed(proxy.addr, b"GET /healthz HTTP/1.1\r\nhost: p\r\n\r\n")
+        .await
+        .expect("a connection past the cap was served or held open");
+    assert_eq!(third, "", "closed without an answer");
+
+    // A slot frees when a connection goes; then the proxy serves again.
+    drop(first);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let metrics = loop {
+        let request = Request::get(proxy.url("/metrics")).body(empty()).unwrap();
+        if let Ok(Ok(response)) =
+            tokio::time::timeout(Duration::from_secs(1), plain_client().request(request)).await
+        {
+            let (parts, text) = read(response).await;
+            assert_eq!(parts.status, StatusCode::OK);
+            break parse_exposition(&text);
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no slot came free");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        metrics[r#"spapi_proxy_clients_refused_total{reason="connection_cap"}"#] >= 1.0,
+        "{metrics:?}"
+    );
+    assert_eq!(metrics["spapi_proxy_connections_max"], 2.0);
+    assert_eq!(
+        metrics["spapi_proxy_connections_open"], 2.0,
+        "the quiet one and the scrape"
+    );
+    drop(second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_closes_idle_connections_at_once() {
+    use tokio::io::AsyncWriteExt;
+    let emulator = emulator().await;
+    // A drain timeout far past PATIENCE: only a drain that closes idle connections ends in time.
+    let mut proxy = Running::start(settings_to(
+        &emulator.origin(),
+        &emulator,
+        &["--drain-timeout", "600"],
+        &[],
+    ))
+    .await;
+    let (mut sender, h2c) = h2c_connection(proxy.addr).await;
+    h2c_get(&mut sender, "/healthz").await;
+    let (_, kept_alive) = proxy.get("/healthz", &[]).await;
+    assert_eq!(kept_alive, "ok\n");
+    let mut half_head = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    half_head
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: p\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    proxy.shut_down();
+    assert_eq!(proxy.stopped().await, Drained::Complete);
+    tokio::time::timeout(PATIENCE, h2c)
+        .await
+        .expect("the idle h2c connection was left open")
+        .unwrap();
+    drop(half_head);
+}
+
 #[test]
 fn a_header_timeout_outside_its_bounds_is_refused() {
     let with = |timeout: Option<&str>| {
@@ -1621,10 +1805,13 @@ fn a_header_timeout_outside_its_bounds_is_refused() {
         assert!(err.contains("the header timeout must be between"), "{err}");
     }
     assert_eq!(
-        with(Some("5")).unwrap().header_timeout,
+        with(Some("5")).unwrap().limits.header_timeout,
         Duration::from_secs(5)
     );
-    assert_eq!(with(None).unwrap().header_timeout, Duration::from_secs(30));
+    assert_eq!(
+        with(None).unwrap().limits.header_timeout,
+        Duration::from_secs(30)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
