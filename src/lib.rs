@@ -82,6 +82,7 @@
 //! [tower]: https://docs.rs/tower
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod backoff;
 mod cache;
 pub mod catalog;
 pub mod control;

@@ -9,7 +9,7 @@
 //! The bounds on outside numbers live here too: a token lifetime is cut to
 //! [`MAX_TOKEN_LIFETIME`] whatever source stated it, one under [`MIN_TOKEN_LIFETIME`] is refused,
 //! and a `Retry-After` is cut to the layer's longest transient back-off (see `FailureMemory` in
-//! the cache).
+//! `backoff`).
 
 use std::time::Duration;
 

@@ -35,6 +35,15 @@ use tower::{ServiceBuilder, ServiceExt};
 use tracing_subscriber::util::SubscriberInitExt;
 
 const SELLER_B: &str = "A2EUQ1WTGCTBG2";
+/// Sellers whose only calls meet LWA failures: the source remembers a seller's LWA failure for a
+/// while, so each failure gets a seller of its own.
+const LWA_FAULT_SELLERS: [&str; 5] = [
+    "LWA-FAULT-1",
+    "LWA-FAULT-2",
+    "LWA-FAULT-3",
+    "LWA-FAULT-4",
+    "REAUTHORIZED",
+];
 
 /// Everything shown during the run.
 #[derive(Clone, Default)]
@@ -90,22 +99,26 @@ async fn no_secret_in_logs_debug_display_or_errors_over_a_full_run() {
         .try_init()
         .expect("the only subscriber of this binary");
 
-    let em = Emulator::start_with(
-        EmulatorConfig::default()
-            .seller(SELLER_B, "Atzr|seller-b-first-authorization")
-            .token_quota(100.0, 100)
-            .lwa_lifetime(Duration::from_secs(3600)),
-    )
-    .await
-    .unwrap();
+    let mut config = EmulatorConfig::default()
+        .seller(SELLER_B, "Atzr|seller-b-first-authorization")
+        .token_quota(100.0, 100)
+        .lwa_lifetime(Duration::from_secs(3600));
+    for (n, seller) in LWA_FAULT_SELLERS.iter().enumerate() {
+        config = config.seller(*seller, format!("Atzr|lwa-fault-seller-{n}"));
+    }
+    let em = Emulator::start_with(config).await.unwrap();
     let mut refresh_tokens: Vec<String> =
         em.config().sellers().map(|(_, r)| r.to_owned()).collect();
     let client_secret = em.client_secret().to_owned();
     let shown = Shown::default();
 
-    let source = SpApiTokenSource::builder()
+    let mut source = SpApiTokenSource::builder()
         .credentials(stack::credentials(&em, "default"))
-        .seller(SellerId::new(SELLER_B), stack::credentials(&em, SELLER_B))
+        .seller(SellerId::new(SELLER_B), stack::credentials(&em, SELLER_B));
+    for seller in LWA_FAULT_SELLERS {
+        source = source.seller(SellerId::new(seller), stack::credentials(&em, seller));
+    }
+    let source = source
         .lwa_url(em.lwa_url())
         .request_timeout(Duration::from_millis(300))
         .build()
@@ -239,25 +252,30 @@ async fn no_secret_in_logs_debug_display_or_errors_over_a_full_run() {
     shown.error(&err);
     em.clear_faults();
 
-    // LWA failures: LWA tokens revoked, so the Tokens API refuses them and the source asks LWA.
-    for fault in [
+    // LWA failures, each for a seller with no LWA token yet, so the source asks LWA.
+    let lwa_faults = [
         Fault::Status(StatusCode::INTERNAL_SERVER_ERROR),
         Fault::Status(StatusCode::UNAUTHORIZED),
         Fault::MalformedBody,
         Fault::ExpiresIn(Some(0)),
-    ] {
-        em.revoke_access_tokens();
+    ];
+    for (fault, seller) in lwa_faults.into_iter().zip(LWA_FAULT_SELLERS) {
+        let lwa_calls = em.requests(Endpoint::Lwa).len();
         em.inject(Endpoint::Lwa, fault.clone(), 4);
         let (method, path) = next_path.next().unwrap();
-        assert_eq!(call((method, path), "default").await, None, "{fault:?}");
+        assert_eq!(call((method, path), seller).await, None, "{fault:?}");
+        assert!(
+            em.requests(Endpoint::Lwa).len() > lwa_calls,
+            "{fault:?} was met"
+        );
         em.clear_faults();
     }
-    // The second seller authorizes the application again: its refresh token is void.
-    em.add_seller(SELLER_B, "Atzr|seller-b-second-authorization");
-    refresh_tokens.push(em.refresh_token(SELLER_B).unwrap());
-    em.revoke_access_tokens();
+    // A seller authorizes the application again: the refresh token the source holds is void.
+    let reauthorized = LWA_FAULT_SELLERS[4];
+    em.add_seller(reauthorized, "Atzr|reauthorized-second-authorization");
+    refresh_tokens.push(em.refresh_token(reauthorized).unwrap());
     let (method, path) = next_path.next().unwrap();
-    assert_eq!(call((method, path), SELLER_B).await, None);
+    assert_eq!(call((method, path), reauthorized).await, None);
 
     // Everything works again for the first seller.
     let (method, path) = next_path.next().unwrap();

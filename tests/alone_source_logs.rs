@@ -26,15 +26,13 @@ async fn logs_say_what_happened_without_secrets() {
         json_reply(200, json!({"restrictedDataToken": "Atz.sprdt|rdt-x"})),
     );
     source.fetch(server.request()).await.unwrap();
+    // A source that holds no LWA token yet meets a refused grant.
+    let fresh = server.source();
     server.reply(
         Endpoint::Lwa,
         json_reply(400, json!({"error": "invalid_grant"})),
     );
-    source.invalidate_lwa_access_token(
-        &SellerId::default(),
-        &source.lwa_access_token(&SellerId::default()).await.unwrap(),
-    );
-    let err: SourceError = source.fetch(server.request()).await.unwrap_err();
+    let err: SourceError = fresh.fetch(server.request()).await.unwrap_err();
     assert_eq!(err.code(), Some("invalid_grant"));
 
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();

@@ -34,11 +34,12 @@ use crate::resource::SellerId;
 use crate::time;
 use crate::token::IssuedToken;
 
+pub(crate) use crate::backoff::FailureMemory;
 pub(crate) use entry::{BundleInfo, CachedToken, Coverage, Denied, FetchOutcome, SharedFetch};
 pub(crate) use key::{BundleId, ScopeRef, SlotKeyRef};
 use key::{MapKey, MapKeyRef};
 pub(crate) use slot::{Peek, Refusal, Slot, TokenOrFetch};
-pub(crate) use timing::{FailureMemory, RefreshTiming};
+pub(crate) use timing::RefreshTiming;
 
 /// How long a sweep keeps what a slot remembers besides its token.
 #[derive(Clone, Copy, Debug)]
@@ -229,8 +230,6 @@ impl fmt::Debug for TokenCache {
 mod tests {
     use super::*;
     use crate::catalog::{DataElements, OperationId};
-    use crate::error::FetchError;
-    use crate::error::SourceError;
     use futures_util::FutureExt;
     use http::Method;
 
@@ -395,26 +394,5 @@ mod tests {
         assert_eq!(usable_until - now, Duration::from_secs(3570));
         assert!(refresh_at - now <= Duration::from_secs(3270));
         assert!(refresh_at - now >= Duration::from_secs(3210));
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let b = FailureMemory::default();
-        let err = FetchError::Source(Arc::new(SourceError::transient("x")));
-        let first = b.remember_for(&err, 1);
-        assert!(first >= Duration::from_millis(500) && first <= Duration::from_secs(1));
-        let tenth = b.remember_for(&err, 10);
-        assert!(tenth <= Duration::from_secs(60) && tenth >= Duration::from_secs(30));
-        let perm = FetchError::Source(Arc::new(SourceError::permanent("x")));
-        // A Retry-After counts up to the transient maximum and no further.
-        let huge = FetchError::Source(Arc::new(
-            SourceError::transient("x").with_retry_after(Duration::MAX),
-        ));
-        assert_eq!(b.remember_for(&huge, 1), b.transient_max);
-        assert_eq!(b.remember_for(&perm, 1), Duration::from_secs(60));
-        let asked = FetchError::Source(Arc::new(
-            SourceError::transient("x").with_retry_after(Duration::from_secs(7)),
-        ));
-        assert!(b.remember_for(&asked, 1) >= Duration::from_secs(7));
     }
 }

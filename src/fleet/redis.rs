@@ -39,15 +39,21 @@ return 0
 
 /// GCRA on the server's clock: `KEYS[1]` holds the theoretical arrival time (microseconds),
 /// `ARGV[1]` the emission interval (microseconds), `ARGV[2]` the burst. Returns 0 when a call may
-/// go (and books it), or the microseconds to wait.
+/// go (and books it), or the microseconds to wait. A stored time the quota could not have written
+/// (past a full burst from now, not a number, NaN) is cut back, and written back, to the latest it
+/// could: a damaged key costs a seller one interval, not the fleet's token calls.
 const GCRA: &str = r"
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
 local tat = tonumber(redis.call('GET', KEYS[1]))
-if not tat or tat < now then
+local latest = now + burst * interval
+if not tat or tat ~= tat or tat < now then
   tat = now
+elseif tat > latest then
+  tat = latest
+  redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1000)
 end
 local allow_at = tat - (burst - 1) * interval
 if now < allow_at then

@@ -409,7 +409,14 @@ impl FleetState {
                     return Ok(());
                 }
                 Ok(Admission::RetryAfter(wait)) => {
-                    let wait = wait.max(Duration::from_millis(1));
+                    // The shared limiter's answer is an outside number: a limiter enforcing this
+                    // quota never asks for more than one interval (a damaged or hostile value in
+                    // its store could ask for years), so a longer wait is cut to one interval and
+                    // the limiter asked again.
+                    let wait = wait.clamp(
+                        Duration::from_millis(1),
+                        self.quota.interval(Duration::ZERO),
+                    );
                     let now = Instant::now();
                     if time::add(now, wait) > deadline {
                         return Err(FetchError::RateLimited {

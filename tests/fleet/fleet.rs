@@ -424,6 +424,62 @@ async fn replicas_go_on_alone_while_redis_is_down_and_share_again_after() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_rate_key_costs_a_seller_one_interval_at_most() {
+    let Some(redis) = Redis::any() else {
+        return;
+    };
+    let em = Emulator::start_with(emulator_config()).await.unwrap();
+    let mut raw = redis.client().await;
+    // A value far in the future (the finding: "would delay the fetch by 98203716768 s"), text,
+    // and what Lua reads as NaN and minus infinity.
+    let damaged = ["98203716768000000", "garbage", "nan", "-inf"];
+    for (n, damage) in damaged.iter().enumerate() {
+        // A replica of its own and an operation not yet fetched: the call goes through the limiter.
+        let a = replica(&em, &redis, Options::default());
+        let key = a.redis.rate_key(&SellerId::default(), &em.origin());
+        let () = redis::cmd("SET")
+            .arg(&key)
+            .arg(*damage)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let path = [
+            "/orders/v0/orders/902-1/address",
+            "/orders/v0/orders/902-1/buyerInfo",
+            "/orders/v0/orders/902-1/orderItems/buyerInfo",
+            "/mfn/v0/shipments/SHIP-1",
+        ][n];
+        let token = a.token(request(&em, "default", path)).await;
+        assert!(token.unwrap().starts_with("Atz.sprdt|"), "{damage}");
+        // The default quota's interval with the rate margin is 1.1 s; a busy host adds some.
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{damage}: {:?}",
+            started.elapsed()
+        );
+        // The limiter wrote back a time it could have written itself.
+        let stored: String = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        let stored: f64 = stored
+            .parse()
+            .unwrap_or_else(|e| panic!("{damage}: {stored:?}: {e}"));
+        let now_micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as f64;
+        assert!(
+            stored < now_micros + 11.0 * 1.1e6 + 5e6,
+            "{damage}: {stored}"
+        );
+        assert_eq!(a.layer.stats().fleet_fallbacks, 0, "{damage}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_are_encrypted_in_redis() {
     let Some(redis) = Redis::any() else {
         return;

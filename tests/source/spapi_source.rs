@@ -359,7 +359,6 @@ async fn a_short_lived_lwa_token_is_refreshed_at_half_life() {
 #[tokio::test]
 async fn lwa_errors_are_mapped() {
     let server = Amazon::start().await;
-    let source = server.source();
     let cases = [
         (
             json_reply(
@@ -396,6 +395,8 @@ async fn lwa_errors_are_mapped() {
     ];
     for (reply, kind, code, cure) in cases {
         let status = reply.status().as_u16();
+        // A source of its own: a source remembers a seller's LWA failure for a while.
+        let source = server.source();
         server.reply(Endpoint::Lwa, reply);
         let err = source.fetch(server.request()).await.unwrap_err();
         assert_eq!(err.kind(), kind, "{status}: {err}");

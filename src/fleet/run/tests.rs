@@ -30,6 +30,8 @@ struct Memory {
     calls: AtomicUsize,
     /// Peek by a test to keep reads waiting.
     gate: tokio::sync::Mutex<()>,
+    /// The rate limiter's next answers (then `Granted`).
+    admissions: Mutex<std::collections::VecDeque<Admission>>,
 }
 
 impl Memory {
@@ -112,7 +114,10 @@ impl SharedRateLimiter for Memory {
         _: &'a Origin,
         _: TokenQuota,
     ) -> FleetFuture<'a, Admission> {
-        self.run(|| Admission::Granted)
+        self.run(|| {
+            let mut next = self.admissions.lock().unwrap();
+            next.pop_front().unwrap_or(Admission::Granted)
+        })
     }
 }
 
@@ -423,4 +428,26 @@ async fn a_drop_made_during_a_store_read_is_not_undone() {
     drop(gate);
     let fetched = fetch.await.unwrap().unwrap();
     assert_eq!(fetched, "Atz.sprdt|token-2");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fleet_wait_longer_than_the_quota_can_need_is_cut_to_one_interval() {
+    // Someone wrote a huge value into the seller's rate-limit key: the shared limiter believes the
+    // next call must wait 3,000 years. The quota (1/s, burst 10, spaced by the default 100 ms rate
+    // margin) never needs more than 1.1 s.
+    let (calls, store) = (Arc::default(), Arc::new(Memory::default()));
+    let absurd = Duration::from_secs(98_203_716_768);
+    store.admissions.lock().unwrap().extend([
+        Admission::RetryAfter(absurd),
+        Admission::RetryAfter(Duration::MAX),
+    ]);
+    let layer = replica(&calls, &store);
+    let started = Instant::now();
+    assert_eq!(
+        token(&layer, "/orders/v0/orders/1/address").await,
+        "Atz.sprdt|token-1"
+    );
+    // Two believed waits of one interval each, then the source's 20 ms.
+    assert_eq!(started.elapsed(), Duration::from_millis(2 * 1_100 + 20));
+    assert_eq!(layer.stats().rate_limit_waits, 1);
 }

@@ -42,6 +42,7 @@ mod tests {
     use http::StatusCode;
     use serde_json::Value;
 
+    use super::cache::LWA_REFUSAL_PERIOD;
     use super::credentials::MAX_MESSAGE;
     use super::credentials::{ENV_CLIENT_ID, ENV_CLIENT_SECRET, ENV_REFRESH_TOKEN};
     use super::parse::{CURE_REAUTHORIZE, LwaGrant, lwa_answer};
@@ -299,9 +300,93 @@ mod tests {
             assert_eq!(err.kind(), ErrorKind::Permanent);
             assert_eq!(err.cure(), Some(CURE_REAUTHORIZE));
         }
-        // A later caller tries again.
+        // A later caller gets the remembered failure until its back-off ends, then tries again.
+        tokio::time::advance(Duration::from_secs(61)).await;
         assert!(slot.access_token(|| lwa.call()).await.is_err());
         assert_eq!(lwa.calls(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_grant_is_remembered_for_a_minute() {
+        let slot = SellerSlot::new(creds(), Duration::from_secs(300));
+        let mut lwa = FakeLwa::new(Duration::from_secs(3600));
+        lwa.fail = true;
+        for _ in 0..10 {
+            let err = slot.access_token(|| lwa.call()).await.unwrap_err();
+            assert_eq!(err.code(), Some("invalid_grant"));
+            assert_eq!(err.kind(), ErrorKind::Permanent);
+            tokio::time::advance(Duration::from_secs(5)).await;
+        }
+        assert_eq!(
+            lwa.calls(),
+            1,
+            "calls within the minute after invalid_grant"
+        );
+        let err = slot.access_token(|| lwa.call()).await.unwrap_err();
+        assert!(
+            err.retry_after().unwrap() <= Duration::from_secs(10),
+            "{err:?}"
+        );
+        tokio::time::advance(Duration::from_secs(11)).await;
+        lwa.fail = false;
+        slot.access_token(|| lwa.call()).await.unwrap();
+        assert_eq!(lwa.calls(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_failures_back_off_and_a_success_resets_them() {
+        let slot = SellerSlot::new(creds(), Duration::from_secs(300));
+        let failing = |n: &AtomicUsize| {
+            n.fetch_add(1, Ordering::SeqCst);
+            async { Err(SourceError::transient("LWA answered 503")) }
+        };
+        let calls = AtomicUsize::new(0);
+        let mut waits = Vec::new();
+        for _ in 0..6 {
+            // Each failure is remembered: the calls right after it do not reach LWA.
+            let before = calls.load(Ordering::SeqCst);
+            assert!(slot.access_token(|| failing(&calls)).await.is_err());
+            assert_eq!(calls.load(Ordering::SeqCst), before + 1);
+            let err = slot.access_token(|| failing(&calls)).await.unwrap_err();
+            assert_eq!(calls.load(Ordering::SeqCst), before + 1);
+            let wait = err.retry_after().unwrap();
+            waits.push(wait);
+            tokio::time::advance(wait).await;
+        }
+        // About 1, 2, 4, 8, 16, 32 s (each in the upper half of its step): growing, bounded.
+        assert!(waits[0] <= Duration::from_secs(1), "{waits:?}");
+        assert!(waits[5] >= Duration::from_secs(16), "{waits:?}");
+        assert!(waits.iter().all(|w| *w <= Duration::from_secs(60)));
+        let lwa = FakeLwa::new(Duration::from_secs(3600));
+        slot.access_token(|| lwa.call()).await.unwrap();
+        slot.invalidate(&slot.access_token(|| lwa.call()).await.unwrap());
+        // After a success, the next failure is remembered for about a second again.
+        assert!(slot.access_token(|| failing(&calls)).await.is_err());
+        let err = slot.access_token(|| failing(&calls)).await.unwrap_err();
+        assert!(
+            err.retry_after().unwrap() <= Duration::from_secs(1),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_token_is_dropped_at_most_once_a_refusal_period() {
+        let slot = SellerSlot::new(creds(), Duration::from_secs(300));
+        let lwa = FakeLwa::new(Duration::from_secs(3600));
+        let t1 = slot.access_token(|| lwa.call()).await.unwrap();
+        assert!(slot.invalidate(&t1));
+        let t2 = slot.access_token(|| lwa.call()).await.unwrap();
+        // Twenty more refusals within the period: the new token stays, LWA is not called again.
+        for _ in 0..20 {
+            assert!(!slot.invalidate(&t2));
+            assert_eq!(slot.access_token(|| lwa.call()).await.unwrap(), t2);
+            tokio::time::advance(Duration::from_secs(2)).await;
+        }
+        assert_eq!(lwa.calls(), 2);
+        tokio::time::advance(LWA_REFUSAL_PERIOD).await;
+        assert!(slot.invalidate(&t2));
+        assert_ne!(slot.access_token(|| lwa.call()).await.unwrap(), t2);
+        assert_eq!(lwa.calls(), 3);
     }
 
     #[tokio::test(start_paused = true)]
@@ -309,12 +394,13 @@ mod tests {
         let slot = SellerSlot::new(creds(), Duration::from_secs(300));
         let lwa = FakeLwa::new(Duration::from_secs(3600));
         let t1 = slot.access_token(|| lwa.call()).await.unwrap();
-        slot.invalidate(&t1);
+        assert!(slot.invalidate(&t1));
         let t2 = slot.access_token(|| lwa.call()).await.unwrap();
         assert_eq!(lwa.calls(), 2);
         assert_ne!(t1, t2);
-        // A late refusal of t1 must not evict t2.
-        slot.invalidate(&t1);
+        // A late refusal of t1 must not evict t2, even after the refusal period.
+        tokio::time::advance(LWA_REFUSAL_PERIOD).await;
+        assert!(!slot.invalidate(&t1));
         assert_eq!(slot.access_token(|| lwa.call()).await.unwrap(), t2);
         assert_eq!(lwa.calls(), 2);
     }

@@ -112,13 +112,17 @@ impl Inner {
         match self.call(request, &slot, &lwa, body.clone(), 1).await {
             Outcome::Issued(token) => Ok(token),
             Outcome::Failed(err) => Err(err),
-            Outcome::Refused(_) => {
+            Outcome::Refused(err) => {
+                if !slot.invalidate(&lwa) {
+                    // A token dropped within the refusal period was refused again: a new one
+                    // would not help.
+                    return Err(err);
+                }
                 tracing::debug!(
                     seller = %seller,
                     origin = %request.origin(),
                     "the Tokens API refused the LWA access token; getting a new one and trying once more"
                 );
-                slot.invalidate(&lwa);
                 let lwa = self.lwa_token(&slot, seller).await?;
                 match self.call(request, &slot, &lwa, body, 2).await {
                     Outcome::Issued(token) => Ok(token),

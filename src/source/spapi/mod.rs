@@ -128,11 +128,17 @@ impl SpApiTokenSource {
     }
 
     /// Forgets the seller's cached LWA access token if it is still `refused` (an SP-API call refused
-    /// it with 401/403), so the next call gets a new one. A newer token is kept.
-    pub fn invalidate_lwa_access_token(&self, seller: &SellerId, refused: &SecretToken) {
-        if let Some(slot) = self.inner.lwa.slot(seller) {
-            slot.invalidate(refused);
-        }
+    /// it with 401/403), so the next call gets a new one; returns whether it did.
+    ///
+    /// A newer token is kept, and so is any token within a minute of the last drop for this seller:
+    /// a fresh token refused again at once says the refusal is about something else (a missing
+    /// role, the wrong seller), and dropping it on every refused call would make each one an LWA
+    /// call.
+    pub fn invalidate_lwa_access_token(&self, seller: &SellerId, refused: &SecretToken) -> bool {
+        self.inner
+            .lwa
+            .slot(seller)
+            .is_some_and(|slot| slot.invalidate(refused))
     }
 
     /// Adds a seller, or replaces its credentials (and drops its cached LWA token), at run time.
