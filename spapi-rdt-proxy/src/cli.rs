@@ -40,6 +40,7 @@ CONFIG FILE (--config FILE, TOML; flags given on the command line win; unknown k
   [sellers.<NAME>]  region = \"na\"  (or upstream = \"https://...\"); token in SPAPI_REFRESH_TOKEN_<NAME>
   [fleet]  redis_url = \"redis://127.0.0.1:6379/0\"   key_prefix = \"spapi-rdt\"
   [reports]  remember = 10000   remember_secs = 86400   (restricted report documents kept)
+             document_tokens_per_minute = 12   document_token_burst = 5   (per seller)
 
 OPERATIONS (outside the SP-API path space, no client authentication):
   GET /healthz   200 while the process serves
@@ -153,6 +154,13 @@ pub struct Args {
     /// limit (`ulimit -n`) minus the upstream connections. Default 512.
     #[arg(long, value_name = "N")]
     pub(crate) max_connections: Option<usize>,
+
+    /// How many report-document tokens a seller's clients may make the proxy fetch each minute
+    /// once a burst of 5 is spent (each document needs a token of its own, out of the Tokens API
+    /// quota the other operations need too); past it a marked document gets 429. 1 to 60;
+    /// default 12.
+    #[arg(long, value_name = "N")]
+    pub(crate) document_tokens_per_minute: Option<u32>,
 }
 
 /// An SP-API region, as named on the command line and in the config file.

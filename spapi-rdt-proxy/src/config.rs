@@ -29,6 +29,8 @@
 //! [reports]
 //! remember = 10000                 # restricted report documents kept in memory
 //! remember_secs = 86400
+//! document_tokens_per_minute = 12  # per seller, once a burst of document_token_burst is spent
+//! document_token_burst = 5
 //! ```
 
 use std::collections::BTreeMap;
@@ -44,6 +46,7 @@ use spapi_rdt::{LwaCredentials, Origin, SellerId};
 use crate::auth::ClientAuth;
 use crate::cli::{Args, LogFormat, RegionName};
 use crate::connections::{Limits, MAX_CONNECTIONS};
+use crate::document_budget::DocumentTokenLimits;
 
 /// The listen address when none is given: loopback only.
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -108,6 +111,8 @@ struct FleetFile {
 struct ReportsFile {
     remember: Option<usize>,
     remember_secs: Option<u64>,
+    document_tokens_per_minute: Option<u32>,
+    document_token_burst: Option<u32>,
 }
 
 /// Why the proxy cannot start with the settings it was given. The message names the flag, key or
@@ -201,6 +206,8 @@ pub struct Settings {
     pub(crate) allow_tokens_api: bool,
     pub(crate) fleet: Option<FleetSettings>,
     pub(crate) reports: ReportSettings,
+    /// The per-seller budget of report-document tokens.
+    pub(crate) document_tokens: DocumentTokenLimits,
 }
 
 /// An upper bound for the durations read from outside, so no setting overflows time arithmetic.
@@ -382,6 +389,32 @@ impl Settings {
                 "config `reports.remember_secs`",
             )?,
         };
+        let document_defaults = DocumentTokenLimits::default();
+        let document_tokens = DocumentTokenLimits {
+            per_minute: args
+                .document_tokens_per_minute
+                .or(file.reports.document_tokens_per_minute)
+                .unwrap_or(document_defaults.per_minute),
+            burst: file
+                .reports
+                .document_token_burst
+                .unwrap_or(document_defaults.burst),
+            remembered: reports.capacity,
+        };
+        // The Tokens API allows a seller 60 calls a minute and 10 at once: a larger budget for
+        // documents alone would mean nothing, and 0 would refuse every restricted document.
+        if !(1..=60).contains(&document_tokens.per_minute) {
+            return Err(
+                "--document-tokens-per-minute (config `reports.document_tokens_per_minute`) must \
+                 be between 1 and 60"
+                    .to_owned(),
+            );
+        }
+        if !(1..=10).contains(&document_tokens.burst) {
+            return Err(
+                "config `reports.document_token_burst` must be between 1 and 10".to_owned(),
+            );
+        }
 
         let redis_url = args
             .redis_url
@@ -414,6 +447,7 @@ impl Settings {
             allow_tokens_api: args.allow_tokens_api || file.allow_tokens_api.unwrap_or(false),
             fleet,
             reports,
+            document_tokens,
         })
     }
 

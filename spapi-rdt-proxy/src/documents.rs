@@ -10,22 +10,27 @@
 //!   refused one with a token, and a replay that works is remembered.
 //! - `getReport` and `getReports` answers are read as they stream by, and the documents of
 //!   restricted report types in them are remembered ([`Learning`]).
+//! - Every document token comes out of the seller's [`DocumentBudget`]: past it a marked document
+//!   is answered 429 and an unmarked one goes without the replay; a document refused lately is
+//!   not asked about again.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{Request, Response, header};
+use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use pin_project_lite::pin_project;
-use spapi_rdt::BoxError;
-use spapi_rdt::control::{ReplayedAsRestrictedReport, RestrictedReport};
+use spapi_rdt::control::{ReplayedAsRestrictedReport, RestrictedReport, TokenMode};
+use spapi_rdt::error::ErrorKind;
+use spapi_rdt::{BoxError, SellerId};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::failure::ResponseBody;
-use crate::metrics::{Metrics, ReportLabels};
+use crate::document_budget::{Charge, DocumentBudget};
+use crate::failure::{Failure, ResponseBody};
+use crate::metrics::{DocumentRefusalLabels, Metrics, ReportLabels};
 use crate::reports::{Learning, ReportCall, RestrictedDocuments};
 use crate::upstream::KeepLwaOnRefusal;
 
@@ -37,6 +42,7 @@ pub(crate) struct ClientMarked;
 #[derive(Clone)]
 pub(crate) struct ReportDocumentsLayer {
     pub(crate) documents: RestrictedDocuments,
+    pub(crate) budget: Arc<DocumentBudget>,
     pub(crate) metrics: Arc<Metrics>,
 }
 
@@ -78,32 +84,82 @@ where
                 request.headers_mut().remove(header::ACCEPT_ENCODING);
             }
             Some(ReportCall::Document(id)) => {
+                let layer = &self.layer;
+                let seller = request
+                    .extensions()
+                    .get::<SellerId>()
+                    .cloned()
+                    .unwrap_or_default();
                 let known = if request.extensions().get::<ClientMarked>().is_some() {
                     Some("header")
-                } else if self.layer.documents.contains(id) {
+                } else if layer.documents.contains(id) {
                     Some("learned")
                 } else {
                     None
                 };
+                let refused = layer.budget.was_refused(id);
                 match known {
-                    Some(how) => {
-                        request.extensions_mut().insert(RestrictedReport);
-                        self.layer
-                            .metrics
-                            .report_documents
-                            .get_or_create(&ReportLabels { how })
-                            .inc();
+                    Some(_) if refused => {
+                        return layer.answer(
+                            "refused_before",
+                            Failure::new(
+                                StatusCode::BAD_GATEWAY,
+                                "TokenRefused",
+                                "Amazon refused this report document, or a token for it, within \
+                                 the last hour; the proxy does not ask again before then",
+                            )
+                            .into_response(),
+                        );
                     }
+                    Some(how) => match layer.budget.take(&seller, id) {
+                        Err(wait) => return layer.answer("budget", exhausted(wait)),
+                        Ok(charge) => {
+                            request.extensions_mut().insert(RestrictedReport);
+                            layer
+                                .metrics
+                                .report_documents
+                                .get_or_create(&ReportLabels { how })
+                                .inc();
+                            document = Some(Document {
+                                id: id.clone(),
+                                seller,
+                                charge,
+                                marked: true,
+                            });
+                        }
+                    },
                     None => {
                         request.extensions_mut().insert(KeepLwaOnRefusal);
-                        document = Some(id.clone());
+                        let charge = if refused {
+                            None
+                        } else {
+                            layer.budget.take(&seller, id).ok()
+                        };
+                        match charge {
+                            Some(charge) => {
+                                document = Some(Document {
+                                    id: id.clone(),
+                                    seller,
+                                    charge,
+                                    marked: false,
+                                });
+                            }
+                            None => {
+                                // No replay with a token: the client gets Amazon's answer to
+                                // the LWA token.
+                                request.extensions_mut().insert(TokenMode::Skip);
+                                let reason = if refused { "refused_before" } else { "budget" };
+                                layer.count_refusal(reason);
+                            }
+                        }
                     }
                 }
             }
             None => {}
         }
         ReportFuture {
-            future: self.inner.call(request),
+            future: Some(self.inner.call(request)),
+            answered: None,
             layer: self.layer.clone(),
             listing: call == Some(ReportCall::Listing),
             document,
@@ -111,15 +167,63 @@ where
     }
 }
 
+impl ReportDocumentsLayer {
+    fn count_refusal(&self, reason: &'static str) {
+        self.metrics
+            .document_tokens_refused
+            .get_or_create(&DocumentRefusalLabels { reason })
+            .inc();
+    }
+
+    /// The proxy's own answer, counted, without calling the token stack.
+    fn answer<F>(&self, reason: &'static str, response: Response<ResponseBody>) -> ReportFuture<F> {
+        self.count_refusal(reason);
+        ReportFuture {
+            future: None,
+            answered: Some(response),
+            layer: self.clone(),
+            listing: false,
+            document: None,
+        }
+    }
+}
+
+/// The 429 for a marked document past its seller's budget.
+fn exhausted(wait: std::time::Duration) -> Response<ResponseBody> {
+    let mut response = Failure::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "QuotaExceeded",
+        "this seller's report-document tokens are spent for now (the proxy keeps most of the \
+         Tokens API quota for other operations); retry after the time in Retry-After",
+    )
+    .into_response();
+    let secs = wait.as_secs().saturating_add(1);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    response
+}
+
+/// A document whose token comes out of the budget.
+#[derive(Debug)]
+struct Document {
+    id: String,
+    seller: SellerId,
+    charge: Charge,
+    /// Sent with a token at once (else with the LWA token, and maybe replayed with one).
+    marked: bool,
+}
+
 pin_project! {
-    /// The token stack's future; on its answer, remembers what the answer shows.
+    /// The token stack's future, or the proxy's own answer; on the stack's answer, remembers what
+    /// the answer shows.
     pub(crate) struct ReportFuture<F> {
         #[pin]
-        future: F,
+        future: Option<F>,
+        answered: Option<Response<ResponseBody>>,
         layer: ReportDocumentsLayer,
         listing: bool,
-        // A document sent without a token: remembered if a replay with one works.
-        document: Option<String>,
+        document: Option<Document>,
     }
 }
 
@@ -131,25 +235,19 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let response = std::task::ready!(this.future.poll(cx))?;
+        let Some(future) = this.future.as_pin_mut() else {
+            return Poll::Ready(
+                this.answered
+                    .take()
+                    .ok_or_else(|| BoxError::from("the report future was polled after it ended")),
+            );
+        };
+        let result = std::task::ready!(future.poll(cx));
         let layer = &*this.layer;
-        if let Some(id) = this.document.take()
-            && response
-                .extensions()
-                .get::<ReplayedAsRestrictedReport>()
-                .is_some()
-        {
-            if response.status().is_success() {
-                layer.documents.remember(&id);
-                layer
-                    .metrics
-                    .report_documents
-                    .get_or_create(&ReportLabels { how: "retried" })
-                    .inc();
-            } else {
-                layer.metrics.report_retries_refused.inc();
-            }
+        if let Some(document) = this.document.take() {
+            layer.settle(document, &result);
         }
+        let response = result?;
         let learn = *this.listing
             && response.status().is_success()
             && !response.headers().contains_key(header::CONTENT_ENCODING);
@@ -169,6 +267,56 @@ where
             body.map_err(BoxError::from).boxed()
         };
         Poll::Ready(Ok(Response::from_parts(parts, body)))
+    }
+}
+
+impl ReportDocumentsLayer {
+    /// What a document's answer says about its token: granted, refused, or never fetched.
+    fn settle(&self, document: Document, result: &Result<Response<reqwest::Body>, BoxError>) {
+        let Document {
+            id,
+            seller,
+            charge,
+            marked,
+        } = document;
+        let replayed = result
+            .as_ref()
+            .is_ok_and(|r| r.extensions().get::<ReplayedAsRestrictedReport>().is_some());
+        if !marked && !replayed {
+            // Sent with the LWA token and not replayed: no token was fetched.
+            if charge == Charge::Taken {
+                self.budget.give_back(&seller);
+            }
+            return;
+        }
+        match result {
+            Ok(response) if response.status().is_success() => {
+                self.budget.granted(&id);
+                if replayed {
+                    self.documents.remember(&id);
+                    self.metrics
+                        .report_documents
+                        .get_or_create(&ReportLabels { how: "retried" })
+                        .inc();
+                }
+            }
+            Ok(response) => {
+                if replayed {
+                    self.metrics.report_retries_refused.inc();
+                }
+                if response.status() == StatusCode::FORBIDDEN {
+                    self.budget.refused(&id);
+                }
+            }
+            Err(error) => {
+                let refused = error
+                    .downcast_ref::<spapi_rdt::error::Error>()
+                    .is_some_and(|e| e.kind() == ErrorKind::Permanent);
+                if refused {
+                    self.budget.refused(&id);
+                }
+            }
+        }
     }
 }
 
@@ -225,7 +373,13 @@ mod tests {
             spapi_rdt::RestrictedDataTokenLayer::new(source),
             documents.clone(),
         ));
-        ReportDocumentsLayer { documents, metrics }
+        ReportDocumentsLayer {
+            documents,
+            budget: Arc::new(DocumentBudget::new(
+                crate::document_budget::DocumentTokenLimits::default(),
+            )),
+            metrics,
+        }
     }
 
     async fn oneshot(service: &mut ReportDocuments<Stub>, request: Request<reqwest::Body>) -> u16 {

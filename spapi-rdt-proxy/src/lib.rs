@@ -25,6 +25,7 @@ mod auth;
 mod cli;
 mod config;
 mod connections;
+mod document_budget;
 mod documents;
 mod failure;
 mod listener;

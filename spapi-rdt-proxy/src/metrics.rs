@@ -112,6 +112,14 @@ pub(crate) struct ReportLabels {
     pub(crate) how: &'static str,
 }
 
+/// Why a report document got no token from the proxy.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct DocumentRefusalLabels {
+    /// `budget` (the seller's document tokens are spent for now) or `refused_before` (Amazon
+    /// refused this document lately).
+    pub(crate) reason: &'static str,
+}
+
 /// Why the proxy closed a client connection.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub(crate) struct ClosedLabels {
@@ -154,6 +162,7 @@ pub(crate) struct Metrics {
     pub(crate) reports_learned: Counter,
     pub(crate) report_documents: Family<ReportLabels, Counter>,
     pub(crate) report_retries_refused: Counter,
+    pub(crate) document_tokens_refused: Family<DocumentRefusalLabels, Counter>,
     connections: ConnectionMetrics,
     max_connections: Gauge,
 }
@@ -194,6 +203,14 @@ impl Metrics {
             "getReportDocument calls sent with a Restricted Data Token, by how the proxy knew",
             report_documents.clone(),
         );
+        let document_tokens_refused = Family::<DocumentRefusalLabels, Counter>::default();
+        registry.register(
+            "document_tokens_refused",
+            "getReportDocument calls the proxy fetched no token for: the seller's document-token \
+             budget was spent (a marked document got 429, an unmarked one no replay) or Amazon \
+             refused the document lately",
+            document_tokens_refused.clone(),
+        );
         let report_retries_refused = Counter::default();
         registry.register(
             "report_retries_refused",
@@ -229,6 +246,7 @@ impl Metrics {
             reports_learned,
             report_documents,
             report_retries_refused,
+            document_tokens_refused,
             connections,
             max_connections,
         }

@@ -29,6 +29,7 @@ use tower_service::Service;
 
 use crate::auth::ClientAuth;
 use crate::config::Settings;
+use crate::document_budget::DocumentBudget;
 use crate::documents::{ClientMarked, ReportDocuments, ReportDocumentsLayer};
 use crate::failure::{Failure, ResponseBody};
 use crate::metrics::{ConnectionMetrics, Metrics, OperationNames, RefusalLabels};
@@ -161,6 +162,7 @@ impl App {
         };
         let stack = ReportDocumentsLayer {
             documents: documents.clone(),
+            budget: Arc::new(DocumentBudget::new(settings.document_tokens)),
             metrics: Arc::clone(&metrics),
         }
         .layer(layer.recover_stale_tokens().layer(layer.layer(service)));

@@ -60,11 +60,13 @@ impl ReportCall {
     }
 }
 
-/// The documents known to be of a restricted report type.
+/// A bounded set of document ids, each forgotten a fixed time after it was remembered (oldest first
+/// out when full), on tokio's clock. Cheap to clone: clones share the set.
 #[derive(Debug, Clone)]
-pub(crate) struct RestrictedDocuments {
+pub(crate) struct ExpiringIds {
     inner: Arc<Mutex<Memory>>,
-    settings: ReportSettings,
+    capacity: usize,
+    ttl: std::time::Duration,
 }
 
 #[derive(Debug, Default)]
@@ -87,11 +89,12 @@ impl Memory {
     }
 }
 
-impl RestrictedDocuments {
-    pub(crate) fn new(settings: ReportSettings) -> Self {
-        RestrictedDocuments {
+impl ExpiringIds {
+    pub(crate) fn new(capacity: usize, ttl: std::time::Duration) -> Self {
+        ExpiringIds {
             inner: Arc::default(),
-            settings,
+            capacity: capacity.max(1),
+            ttl,
         }
     }
 
@@ -102,15 +105,15 @@ impl RestrictedDocuments {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Remembers `id` as restricted; `true` when it was not known yet.
-    pub(crate) fn remember(&self, id: &str) -> bool {
+    /// Remembers `id`; `true` when it was not known yet.
+    pub(crate) fn insert(&self, id: &str) -> bool {
         let now = Instant::now();
         let mut memory = self.lock();
         memory.purge(now);
         if memory.ids.contains(id) {
             return false;
         }
-        while memory.ids.len() >= self.settings.capacity {
+        while memory.ids.len() >= self.capacity {
             match memory.order.pop_front() {
                 Some((_, oldest)) => {
                     memory.ids.remove(&oldest);
@@ -121,23 +124,52 @@ impl RestrictedDocuments {
         let id: Arc<str> = Arc::from(id);
         memory.ids.insert(Arc::clone(&id));
         // The setting is bounded when read; should it ever not fit, the entry expires at once.
-        let expires = now.checked_add(self.settings.ttl).unwrap_or(now);
+        let expires = now.checked_add(self.ttl).unwrap_or(now);
         memory.order.push_back((expires, id));
         true
     }
 
-    /// Whether `id` is known to be restricted.
+    /// Whether `id` is remembered.
     pub(crate) fn contains(&self, id: &str) -> bool {
         let mut memory = self.lock();
         memory.purge(Instant::now());
         memory.ids.contains(id)
     }
 
-    /// How many documents are remembered.
+    /// How many ids are remembered.
     pub(crate) fn len(&self) -> usize {
         let mut memory = self.lock();
         memory.purge(Instant::now());
         memory.ids.len()
+    }
+}
+
+/// The documents known to be of a restricted report type.
+#[derive(Debug, Clone)]
+pub(crate) struct RestrictedDocuments {
+    ids: ExpiringIds,
+}
+
+impl RestrictedDocuments {
+    pub(crate) fn new(settings: ReportSettings) -> Self {
+        RestrictedDocuments {
+            ids: ExpiringIds::new(settings.capacity, settings.ttl),
+        }
+    }
+
+    /// Remembers `id` as restricted; `true` when it was not known yet.
+    pub(crate) fn remember(&self, id: &str) -> bool {
+        self.ids.insert(id)
+    }
+
+    /// Whether `id` is known to be restricted.
+    pub(crate) fn contains(&self, id: &str) -> bool {
+        self.ids.contains(id)
+    }
+
+    /// How many documents are remembered.
+    pub(crate) fn len(&self) -> usize {
+        self.ids.len()
     }
 
     /// Reads a `getReport`/`getReports` answer and remembers its restricted documents; returns how

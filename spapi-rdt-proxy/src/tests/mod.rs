@@ -556,6 +556,44 @@ async fn revoked_tokens_are_replaced() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_calls_cost_one_lwa_call_a_refusal_period_and_lwa_refusals_are_remembered() {
+    use spapi_rdt_emulator::{CannedReply, Endpoint, Fault};
+    let emulator = emulator().await;
+    let proxy = proxy_to(&emulator).await;
+    let participations = "/sellers/v1/marketplaceParticipations";
+    let lwa_calls = || emulator.requests(Endpoint::Lwa).len();
+
+    // Amazon refuses every unrestricted call (a missing role, say): the first refusal drops the
+    // LWA token, the next 19 keep the new one.
+    emulator.inject(
+        Endpoint::Unrestricted,
+        Fault::Status(StatusCode::FORBIDDEN),
+        20,
+    );
+    for _ in 0..20 {
+        let (parts, _) = proxy.get(participations, &[]).await;
+        assert_eq!(parts.status, StatusCode::FORBIDDEN);
+    }
+    assert_eq!(lwa_calls(), 2, "LWA calls for 20 refused calls");
+
+    // LWA refuses seller B's refresh token: one LWA call, then the refusal is remembered.
+    let invalid_grant = CannedReply::json(
+        StatusCode::BAD_REQUEST,
+        &serde_json::json!({"error": "invalid_grant", "error_description": "revoked"}),
+    );
+    emulator.inject(Endpoint::Lwa, Fault::Reply(invalid_grant), 100);
+    for _ in 0..10 {
+        let (parts, body) = proxy.get(participations, &[("x-spapi-seller", "B")]).await;
+        assert!(parts.status.is_server_error(), "{} {body}", parts.status);
+    }
+    assert_eq!(
+        lwa_calls(),
+        3,
+        "LWA calls for 10 requests under invalid_grant"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_token_is_a_502_without_secrets() {
     let emulator = emulator().await;
     emulator.deny_resource(Method::GET, "/orders/v0/orders/{orderId}/buyerInfo");
@@ -668,6 +706,99 @@ async fn a_refused_report_document_is_retried_once_with_a_token_and_remembered()
     assert_eq!(
         metrics[r#"spapi_proxy_restricted_report_documents_total{how="learned"}"#],
         1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_documents_cannot_spend_a_sellers_token_quota() {
+    let emulator = emulator().await;
+    let proxy = proxy_to(&emulator).await;
+    let document = |n: usize| format!("/reports/2021-06-30/documents/amzn1.spdoc.1.4.na.fake{n}");
+    let marked = [("x-spapi-restricted-report", "true")];
+
+    // Ten made-up documents at once, marked: the first five get a token each, the others 429.
+    let answers = join_all((0..10).map(|n| {
+        let path = document(n);
+        let proxy = &proxy;
+        async move { proxy.get(&path, &marked).await }
+    }))
+    .await;
+    let ok = answers
+        .iter()
+        .filter(|(p, _)| p.status == StatusCode::OK)
+        .count();
+    let throttled: Vec<_> = answers
+        .iter()
+        .filter(|(p, _)| p.status == StatusCode::TOO_MANY_REQUESTS)
+        .collect();
+    assert_eq!((ok, throttled.len()), (5, 5), "{answers:?}");
+    assert!(header(&throttled[0].0, "retry-after").is_some());
+    assert!(
+        throttled[0].1.contains("QuotaExceeded"),
+        "{}",
+        throttled[0].1
+    );
+    assert_eq!(emulator.counters().token_calls, 5);
+    // A document granted lately costs nothing again (its token is cached).
+    let granted = answers
+        .iter()
+        .position(|(p, _)| p.status == StatusCode::OK)
+        .unwrap();
+    let (parts, _) = proxy.get(&document(granted), &marked).await;
+    assert_eq!(parts.status, StatusCode::OK);
+    assert_eq!(emulator.counters().token_calls, 5);
+
+    // The seller's other restricted operations still have the rest of the Tokens quota.
+    let (parts, body) = proxy
+        .get("/orders/v0/orders/902-3159896-1390916/address", &[])
+        .await;
+    assert_eq!(parts.status, StatusCode::OK, "{body}");
+    assert_eq!(header(&parts, "x-emulator-pii"), Some("served"));
+    assert_eq!(emulator.counters().token_calls, 6);
+
+    // Unmarked made-up documents of another seller: refused with the LWA token, replayed with a
+    // token while that seller's budget lasts, then returned as refused without a replay.
+    let b = [("x-spapi-seller", "B")];
+    let mut statuses = Vec::new();
+    for n in 100..108 {
+        statuses.push(proxy.get(&document(n), &b).await.0.status.as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 403, 403, 403]);
+    assert_eq!(emulator.counters().token_calls_for("seller-b"), 5);
+
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        metrics[r#"spapi_proxy_document_tokens_refused_total{reason="budget"}"#],
+        8.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_document_is_not_asked_about_again() {
+    let emulator = emulator().await;
+    emulator.deny_resource(
+        Method::GET,
+        "/reports/2021-06-30/documents/{reportDocumentId}",
+    );
+    let proxy = proxy_to(&emulator).await;
+    let marked = [("x-spapi-restricted-report", "true")];
+
+    let (parts, body) = proxy.get(REPORT_DOCUMENT, &marked).await;
+    assert_eq!(parts.status, StatusCode::BAD_GATEWAY, "{body}");
+    assert_eq!(emulator.counters().token_calls, 1);
+    for _ in 0..5 {
+        let (parts, body) = proxy.get(REPORT_DOCUMENT, &marked).await;
+        assert_eq!(parts.status, StatusCode::BAD_GATEWAY, "{body}");
+        assert!(body.contains("does not ask again"), "{body}");
+    }
+    // Unmarked, it goes with the LWA token only: Amazon's refusal, and no replay.
+    let (parts, _) = proxy.get(REPORT_DOCUMENT, &[]).await;
+    assert_eq!(parts.status, StatusCode::FORBIDDEN);
+    assert_eq!(emulator.counters().token_calls, 1);
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        metrics[r#"spapi_proxy_document_tokens_refused_total{reason="refused_before"}"#],
+        6.0
     );
 }
 
