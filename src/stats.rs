@@ -55,6 +55,10 @@ pub struct Stats {
     /// Gauge: sellers the cache holds operation or bundle slots for. A seller whose tokens have
     /// all expired, with nothing else to remember, is dropped by the next sweep.
     pub sellers_held: u64,
+    /// Fleet mode: whether this replica works alone now, with its own cache and rate limiter,
+    /// because its last call to the shared store or limiter failed; `false` again after the next
+    /// call that works. Always `false` outside fleet mode.
+    pub fleet_alone: bool,
 }
 
 /// Counter slots, each on its own cache line, so threads bumping counters do not contend.
@@ -137,6 +141,7 @@ impl Counters {
             fleet_fallbacks: self.sum(Counter::FleetFallbacks),
             tokens_cached: 0,
             sellers_held: 0,
+            fleet_alone: false,
         }
     }
 }

@@ -38,13 +38,13 @@ CONFIG FILE (--config FILE, TOML; flags given on the command line win; unknown k
   http2_keepalive_secs = 30   max_connections = 512   allow_tokens_api = false
   [client_auth]  allow_networks = [\"10.0.0.0/8\"]
   [sellers.<NAME>]  region = \"na\"  (or upstream = \"https://...\"); token in SPAPI_REFRESH_TOKEN_<NAME>
-  [fleet]  redis_url = \"redis://127.0.0.1:6379/0\"   key_prefix = \"spapi-rdt\"
+  [fleet]  redis_url = \"redis://127.0.0.1:6379/0\"   key_prefix = \"spapi-rdt\"   cluster = false
   [reports]  remember = 10000   remember_secs = 86400   (restricted report documents kept)
              document_tokens_per_minute = 12   document_token_burst = 5   (per seller)
 
 OPERATIONS (outside the SP-API path space, no client authentication):
   GET /healthz   200 while the process serves
-  GET /readyz    200 once LWA answered for at least one seller (and Redis, in fleet mode)
+  GET /readyz    200 once LWA answered for at least one seller; in fleet mode, shared or alone
   GET /metrics   Prometheus / OpenMetrics text
   SIGTERM or SIGINT: stop accepting, finish in-flight requests for up to --drain-timeout, exit 0.
 
@@ -115,6 +115,12 @@ pub struct Args {
     /// Needs SPAPI_RDT_FLEET_KEY.
     #[arg(long, value_name = "URL")]
     pub(crate) redis_url: Option<String>,
+
+    /// Fleet mode: the Redis URL names one node of a Redis Cluster or Valkey cluster; the proxy
+    /// finds the others. At start the proxy checks the server and refuses to run when the two do
+    /// not match, or when the server is a replica or refuses the password.
+    #[arg(long)]
+    pub(crate) redis_cluster: bool,
 
     /// Forward calls of the Tokens API (createRestrictedDataToken) from clients. Off by default: a
     /// client then never receives a token, and the seller's token quota is the proxy's alone.

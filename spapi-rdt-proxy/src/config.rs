@@ -25,6 +25,7 @@
 //! [fleet]
 //! redis_url = "redis://127.0.0.1:6379/0"
 //! key_prefix = "spapi-rdt"
+//! cluster = false                  # true: the URL names one node of a Redis Cluster
 //!
 //! [reports]
 //! remember = 10000                 # restricted report documents kept in memory
@@ -104,6 +105,7 @@ struct SellerFile {
 struct FleetFile {
     redis_url: Option<String>,
     key_prefix: Option<String>,
+    cluster: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -172,12 +174,15 @@ pub(crate) struct FleetSettings {
     pub(crate) redis_url: String,
     pub(crate) key_hex: String,
     pub(crate) key_prefix: Option<String>,
+    /// The URL names one node of a Redis Cluster.
+    pub(crate) cluster: bool,
 }
 
 impl fmt::Debug for FleetSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Fleet")
             .field("key_prefix", &self.key_prefix)
+            .field("cluster", &self.cluster)
             .finish_non_exhaustive()
     }
 }
@@ -427,10 +432,13 @@ impl Settings {
                 let key_hex = vars.get(FLEET_KEY_VAR).cloned().ok_or_else(|| {
                     format!("fleet mode needs {FLEET_KEY_VAR} (64 hexadecimal digits)")
                 })?;
+                let cluster = args.redis_cluster
+                    || file.fleet.as_ref().and_then(|f| f.cluster).unwrap_or(false);
                 Some(FleetSettings {
                     redis_url,
                     key_hex,
                     key_prefix: file.fleet.and_then(|f| f.key_prefix),
+                    cluster,
                 })
             }
         };

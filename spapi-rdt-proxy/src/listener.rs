@@ -186,6 +186,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<Drained, BoxError> {
     let app = App::new(&settings)?;
+    app.verify_fleet().await?;
     let listener = TcpListener::bind(settings.listen).await?;
     let sellers: Vec<&str> = settings.sellers.iter().map(|s| s.id.as_str()).collect();
     tracing::info!(

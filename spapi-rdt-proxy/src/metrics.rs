@@ -359,6 +359,14 @@ impl Collector for LayerStats {
             let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
             counter.encode(metric)?;
         }
+        let alone = ConstGauge::new(i64::from(stats.fleet_alone));
+        let metric = encoder.encode_descriptor(
+            "fleet_alone",
+            "Fleet mode: 1 while this replica works alone because the shared store failed",
+            None,
+            alone.metric_type(),
+        )?;
+        alone.encode(metric)?;
         let remembered = ConstGauge::new(i64::try_from(self.documents.len()).unwrap_or(i64::MAX));
         let metric = encoder.encode_descriptor(
             "restricted_reports_remembered",

@@ -10,8 +10,7 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 use http::{Method, Response, StatusCode};
-use spapi_rdt::fleet::{FleetKey, RedisFleet, SharedTokenStore};
-use spapi_rdt::{Origin, SellerId, SpApiTokenSource, TokenRequest};
+use spapi_rdt::{RestrictedDataTokenLayer, SellerId, SpApiTokenSource};
 
 use crate::failure::{Failure, ResponseBody, plain};
 use crate::metrics::{self, Metrics};
@@ -23,7 +22,7 @@ pub(crate) const READYZ: &str = "/readyz";
 /// Prometheus metrics.
 pub(crate) const METRICS: &str = "/metrics";
 
-/// How long a readiness check waits for LWA or the fleet store.
+/// How long a readiness check waits for LWA.
 const READY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a readiness answer is given again without a new check. `/readyz` needs no client
@@ -45,8 +44,8 @@ pub(crate) struct Ops {
 pub(crate) struct Readiness {
     pub(crate) source: SpApiTokenSource,
     pub(crate) sellers: Vec<SellerId>,
-    pub(crate) upstream: Origin,
-    pub(crate) fleet: Option<RedisFleet>,
+    /// In fleet mode, the layer whose fleet health `/readyz` reports (read, never a Redis call).
+    pub(crate) fleet_of: Option<RestrictedDataTokenLayer>,
     last: Mutex<Option<Check>>,
 }
 
@@ -88,7 +87,7 @@ impl Ops {
                 Ok(()) => (
                     StatusCode::OK,
                     "text/plain; charset=utf-8",
-                    "ready\n".to_owned(),
+                    self.readiness.ready_text(),
                 ),
                 Err(reason) => (
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -118,15 +117,26 @@ impl Readiness {
     pub(crate) fn new(
         source: SpApiTokenSource,
         sellers: Vec<SellerId>,
-        upstream: Origin,
-        fleet: Option<RedisFleet>,
+        fleet_of: Option<RestrictedDataTokenLayer>,
     ) -> Self {
         Readiness {
             source,
             sellers,
-            upstream,
-            fleet,
+            fleet_of,
             last: Mutex::new(None),
+        }
+    }
+
+    /// The body of a 200: ready, and in fleet mode whether the replica shares or works alone.
+    /// Working alone is no reason to leave the rotation (every request is still served, with
+    /// this replica's own cache and rate limit), so it is said, not answered with 503.
+    fn ready_text(&self) -> String {
+        match &self.fleet_of {
+            Some(layer) if layer.stats().fleet_alone => "ready; fleet mode degraded: the shared \
+                 store failed, this replica works alone until it answers again\n"
+                .to_owned(),
+            Some(_) => "ready; fleet mode: shared\n".to_owned(),
+            None => "ready\n".to_owned(),
         }
     }
 
@@ -157,32 +167,15 @@ impl Readiness {
         answer.await
     }
 
-    /// Ready when LWA gives a token for at least one seller and, in fleet mode, the shared store
-    /// answers. The reason given names no secret.
+    /// Ready when LWA gives a token for at least one seller. The reason given names no secret.
     async fn check(&self) -> Result<(), String> {
-        let mut lwa = false;
         for seller in &self.sellers {
             let fetched =
                 tokio::time::timeout(READY_TIMEOUT, self.source.lwa_access_token(seller)).await;
             if matches!(fetched, Ok(Ok(_))) {
-                lwa = true;
-                break;
+                return Ok(());
             }
         }
-        if !lwa {
-            return Err("LWA gave no access token for any seller".to_owned());
-        }
-        if let (Some(fleet), Some(seller)) = (&self.fleet, self.sellers.first()) {
-            let probe = FleetKey::for_request(&TokenRequest::new(
-                seller.clone(),
-                self.upstream.clone(),
-                [],
-            ));
-            match tokio::time::timeout(READY_TIMEOUT, fleet.get(&probe)).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(_)) | Err(_) => return Err("the fleet store does not answer".to_owned()),
-            }
-        }
-        Ok(())
+        Err("LWA gave no access token for any seller".to_owned())
     }
 }

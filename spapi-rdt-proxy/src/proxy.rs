@@ -18,6 +18,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName};
 use http::{Extensions, Method, Request, Response, StatusCode, Uri, Version};
 use spapi_rdt::control::ReportPolicy;
+use spapi_rdt::error::RedisFleetError;
 use spapi_rdt::fleet::{EncryptionKey, RedisFleet};
 use spapi_rdt::recover::RecoverStaleToken;
 use spapi_rdt::{
@@ -102,6 +103,8 @@ impl std::fmt::Debug for App {
 }
 
 struct AppInner {
+    /// The fleet store, checked at start ([`App::verify_fleet`]).
+    fleet: Option<RedisFleet>,
     upstream: Origin,
     upstreams: HashMap<SellerId, Origin>,
     source: SpApiTokenSource,
@@ -142,7 +145,9 @@ impl App {
             Some(fleet) => {
                 let key = EncryptionKey::from_hex(&fleet.key_hex)
                     .map_err(|e| format!("{}: {e}", crate::config::FLEET_KEY_VAR))?;
-                let mut redis = RedisFleet::builder(&fleet.redis_url).encryption_key(key);
+                let mut redis = RedisFleet::builder(&fleet.redis_url)
+                    .encryption_key(key)
+                    .cluster(fleet.cluster);
                 if let Some(prefix) = &fleet.key_prefix {
                     redis = redis.key_prefix(prefix.clone());
                 }
@@ -170,8 +175,7 @@ impl App {
             readiness: Arc::new(Readiness::new(
                 source.clone(),
                 settings.sellers.iter().map(|s| s.id.clone()).collect(),
-                settings.upstream.clone(),
-                fleet,
+                fleet.is_some().then(|| layer.clone()),
             )),
             metrics: Arc::clone(&metrics),
         });
@@ -187,6 +191,7 @@ impl App {
         };
         let (require_network, require_secret) = (require(Check::Network), require(Check::Secret));
         let inner = Arc::new(AppInner {
+            fleet,
             upstream: settings.upstream.clone(),
             upstreams: settings
                 .sellers
@@ -209,6 +214,24 @@ impl App {
         let service = require_network
             .layer(OpsEndpointsLayer { ops }.layer(require_secret.layer(count.layer(forward))));
         Ok(App { inner, service })
+    }
+
+    /// In fleet mode, checks that the Redis server is one fleet mode can work on (see
+    /// [`RedisFleet::verify`]): an error names what cannot work, so the proxy refuses to start
+    /// instead of running alone unseen. A server that does not answer is only logged: the proxy
+    /// starts alone and shares once Redis is back.
+    pub async fn verify_fleet(&self) -> Result<(), BoxError> {
+        let Some(fleet) = &self.inner.fleet else {
+            return Ok(());
+        };
+        match fleet.verify().await {
+            Ok(()) => Ok(()),
+            Err(RedisFleetError::Unreachable(why)) => {
+                tracing::warn!(%why, "the fleet's Redis does not answer yet: starting alone");
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The restricted report documents known so far.

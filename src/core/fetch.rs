@@ -47,6 +47,9 @@ pub(crate) trait SharedTokens: Send + Sync {
         counters: &'a Counters,
     ) -> BoxFuture<'a, Result<(), FetchError>>;
 
+    /// Whether the replica works alone now: its last shared call failed.
+    fn alone(&self) -> bool;
+
     /// Its settings, for `Debug`.
     fn describe(&self) -> &dyn fmt::Debug;
 

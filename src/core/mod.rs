@@ -283,6 +283,7 @@ impl Core {
         let mut stats = self.counters.snapshot();
         stats.tokens_cached = self.cache.tokens_held() as u64;
         stats.sellers_held = self.cache.sellers_held() as u64;
+        stats.fleet_alone = self.shared.as_ref().is_some_and(|shared| shared.alone());
         stats
     }
 

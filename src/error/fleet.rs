@@ -92,4 +92,13 @@ pub enum RedisFleetError {
         /// What is wrong.
         reason: &'static str,
     },
+    /// [`RedisFleet::verify`](crate::fleet::RedisFleet::verify): fleet mode cannot work on this
+    /// server as configured (a cluster node reached as a standalone server, a replica, a refused
+    /// password or permission); the message names what to change.
+    #[error("fleet mode cannot work on this Redis server: {0}")]
+    Unusable(String),
+    /// [`RedisFleet::verify`](crate::fleet::RedisFleet::verify): the server did not answer. Fleet
+    /// mode rides this out (each replica goes on alone until it is back).
+    #[error("the Redis server did not answer: {0}")]
+    Unreachable(String),
 }

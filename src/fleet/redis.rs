@@ -4,8 +4,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, RedisError, Script};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClient, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Client, Cmd, Pipeline, RedisError, RedisFuture, Script, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
@@ -27,6 +29,17 @@ elseif current then
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
+";
+
+/// A token record and its time to live in milliseconds, or nil: one script rather than a
+/// MULTI/EXEC transaction, which ACL users without `+multi` cannot run and which redis-rs 1.2
+/// mishandles when MULTI itself is refused.
+const GET_WITH_TTL: &str = r"
+local value = redis.call('GET', KEYS[1])
+if not value then
+  return nil
+end
+return {value, redis.call('PTTL', KEYS[1])}
 ";
 
 /// Gives a lease back if `ARGV[1]` still holds it.
@@ -67,20 +80,24 @@ return 0
 /// Fleet mode on Redis: a [`SharedTokenStore`] and a [`SharedRateLimiter`] in one value (feature
 /// `redis`). Cloning is cheap; clones share one connection.
 ///
-/// - **Tokens** are stored under `{prefix}:tok:{seller}:{digest}` (the digest is SHA-256 of the
+/// - **Tokens** are stored under `<prefix>:tok:{<seller>}:<digest>` (the digest is SHA-256 of the
 ///   key's [name](FleetKey::name), cut to 128 bits), encrypted with AES-256-GCM under the
 ///   [`EncryptionKey`] (a fresh random nonce per write, the Redis key as associated data), and
 ///   expire with the token. A value that does not decrypt (another key, tampering) counts as
 ///   missing: the replica fetches a token and writes it over.
-/// - **Leases** are `{prefix}:lease:{seller}:{digest}`, taken, extended and released by Lua
+/// - **Leases** are `<prefix>:lease:{<seller>}:<digest>`, taken, extended and released by Lua
 ///   scripts that check the holder.
 /// - **The rate limit** is GCRA in a Lua script on the server's clock, under
-///   `{prefix}:rate:{seller}:{origin}`: atomic, whatever the number of replicas.
+///   `<prefix>:rate:{<seller>}:<origin>`: atomic, whatever the number of replicas.
+/// - **The seller in braces** is a Redis Cluster hash tag: every key of a seller lives in one slot,
+///   so the store works on a Redis or Valkey cluster too ([`RedisFleetBuilder::cluster`]), and
+///   sellers spread over its shards.
 ///
 /// Seller ids made of letters, digits, `.`, `_` and `-` (up to 64) appear as they are; others are
 /// digested. The connection is made on first use and remade after a failure (redis-rs's
-/// `ConnectionManager`); nothing connects before the first token fetch, so a replica starts even
-/// while Redis is down.
+/// `ConnectionManager`, or its cluster connection); nothing connects before the first token fetch,
+/// so a replica starts even while Redis is down. [`RedisFleet::verify`] checks, before serving,
+/// that the server is one the store can work with.
 ///
 /// ```
 /// use spapi_rdt::fleet::{EncryptionKey, RedisFleet};
@@ -100,22 +117,65 @@ pub struct RedisFleet {
 }
 
 struct Inner {
-    client: Client,
-    manager: OnceCell<ConnectionManager>,
+    server: Server,
+    connection: OnceCell<Connection>,
     prefix: String,
     cipher: Cipher,
     command_timeout: Duration,
     connect_timeout: Duration,
     /// `host:port/db`, for `Debug`: never the password.
     endpoint: String,
+    get_with_ttl: Script,
     lease: Script,
     release: Script,
     gcra: Script,
 }
 
+/// A standalone server (or a cluster's single endpoint), or a Redis Cluster found from one node.
+enum Server {
+    Single(Client),
+    Cluster(ClusterClient),
+}
+
+/// The shared connection to a [`Server`]: both kinds reconnect by themselves.
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Connection::Single(c) => c.req_packed_command(cmd),
+            Connection::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Connection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Single(c) => c.get_db(),
+            Connection::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
 /// Configures a [`RedisFleet`]; from [`RedisFleet::builder`].
 pub struct RedisFleetBuilder {
-    client: Result<Client, String>,
+    url: String,
+    cluster: bool,
     key: Option<EncryptionKey>,
     /// Further keys that open records (key rotation).
     old_keys: Vec<EncryptionKey>,
@@ -128,7 +188,8 @@ impl RedisFleet {
     /// A builder for the Redis server at `url` (`redis://[user:password@]host[:port][/db]`).
     pub fn builder(url: &str) -> RedisFleetBuilder {
         RedisFleetBuilder {
-            client: Client::open(url).map_err(|e| e.to_string()),
+            url: url.to_owned(),
+            cluster: false,
             key: None,
             old_keys: Vec::new(),
             prefix: "spapi-rdt".to_owned(),
@@ -140,7 +201,7 @@ impl RedisFleet {
     /// The Redis key a token for `key` is stored under.
     pub fn token_key(&self, key: &FleetKey) -> String {
         format!(
-            "{}:tok:{}:{}",
+            "{}:tok:{{{}}}:{}",
             self.inner.prefix,
             seller_part(key.seller()),
             digest(key.name())
@@ -150,7 +211,7 @@ impl RedisFleet {
     /// The Redis key of the fetch lease for `key`.
     pub fn lease_key(&self, key: &FleetKey) -> String {
         format!(
-            "{}:lease:{}:{}",
+            "{}:lease:{{{}}}:{}",
             self.inner.prefix,
             seller_part(key.seller()),
             digest(key.name())
@@ -160,7 +221,7 @@ impl RedisFleet {
     /// The Redis key of the rate limit of `seller` on `origin`.
     pub fn rate_key(&self, seller: &SellerId, origin: &Origin) -> String {
         format!(
-            "{}:rate:{}:{}",
+            "{}:rate:{{{}}}:{}",
             self.inner.prefix,
             seller_part(seller),
             origin
@@ -168,36 +229,129 @@ impl RedisFleet {
     }
 
     /// The shared connection, made on first use.
-    async fn connection(&self) -> Result<ConnectionManager, FleetError> {
+    async fn connection(&self) -> Result<Connection, FleetError> {
         let inner = &self.inner;
-        let manager = inner
-            .manager
+        let connection = inner
+            .connection
             .get_or_try_init(|| async {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(inner.connect_timeout))
-                    .set_response_timeout(Some(inner.command_timeout))
-                    .set_number_of_retries(2)
-                    .set_min_delay(Duration::from_millis(50))
-                    .set_max_delay(Duration::from_secs(1));
-                ConnectionManager::new_lazy_with_config(inner.client.clone(), config)
-                    .map_err(failed("connect"))
+                match &inner.server {
+                    Server::Single(client) => {
+                        let config = ConnectionManagerConfig::new()
+                            .set_connection_timeout(Some(inner.connect_timeout))
+                            .set_response_timeout(Some(inner.command_timeout))
+                            .set_number_of_retries(2)
+                            .set_min_delay(Duration::from_millis(50))
+                            .set_max_delay(Duration::from_secs(1));
+                        ConnectionManager::new_lazy_with_config(client.clone(), config)
+                            .map(Connection::Single)
+                            .map_err(failed("connect"))
+                    }
+                    Server::Cluster(client) => {
+                        let config = ClusterConfig::new()
+                            .set_connection_timeout(inner.connect_timeout)
+                            .set_response_timeout(inner.command_timeout);
+                        Ok(Connection::Cluster(
+                            client.get_pending_async_connection_with_config(config),
+                        ))
+                    }
+                }
             })
             .await?;
-        Ok(manager.clone())
+        Ok(connection.clone())
+    }
+
+    /// Checks that the store can work on the server: its password or ACL user is accepted, it is
+    /// no read-only replica, and it is a Redis Cluster exactly when the builder said so
+    /// ([`RedisFleetBuilder::cluster`]). A caller that would rather refuse to start than have its
+    /// replicas silently work alone calls it before serving; the sidecar does.
+    ///
+    /// [`RedisFleetError::Unusable`] names what cannot work; [`RedisFleetError::Unreachable`] says
+    /// the server did not answer, which fleet mode rides out (each replica goes on alone until it
+    /// is back).
+    pub async fn verify(&self) -> Result<(), RedisFleetError> {
+        let patience = self
+            .inner
+            .connect_timeout
+            .saturating_add(self.inner.command_timeout.saturating_mul(4));
+        match tokio::time::timeout(patience, self.check_server()).await {
+            Ok(result) => result,
+            Err(_) => Err(RedisFleetError::Unreachable(format!(
+                "the server did not answer within {patience:?}"
+            ))),
+        }
+    }
+
+    async fn check_server(&self) -> Result<(), RedisFleetError> {
+        let unusable_or_unreachable = |e: RedisError| match diagnosis(&e) {
+            Some(why) => RedisFleetError::Unusable(why.to_owned()),
+            None if e.is_io_error() || e.is_timeout() || e.is_connection_refusal() => {
+                RedisFleetError::Unreachable(e.to_string())
+            }
+            // The server answered, with an error no store call can get past.
+            None => RedisFleetError::Unusable(e.to_string()),
+        };
+        let mut con = self
+            .connection()
+            .await
+            .map_err(|e| RedisFleetError::Unreachable(e.to_string()))?;
+        if let Connection::Cluster(_) = con {
+            // The cluster client learnt the slots on connecting; one keyed read shows it works.
+            let probe = format!("{}:verify:{{probe}}", self.inner.prefix);
+            let _: i64 = redis::cmd("PTTL")
+                .arg(&probe)
+                .query_async(&mut con)
+                .await
+                .map_err(unusable_or_unreachable)?;
+            return Ok(());
+        }
+        let cluster: String = redis::cmd("INFO")
+            .arg("cluster")
+            .query_async(&mut con)
+            .await
+            .map_err(unusable_or_unreachable)?;
+        let replication: String = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut con)
+            .await
+            .map_err(unusable_or_unreachable)?;
+        let field = |text: &str, name: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+                .map(|v| v.trim().to_owned())
+        };
+        if field(&cluster, "cluster_enabled").as_deref() == Some("1") {
+            return Err(RedisFleetError::Unusable(
+                "the server is a Redis Cluster node: keys of other shards would answer MOVED; \
+                 build the store with `cluster(true)` (the sidecar: --redis-cluster)"
+                    .to_owned(),
+            ));
+        }
+        if matches!(
+            field(&replication, "role").as_deref(),
+            Some("slave" | "replica")
+        ) {
+            return Err(RedisFleetError::Unusable(
+                "the server is a read-only replica: point fleet mode at the primary".to_owned(),
+            ));
+        }
+        Ok(())
     }
 
     async fn get_record(&self, key: &FleetKey) -> Result<Option<TokenRecord>, FleetError> {
         let name = self.token_key(key);
         let mut con = self.connection().await?;
-        let (value, ttl): (Option<Vec<u8>>, i64) = redis::pipe()
-            .atomic()
-            .get(&name)
-            .pttl(&name)
-            .query_async(&mut con)
+        let found: Option<(Vec<u8>, i64)> = self
+            .inner
+            .get_with_ttl
+            .key(&name)
+            .invoke_async(&mut con)
             .await
             .map_err(failed("GET"))?;
-        let (Some(sealed), Ok(ttl)) = (value, u64::try_from(ttl)) else {
-            // Missing, or (-1) kept without expiry, which this crate never writes.
+        let Some((sealed, ttl)) = found else {
+            return Ok(None);
+        };
+        let Ok(ttl) = u64::try_from(ttl) else {
+            // Kept without expiry (-1), which this crate never writes.
             return Ok(None);
         };
         match self.inner.cipher.open(&sealed, name.as_bytes()) {
@@ -308,6 +462,16 @@ impl RedisFleetBuilder {
         self
     }
 
+    /// Whether the URL names one node of a Redis Cluster (or a Valkey cluster) rather than a
+    /// standalone server: the client then finds the other nodes and sends each seller's keys to
+    /// the shard that holds them. Default: `false`. A cluster behind a single endpoint that
+    /// answers every key (a proxy, or a managed service's configuration endpoint with a cluster
+    /// mode of its own) may need either; [`RedisFleet::verify`] tells.
+    pub fn cluster(mut self, cluster: bool) -> Self {
+        self.cluster = cluster;
+        self
+    }
+
     /// How long the client waits for one answer before it gives up (the layer also bounds each
     /// call, with [`Fleet::call_timeout`](super::Fleet::call_timeout)). Default: 200 ms.
     pub fn command_timeout(mut self, timeout: Duration) -> Self {
@@ -323,8 +487,17 @@ impl RedisFleetBuilder {
 
     /// Builds the fleet. Does not connect: the connection is made on first use.
     pub fn build(self) -> Result<RedisFleet, RedisFleetError> {
-        let client = self.client.map_err(RedisFleetError::InvalidUrl)?;
+        // redis-rs's messages name the part of the URL at fault, never the password.
+        let client = Client::open(self.url.as_str())
+            .map_err(|e| RedisFleetError::InvalidUrl(e.to_string()))?;
         let key = self.key.ok_or(RedisFleetError::MissingKey)?;
+        if self.prefix.contains(['{', '}']) {
+            return Err(RedisFleetError::Setting {
+                name: "key_prefix",
+                reason: "must not hold `{` or `}`: the braces around each seller keep its keys in \
+                         one Redis Cluster slot",
+            });
+        }
         if self.command_timeout.is_zero() {
             return Err(RedisFleetError::Setting {
                 name: "command_timeout",
@@ -341,15 +514,27 @@ impl RedisFleetBuilder {
         let cipher = Cipher::with_keys(&keys).map_err(|_| RedisFleetError::MissingKey)?;
         let info = client.get_connection_info();
         let endpoint = format!("{}/{}", info.addr(), info.redis_settings().db());
+        let server = if self.cluster {
+            let client = ClusterClient::builder([self.url.as_str()])
+                .connection_timeout(self.connect_timeout)
+                .response_timeout(self.command_timeout)
+                .retries(2)
+                .build()
+                .map_err(|e| RedisFleetError::InvalidUrl(e.to_string()))?;
+            Server::Cluster(client)
+        } else {
+            Server::Single(client)
+        };
         Ok(RedisFleet {
             inner: Arc::new(Inner {
-                client,
-                manager: OnceCell::new(),
+                server,
+                connection: OnceCell::new(),
                 prefix: self.prefix,
                 cipher,
                 command_timeout: self.command_timeout,
                 connect_timeout: self.connect_timeout,
                 endpoint,
+                get_with_ttl: Script::new(GET_WITH_TTL),
                 lease: Script::new(LEASE),
                 release: Script::new(RELEASE),
                 gcra: Script::new(GCRA),
@@ -425,7 +610,33 @@ impl fmt::Debug for RedisFleetBuilder {
 /// A mapper from a Redis error to a [`FleetError`]. Redis errors name commands and kinds, never
 /// the values sent.
 fn failed(what: &'static str) -> impl Fn(RedisError) -> FleetError {
-    move |e| FleetError::new(format!("redis {what} failed")).with_source(e)
+    move |e| match diagnosis(&e) {
+        Some(why) => FleetError::new(format!("redis {what} failed: {why}")).with_source(e),
+        None => FleetError::new(format!("redis {what} failed")).with_source(e),
+    }
+}
+
+/// What a Redis error says about the set-up, when it says something an operator must fix: a
+/// cluster node reached as a standalone server, a replica, a refused password or permission.
+fn diagnosis(e: &RedisError) -> Option<&'static str> {
+    if e.kind() == redis::ErrorKind::AuthenticationFailed {
+        return Some("authentication failed: check the user and password in the Redis URL");
+    }
+    match e.code()? {
+        "MOVED" | "ASK" | "CLUSTERDOWN" | "CROSSSLOT" => Some(
+            "the server is part of a Redis Cluster: build the store with `cluster(true)` (the \
+             sidecar: --redis-cluster)",
+        ),
+        "READONLY" => Some("the server is a read-only replica: point fleet mode at the primary"),
+        "NOAUTH" | "WRONGPASS" => {
+            Some("authentication failed: check the user and password in the Redis URL")
+        }
+        "NOPERM" => Some(
+            "the ACL user may not run a command fleet mode needs (GET, SET, PTTL, EVAL, EVALSHA, \
+             SCRIPT, INFO on its keys)",
+        ),
+        _ => None,
+    }
 }
 
 fn millis(d: Duration) -> u64 {
@@ -485,15 +696,45 @@ mod tests {
         );
         let key = FleetKey::for_request(&request);
         let token_key = fleet.token_key(&key);
-        assert!(token_key.starts_with("spapi-rdt:tok:A2EUQ1WTGCTBG2:"));
-        assert_eq!(token_key.len(), "spapi-rdt:tok:A2EUQ1WTGCTBG2:".len() + 32);
+        assert!(token_key.starts_with("spapi-rdt:tok:{A2EUQ1WTGCTBG2}:"));
+        assert_eq!(
+            token_key.len(),
+            "spapi-rdt:tok:{A2EUQ1WTGCTBG2}:".len() + 32
+        );
         assert_eq!(fleet.lease_key(&key).replace(":lease:", ":tok:"), token_key);
         let odd = SellerId::new("tenant 42 / eu");
         assert!(seller_part(&odd).starts_with('#'));
         assert_eq!(seller_part(&odd).len(), 33);
         assert_eq!(
             fleet.rate_key(&SellerId::new("s-1"), &Region::Europe.origin()),
-            "spapi-rdt:rate:s-1:https://sellingpartnerapi-eu.amazon.com"
+            "spapi-rdt:rate:{s-1}:https://sellingpartnerapi-eu.amazon.com"
+        );
+        // A seller's keys share one Redis Cluster hash tag, hence one slot.
+        let tag = |k: &str| k[k.find('{').unwrap()..=k.find('}').unwrap()].to_owned();
+        assert_eq!(tag(&token_key), "{A2EUQ1WTGCTBG2}");
+        assert_eq!(tag(&fleet.lease_key(&key)), "{A2EUQ1WTGCTBG2}");
+        assert_eq!(
+            tag(&fleet.rate_key(&SellerId::new("A2EUQ1WTGCTBG2"), &Region::Europe.origin())),
+            "{A2EUQ1WTGCTBG2}"
+        );
+    }
+
+    #[test]
+    fn a_prefix_with_braces_is_refused() {
+        let err = RedisFleet::builder("redis://127.0.0.1/")
+            .encryption_key(EncryptionKey::from_bytes([1; 32]))
+            .key_prefix("app-{eu}")
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RedisFleetError::Setting {
+                    name: "key_prefix",
+                    ..
+                }
+            ),
+            "{err}"
         );
     }
 

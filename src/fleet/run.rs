@@ -155,6 +155,10 @@ fn jittered(base: Duration) -> Duration {
 }
 
 impl SharedTokens for FleetState {
+    fn alone(&self) -> bool {
+        self.health().degraded
+    }
+
     fn fetch<'a>(&'a self, job: FetchJob<'a>) -> BoxFuture<'a, Result<CachedToken, FetchError>> {
         Box::pin(self.fetch_shared(job))
     }

@@ -26,7 +26,7 @@ use tower::{Layer, ServiceExt};
 
 use crate::support::redis_server;
 
-use redis_server::Redis;
+use redis_server::{Redis, RedisCluster};
 
 // ---------------------------------------------------------------------------------------------
 // Replicas
@@ -88,6 +88,11 @@ fn patient() -> Options {
 }
 
 fn replica(em: &Emulator, redis: &Redis, options: Options) -> Replica {
+    replica_at(em, redis.url(), redis.prefix(), false, options)
+}
+
+/// A replica on the Redis at `url` (a Redis Cluster node when `cluster`), writing under `prefix`.
+fn replica_at(em: &Emulator, url: &str, prefix: &str, cluster: bool, options: Options) -> Replica {
     let client = http_client();
     let mut source = SpApiTokenSource::builder()
         .lwa_url(em.lwa_url())
@@ -100,9 +105,10 @@ fn replica(em: &Emulator, redis: &Redis, options: Options) -> Replica {
         );
         source = source.seller(SellerId::new(seller), credentials);
     }
-    let redis_fleet = RedisFleet::builder(redis.url())
+    let redis_fleet = RedisFleet::builder(url)
         .encryption_key(EncryptionKey::from_bytes(options.key))
-        .key_prefix(redis.prefix())
+        .key_prefix(prefix)
+        .cluster(cluster)
         .command_timeout(options.command_timeout)
         .build()
         .unwrap();
@@ -651,4 +657,160 @@ async fn a_bundled_token_serves_every_replica() {
     assert_eq!(answer.pii.as_deref(), Some("served"));
     assert_eq!(em.counters().token_calls, 1);
     assert_eq!(b.layer.stats().fleet_hits, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The Redis deployments people run
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_replicas_share_tokens() {
+    let Some(cluster) = RedisCluster::start() else {
+        return;
+    };
+    let em = Emulator::start_with(emulator_config()).await.unwrap();
+    let replicas: Vec<Replica> = (0..3)
+        .map(|_| replica_at(&em, &cluster.url(), cluster.prefix(), true, patient()))
+        .collect();
+    replicas[0].redis.verify().await.unwrap();
+    // Every replica asks for each seller's two operations at once.
+    let em_ref = &em;
+    let calls = replicas.iter().flat_map(|replica| {
+        SELLERS.into_iter().flat_map(move |seller| {
+            [
+                "/orders/v0/orders/902-1/address",
+                "/orders/v0/orders/902-1/buyerInfo",
+            ]
+            .map(|path| replica.token(request(em_ref, seller, path)))
+        })
+    });
+    for token in join_all(calls).await {
+        assert!(token.unwrap().starts_with("Atz.sprdt|"));
+    }
+    assert_eq!(em.counters().token_calls, 6, "one per seller and operation");
+    assert_eq!(total(&replicas, |s| s.fleet_fallbacks), 0);
+    assert_eq!(total(&replicas, |s| s.fleet_hits), 12);
+    // The token records are in the cluster, each seller's keys on the node of its slot.
+    let mut keys = 0;
+    for url in cluster.node_urls() {
+        let mut node = redis::Client::open(url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let found: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:tok:*", cluster.prefix()))
+            .query_async(&mut node)
+            .await
+            .unwrap();
+        keys += found.len();
+    }
+    assert_eq!(keys, 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_names_what_cannot_work() {
+    use spapi_rdt::error::RedisFleetError;
+    let fleet = |url: &str, cluster: bool| {
+        RedisFleet::builder(url)
+            .encryption_key(EncryptionKey::from_bytes(KEY))
+            .cluster(cluster)
+            .build()
+            .unwrap()
+    };
+    let unusable = |result: Result<(), RedisFleetError>, says: &str| match result {
+        Err(RedisFleetError::Unusable(why)) => assert!(why.contains(says), "{why}"),
+        other => panic!("expected Unusable ({says}), got {other:?}"),
+    };
+    let Some(cluster) = RedisCluster::start() else {
+        return;
+    };
+    // A cluster node given as a standalone server, and a standalone server given as a cluster.
+    unusable(fleet(&cluster.url(), false).verify().await, "Redis Cluster");
+    let Some(plain) = Redis::own() else {
+        return;
+    };
+    // A cluster client learns nodes' addresses from the cluster itself: TCP only.
+    let on_a_socket = RedisFleet::builder(plain.url())
+        .encryption_key(EncryptionKey::from_bytes(KEY))
+        .cluster(true)
+        .build();
+    assert!(matches!(on_a_socket, Err(RedisFleetError::InvalidUrl(_))));
+    fleet(plain.url(), false).verify().await.unwrap();
+
+    // A password the server refuses, or none.
+    let Some(protected) = Redis::own_with(&["--requirepass", "right-password"]) else {
+        return;
+    };
+    // On a Unix socket, redis-rs takes the password as `?pass=`.
+    let with_password = |password: &str| format!("{}?pass={password}", protected.url());
+    unusable(
+        fleet(protected.url(), false).verify().await,
+        "authentication",
+    );
+    unusable(
+        fleet(&with_password("wrong"), false).verify().await,
+        "authentication",
+    );
+    let with_right = with_password("right-password");
+    fleet(&with_right, false).verify().await.unwrap();
+
+    // A read-only replica.
+    let Some(replica) = Redis::own() else {
+        return;
+    };
+    let mut admin = replica.client().await;
+    let () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(1)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    unusable(fleet(replica.url(), false).verify().await, "replica");
+
+    // Nothing there.
+    let dead = fleet("redis://127.0.0.1:1/", false);
+    assert!(matches!(
+        dead.verify().await,
+        Err(RedisFleetError::Unreachable(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acl_user_without_transactions_shares_tokens() {
+    let Some(redis) = Redis::own() else {
+        return;
+    };
+    let mut admin = redis.client().await;
+    let () = redis::cmd("ACL")
+        .arg(
+            &[
+                "SETUSER",
+                "fleet",
+                "on",
+                ">fleet-password",
+                "~*",
+                "&*",
+                "+@all",
+                "-multi",
+                "-exec",
+            ][..],
+        )
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let url = format!("{}?user=fleet&pass=fleet-password", redis.url());
+    let em = Emulator::start_with(emulator_config()).await.unwrap();
+    let a = replica_at(&em, &url, redis.prefix(), false, Options::default());
+    let b = replica_at(&em, &url, redis.prefix(), false, Options::default());
+    a.redis.verify().await.unwrap();
+    let path = "/orders/v0/orders/902-1/address";
+    a.token(request(&em, "default", path)).await.unwrap();
+    b.token(request(&em, "default", path)).await.unwrap();
+    assert_eq!(em.counters().token_calls, 1);
+    assert_eq!(b.layer.stats().fleet_hits, 1);
+    assert_eq!(
+        a.layer.stats().fleet_fallbacks + b.layer.stats().fleet_fallbacks,
+        0
+    );
 }

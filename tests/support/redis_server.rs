@@ -42,6 +42,8 @@ pub struct Redis {
 struct OwnServer {
     dir: PathBuf,
     child: Option<Child>,
+    /// More command-line arguments (a password, cluster mode...).
+    extra: Vec<String>,
 }
 
 impl Redis {
@@ -62,14 +64,19 @@ impl Redis {
     /// A server this test starts itself, for tests that kill and restart it. `None` (after the
     /// skip notice) when `redis-server` is not on `PATH`.
     pub fn own() -> Option<Redis> {
-        let dir = std::env::temp_dir().join(format!(
-            "spapi-rdt-redis-{}-{}",
-            std::process::id(),
-            SERVERS.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir)
-            .unwrap_or_else(|e| panic!("could not create {}: {e}", dir.display()));
-        let mut server = OwnServer { dir, child: None };
+        Redis::own_with(&[])
+    }
+
+    /// A server this test starts with `args` added to its command line (`--requirepass`,
+    /// `--cluster-enabled yes`...). `None` (after the skip notice) when `redis-server` is not on
+    /// `PATH`.
+    pub fn own_with(args: &[&str]) -> Option<Redis> {
+        let dir = fresh_dir("redis");
+        let mut server = OwnServer {
+            dir,
+            child: None,
+            extra: args.iter().map(|a| (*a).to_owned()).collect(),
+        };
         if let Err(why) = server.spawn() {
             if why.not_installed {
                 skip(&why.message);
@@ -151,6 +158,7 @@ impl OwnServer {
             .args(["--appendonly", "no"])
             .arg("--dir")
             .arg(&self.dir)
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();
@@ -208,6 +216,150 @@ impl Drop for OwnServer {
 
 static SERVERS: AtomicU32 = AtomicU32::new(0);
 
+/// A fresh temporary folder of this process.
+fn fresh_dir(what: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "spapi-rdt-{what}-{}-{}",
+        std::process::id(),
+        SERVERS.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir)
+        .unwrap_or_else(|e| panic!("could not create {}: {e}", dir.display()));
+    dir
+}
+
+/// A Redis Cluster of three masters the test starts on loopback (each node's cluster bus on a
+/// port of its own), joined with `redis-cli --cluster create`, all killed when it is dropped.
+#[derive(Debug)]
+pub struct RedisCluster {
+    ports: Vec<u16>,
+    children: Vec<Child>,
+    dir: PathBuf,
+    prefix: String,
+}
+
+impl RedisCluster {
+    /// Starts the cluster. `None` (after the skip notice) when `redis-server` or `redis-cli` is not
+    /// on `PATH`.
+    pub fn start() -> Option<RedisCluster> {
+        for tool in ["redis-server", "redis-cli"] {
+            if Command::new(tool)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .status()
+                .is_err()
+            {
+                skip(&format!("`{tool}` is not on PATH"));
+                return None;
+            }
+        }
+        // Six free ports: three nodes and their cluster buses. Held until all six are chosen.
+        let listeners: Vec<std::net::TcpListener> = (0..6)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let ports: Vec<u16> = listeners
+            .iter()
+            .map(|l| l.local_addr().unwrap().port())
+            .collect();
+        drop(listeners);
+        let dir = fresh_dir("redis-cluster");
+        let mut cluster = RedisCluster {
+            ports: ports[..3].to_vec(),
+            children: Vec::new(),
+            dir,
+            prefix: unique_prefix(),
+        };
+        for (port, bus) in ports[..3].iter().zip(&ports[3..]) {
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string()])
+                .args(["--bind", "127.0.0.1"])
+                .args(["--cluster-enabled", "yes"])
+                .args(["--cluster-port", &bus.to_string()])
+                .arg("--cluster-config-file")
+                .arg(cluster.dir.join(format!("nodes-{port}.conf")))
+                .args(["--save", ""])
+                .args(["--appendonly", "no"])
+                .arg("--dir")
+                .arg(&cluster.dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("could not start redis-server: {e}"));
+            cluster.children.push(child);
+        }
+        for port in &cluster.ports {
+            cluster.wait_for(*port, "PING", "PONG");
+        }
+        let nodes: Vec<String> = cluster
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        let created = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&nodes)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(created.success(), "redis-cli --cluster create failed");
+        for port in &cluster.ports {
+            cluster.wait_for(*port, "CLUSTER INFO", "cluster_state:ok");
+        }
+        announce("a 3-master Redis Cluster started by the tests");
+        Some(cluster)
+    }
+
+    /// Runs `command` with redis-cli on `port` until its answer holds `expect` (10 s at most).
+    fn wait_for(&self, port: u16, command: &str, expect: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let answer = Command::new("redis-cli")
+                .args(["-p", &port.to_string()])
+                .args(command.split(' '))
+                .output();
+            if answer.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(expect)) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster node on {port} did not answer `{command}` with `{expect}` in 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The URL of one node, as an operator would give it.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.ports[0])
+    }
+
+    /// The URL of every node.
+    pub fn node_urls(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}/"))
+            .collect()
+    }
+
+    /// The key prefix this test writes under.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// A key prefix no other test of any process uses.
 fn unique_prefix() -> String {
     static PREFIXES: AtomicU32 = AtomicU32::new(0);
@@ -226,8 +378,9 @@ fn pings(socket: &std::path::Path) -> bool {
     if stream.write_all(b"PING\r\n").is_err() {
         return false;
     }
+    // A server with a password answers NOAUTH: it is up all the same.
     let mut answer = [0u8; 7];
-    stream.read_exact(&mut answer).is_ok() && &answer == b"+PONG\r\n"
+    stream.read_exact(&mut answer).is_ok() && (&answer == b"+PONG\r\n" || &answer == b"-NOAUTH")
 }
 
 /// Says once per test binary, on stderr past the harness's capture, which Redis the tests use, so

@@ -1010,7 +1010,7 @@ async fn metrics_parse_as_prometheus_text_and_move() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fleet_mode_with_its_store_down_is_not_ready_but_serves_and_counts_the_fallback() {
+async fn fleet_mode_with_its_store_down_serves_alone_and_says_so() {
     let emulator = emulator().await;
     // Nothing listens on port 1: the store fails at once, on loopback.
     let proxy = Running::start(settings_to(
@@ -1021,9 +1021,6 @@ async fn fleet_mode_with_its_store_down_is_not_ready_but_serves_and_counts_the_f
     ))
     .await;
 
-    let (parts, body) = proxy.get("/readyz", &[]).await;
-    assert_eq!(parts.status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    assert!(body.contains("fleet store"), "{body}");
     // The replica goes on alone: the token is fetched, the call served.
     let (parts, body) = proxy
         .get("/orders/v0/orders/902-3159896-1390916/address", &[])
@@ -1035,16 +1032,59 @@ async fn fleet_mode_with_its_store_down_is_not_ready_but_serves_and_counts_the_f
         metrics["spapi_proxy_fleet_fallbacks_total"] >= 1.0,
         "{metrics:#?}"
     );
+    assert_eq!(metrics["spapi_proxy_fleet_alone"], 1.0);
+    // Still ready (it serves every request), and says it works alone. Asking costs no Redis call.
+    let (parts, body) = proxy.get("/readyz", &[]).await;
+    assert_eq!(parts.status, StatusCode::OK, "{body}");
+    assert!(body.contains("fleet mode degraded"), "{body}");
     // A key that is not 32 bytes is refused before anything starts.
     let mut bad = settings_to(&emulator.origin(), &emulator, &[], &[]);
     bad.fleet = Some(config::FleetSettings {
         redis_url: "redis://127.0.0.1:1/0".to_owned(),
         key_hex: "abcd".to_owned(),
         key_prefix: None,
+        cluster: false,
     });
     let refused = App::new(&bad).err().unwrap().to_string();
     assert!(refused.contains("SPAPI_RDT_FLEET_KEY"), "{refused}");
     assert!(!refused.contains("abcd"), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_cluster_needs_the_cluster_flag_and_then_serves() {
+    let Some(cluster) = redis_server::RedisCluster::start() else {
+        return;
+    };
+    let emulator = emulator().await;
+    let url = cluster.url();
+    let fleet_settings = |extra: &[&str]| {
+        let mut args = vec!["--redis-url", url.as_str()];
+        args.extend_from_slice(extra);
+        settings_to(
+            &emulator.origin(),
+            &emulator,
+            &args,
+            &[("SPAPI_RDT_FLEET_KEY", &"5a".repeat(32))],
+        )
+    };
+    // Pointed at a cluster node as at a standalone server: refused at start, saying why.
+    let refused = listener::run(fleet_settings(&[]), std::future::ready(()))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("Redis Cluster"), "{refused}");
+    assert!(refused.contains("--redis-cluster"), "{refused}");
+
+    let mut settings = fleet_settings(&["--redis-cluster"]);
+    settings.fleet.as_mut().unwrap().key_prefix = Some(cluster.prefix().to_owned());
+    let proxy = Running::start(settings).await;
+    let (parts, body) = proxy
+        .get("/orders/v0/orders/902-3159896-1390916/address", &[])
+        .await;
+    assert_eq!(parts.status, StatusCode::OK, "{body}");
+    assert_eq!(header(&parts, "x-emulator-pii"), Some("served"));
+    let metrics = proxy.metrics().await;
+    assert_eq!(metrics["spapi_proxy_fleet_fallbacks_total"], 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1059,6 +1099,7 @@ async fn two_sidecars_in_fleet_mode_share_one_token() {
             redis_url: redis.url().to_owned(),
             key_hex: "5a".repeat(32),
             key_prefix: Some(redis.prefix().to_owned()),
+            cluster: false,
         });
         settings
     };
@@ -1078,6 +1119,10 @@ async fn two_sidecars_in_fleet_mode_share_one_token() {
     let metrics = second.metrics().await;
     assert_eq!(metrics["spapi_proxy_fleet_hits_total"], 1.0);
     assert_eq!(metrics["spapi_proxy_fleet_fallbacks_total"], 0.0);
+    assert_eq!(metrics["spapi_proxy_fleet_alone"], 0.0);
+    let (parts, body) = second.get("/readyz", &[]).await;
+    assert_eq!(parts.status, StatusCode::OK, "{body}");
+    assert!(body.contains("fleet mode: shared"), "{body}");
 }
 
 /// Collects what a `tracing` subscriber writes.
