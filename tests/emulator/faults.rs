@@ -343,19 +343,25 @@ fn rows() -> Vec<Row> {
             0..=0,
             1,
         ),
-        row(
-            "LWA timeout (1 s delay > 300 ms)",
-            Setup::Lwa(Fault::Delay(Duration::from_secs(1))),
-            fail(
-                Transient,
-                None,
-                None,
-                "did not answer within 300 ms",
-                LWA_ATTEMPTS,
-            ),
-            0..=0,
-            LWA_ATTEMPTS.into(),
-        ),
+        // Each attempt takes the 300 ms timeout: the second ends by 0.3 + 1 + 0.3 = 1.6 s, and a
+        // third could not start before 0.3 + 0.5 + 0.3 + 1 = 2.1 s. A 1.9 s fetch deadline lets
+        // exactly two attempts run, whatever the back-off's jitter and a busy host's delays.
+        Row {
+            deadlines: (Duration::from_millis(2500), Duration::from_millis(1900)),
+            ..row(
+                "LWA timeout (1 s delay > 300 ms)",
+                Setup::Lwa(Fault::Delay(Duration::from_secs(1))),
+                fail(
+                    Transient,
+                    None,
+                    None,
+                    "did not answer within 300 ms",
+                    LWA_ATTEMPTS,
+                ),
+                0..=0,
+                LWA_ATTEMPTS.into(),
+            )
+        },
         row(
             "LWA body not JSON",
             Setup::Lwa(Fault::MalformedBody),
