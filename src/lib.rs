@@ -54,12 +54,15 @@
 //! # Features
 //! - `reqwest` (default): `SpApiTokenSource`, the source that calls Amazon's Tokens API with an LWA
 //!   access token, over reqwest. It brings no TLS by itself: see "TLS" below.
-//! - `rustls` (default), `rustls-no-provider`, `native-tls`: the TLS of the source's own client.
+//! - `rustls` (default), `rustls-no-provider`, `native-tls`: the TLS of the source's own client,
+//!   and of `RedisFleet`'s connection when its URL is `rediss://`.
 //! - `reqwest-middleware`: [`RestrictedDataTokenLayer::middleware`], the same layer as a
 //!   `reqwest_middleware::Middleware`.
 //! - `redis`: `spapi_rdt::fleet::RedisFleet`, fleet mode on Redis: replicas share one token fetch
 //!   per key and one rate limit per seller, with tokens encrypted at rest ([`fleet`]).
-//! - `testing`: `spapi_rdt_emulator`, an SP-API emulator on loopback for tests and examples.
+//!
+//! The SP-API emulator that the examples and tests run on is a package of its own,
+//! `spapi-rdt-emulator`, and the sidecar is `spapi-rdt-proxy`.
 //!
 //! # TLS
 //! The TLS stack is the application's choice; the crate only follows it. The default feature

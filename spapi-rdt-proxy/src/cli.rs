@@ -39,6 +39,7 @@ CONFIG FILE (--config FILE, TOML; flags given on the command line win; unknown k
   [client_auth]  allow_networks = [\"10.0.0.0/8\"]
   [sellers.<NAME>]  region = \"na\"  (or upstream = \"https://...\"); token in SPAPI_REFRESH_TOKEN_<NAME>
   [fleet]  redis_url = \"redis://127.0.0.1:6379/0\"   key_prefix = \"spapi-rdt\"   cluster = false
+           ca_file = \"/etc/ssl/redis-ca.pem\"
   [reports]  remember = 10000   remember_secs = 86400   (restricted report documents kept)
              document_tokens_per_minute = 12   document_token_burst = 5   (per seller)
 
@@ -121,6 +122,12 @@ pub struct Args {
     /// not match, or when the server is a replica or refuses the password.
     #[arg(long)]
     pub(crate) redis_cluster: bool,
+
+    /// Fleet mode over TLS (a rediss:// URL): the PEM file of the CA that signed the server's
+    /// certificate, trusted instead of the system's store (a private CA). Without it the system's
+    /// store is used. The certificate is always checked.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) redis_ca_file: Option<std::path::PathBuf>,
 
     /// Forward calls of the Tokens API (createRestrictedDataToken) from clients. Off by default: a
     /// client then never receives a token, and the seller's token quota is the proxy's alone.

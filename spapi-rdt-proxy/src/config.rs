@@ -37,7 +37,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -106,6 +106,7 @@ struct FleetFile {
     redis_url: Option<String>,
     key_prefix: Option<String>,
     cluster: Option<bool>,
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -176,6 +177,8 @@ pub(crate) struct FleetSettings {
     pub(crate) key_prefix: Option<String>,
     /// The URL names one node of a Redis Cluster.
     pub(crate) cluster: bool,
+    /// The CA certificate (PEM) trusted for a `rediss://` server, read from its file at start.
+    pub(crate) ca_pem: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for FleetSettings {
@@ -183,6 +186,7 @@ impl fmt::Debug for FleetSettings {
         f.debug_struct("Fleet")
             .field("key_prefix", &self.key_prefix)
             .field("cluster", &self.cluster)
+            .field("ca_certificate", &self.ca_pem.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -434,11 +438,22 @@ impl Settings {
                 })?;
                 let cluster = args.redis_cluster
                     || file.fleet.as_ref().and_then(|f| f.cluster).unwrap_or(false);
+                let ca_file = args
+                    .redis_ca_file
+                    .clone()
+                    .or_else(|| file.fleet.as_ref().and_then(|f| f.ca_file.clone()));
+                let ca_pem = match ca_file {
+                    None => None,
+                    Some(path) => Some(std::fs::read(&path).map_err(|e| {
+                        format!("the Redis CA file {} cannot be read: {e}", path.display())
+                    })?),
+                };
                 Some(FleetSettings {
                     redis_url,
                     key_hex,
                     key_prefix: file.fleet.and_then(|f| f.key_prefix),
                     cluster,
+                    ca_pem,
                 })
             }
         };

@@ -151,6 +151,9 @@ impl App {
                 if let Some(prefix) = &fleet.key_prefix {
                     redis = redis.key_prefix(prefix.clone());
                 }
+                if let Some(pem) = &fleet.ca_pem {
+                    redis = redis.ca_certificate(pem.clone());
+                }
                 let redis = redis.build()?;
                 builder = builder.fleet(redis.clone());
                 Some(redis)

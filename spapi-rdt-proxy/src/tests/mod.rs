@@ -1044,6 +1044,7 @@ async fn fleet_mode_with_its_store_down_serves_alone_and_says_so() {
         key_hex: "abcd".to_owned(),
         key_prefix: None,
         cluster: false,
+        ca_pem: None,
     });
     let refused = App::new(&bad).err().unwrap().to_string();
     assert!(refused.contains("SPAPI_RDT_FLEET_KEY"), "{refused}");
@@ -1088,6 +1089,47 @@ async fn a_redis_cluster_needs_the_cluster_flag_and_then_serves() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_mode_over_tls_trusts_the_ca_file_and_refuses_an_unknown_certificate() {
+    let Some(redis) = redis_server::Redis::own_tls() else {
+        return;
+    };
+    let emulator = emulator().await;
+    let ca_path =
+        std::env::temp_dir().join(format!("spapi-rdt-proxy-ca-{}.pem", std::process::id()));
+    std::fs::write(&ca_path, redis.ca_pem()).unwrap();
+    let ca_file = ca_path.display().to_string();
+    let fleet_settings = |extra: &[&str]| {
+        let mut args = vec!["--redis-url", redis.url()];
+        args.extend_from_slice(extra);
+        settings_to(
+            &emulator.origin(),
+            &emulator,
+            &args,
+            &[("SPAPI_RDT_FLEET_KEY", &"5a".repeat(32))],
+        )
+    };
+    // Without the CA, the system's store does not know the test's CA: refused at start, saying why.
+    let refused = listener::run(fleet_settings(&[]), std::future::ready(()))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("certificate"), "{refused}");
+    assert!(refused.contains("--redis-ca-file"), "{refused}");
+
+    let mut settings = fleet_settings(&["--redis-ca-file", &ca_file]);
+    settings.fleet.as_mut().unwrap().key_prefix = Some(redis.prefix().to_owned());
+    let proxy = Running::start(settings).await;
+    let (parts, body) = proxy
+        .get("/orders/v0/orders/902-3159896-1390916/address", &[])
+        .await;
+    assert_eq!(parts.status, StatusCode::OK, "{body}");
+    let metrics = proxy.metrics().await;
+    assert_eq!(metrics["spapi_proxy_fleet_fallbacks_total"], 0.0);
+    assert_eq!(metrics["spapi_proxy_fleet_alone"], 0.0);
+    let _ = std::fs::remove_file(&ca_path);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_sidecars_in_fleet_mode_share_one_token() {
     let Some(redis) = redis_server::Redis::any() else {
         return;
@@ -1100,6 +1142,7 @@ async fn two_sidecars_in_fleet_mode_share_one_token() {
             key_hex: "5a".repeat(32),
             key_prefix: Some(redis.prefix().to_owned()),
             cluster: false,
+            ca_pem: None,
         });
         settings
     };
