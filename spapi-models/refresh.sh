@@ -37,5 +37,6 @@ printf 'amzn/selling-partner-api-models %s %s\n' "$commit" "$day" > "$here/SOURC
 echo "copied $(ls "$here"/*.json | wc -l) models at $commit ($day)"
 
 cd "$root"
-UPDATE_MODEL_SNAPSHOT=1 cargo test --all-features --test catalog_models snapshot_matches_the_models
-echo "regenerated tests/data/model_operations.tsv; now run: cargo test --all-features --test catalog_models"
+UPDATE_MODEL_SNAPSHOT=1 cargo test --all-features --test catalog snapshot_matches_the_models
+cargo xtask usage-plans
+echo "regenerated tests/data/model_operations.tsv and src/catalog/usage_plans.rs; now run: cargo test --all-features --test catalog"

@@ -1,7 +1,9 @@
 //! Classifying requests: `(method, path)` → the restricted operation it calls, if any.
 //!
 //! The [`Matcher`] compiles a [`Catalog`] into one radix tree per HTTP method, so a lookup walks
-//! the path once and its cost does not grow with the size of the catalogue.
+//! the path once and its cost does not grow with the size of the catalogue. The same trees, built
+//! over every operation of Amazon's models, answer
+//! [`UsagePlans::classify`](crate::catalog::UsagePlans::classify), with the same rules.
 //!
 //! # What matches
 //! - The path is matched as sent, byte for byte, against the templates of the catalogue. A placeholder
@@ -27,6 +29,8 @@
 //! ```
 
 mod gate;
+mod plans;
+mod routes;
 mod tree;
 
 use std::fmt;
@@ -35,7 +39,7 @@ use http::{Method, Uri};
 
 use crate::catalog::{Catalog, OperationId, RestrictedOperation};
 use crate::error::CatalogError;
-use tree::{Duplicate, Template, Token, Tree};
+use routes::Routes;
 
 /// The operation a request calls.
 #[derive(Clone, Copy, Debug)]
@@ -60,8 +64,7 @@ impl<'a> Classified<'a> {
 #[derive(Clone)]
 pub struct Matcher {
     catalog: Catalog,
-    // One tree per method that has at least one restricted operation.
-    trees: Vec<(Method, Tree)>,
+    routes: Routes,
 }
 
 impl Matcher {
@@ -84,48 +87,30 @@ impl Matcher {
     /// order.
     fn compile(catalog: Catalog) -> (Self, Vec<CatalogError>) {
         let operations = catalog.operations();
-        let mut errors: Vec<(usize, CatalogError)> = Vec::new();
-        let mut by_method: Vec<(Method, Vec<Template>)> = Vec::new();
-        let mut routes = Vec::with_capacity(operations.len());
-        for (index, op) in operations.iter().enumerate() {
-            let route = match route_of(op) {
-                Ok(route) => route,
-                Err(e) => {
-                    errors.push((index, e));
-                    routes.push(String::new());
-                    continue;
-                }
-            };
-            let tokens = tokens_of(&route);
-            routes.push(route);
-            match by_method.iter_mut().find(|(m, _)| m == op.method()) {
-                Some((_, templates)) => templates.push((tokens, index)),
-                None => by_method.push((op.method().clone(), vec![(tokens, index)])),
-            }
-        }
-        let mut trees = Vec::with_capacity(by_method.len());
-        for (method, templates) in by_method {
-            let (tree, duplicates) = Tree::new(templates);
-            for (index, Duplicate(first)) in duplicates {
-                let (Some(op), Some(with)) = (operations.get(index), routes.get(first)) else {
-                    continue;
-                };
-                let reason = format!("overlaps another operation's template (`{with}`)");
-                errors.push((index, CatalogError::new(op, reason)));
-            }
-            trees.push((method, tree));
-        }
-        errors.sort_by_key(|(index, _)| *index);
-        let errors = errors.into_iter().map(|(_, e)| e).collect();
-        (Matcher { catalog, trees }, errors)
+        let (routes, faults) =
+            Routes::compile(operations.iter().map(|op| (op.method(), op.template())));
+        let errors = faults
+            .into_iter()
+            .filter_map(|(index, fault)| {
+                let op = operations.get(index)?;
+                let reason = fault.reason();
+                Some(CatalogError::new(
+                    op.api(),
+                    op.name(),
+                    op.method(),
+                    op.template(),
+                    reason,
+                ))
+            })
+            .collect();
+        (Matcher { catalog, routes }, errors)
     }
 
     /// The restricted operation that `method` and `path` call, if any. `path` is the path alone,
     /// without the query string.
     #[inline]
     pub fn classify(&self, method: &Method, path: &str) -> Option<Classified<'_>> {
-        let (_, tree) = self.trees.iter().find(|(m, _)| m == method)?;
-        let index = tree.find(path.as_bytes())?;
+        let index = self.routes.find(method, path)?;
         let operation = self.catalog.operations().get(index)?;
         Some(Classified {
             id: OperationId::at(index),
@@ -150,59 +135,6 @@ impl fmt::Debug for Matcher {
             .field("operations", &self.catalog.operations().len())
             .finish_non_exhaustive()
     }
-}
-
-/// Turns a model template into a route, checking its shape. Placeholders are renamed (`{p0}`,
-/// `{p1}`, ...) so that two templates that differ only in placeholder names collide.
-fn route_of(op: &RestrictedOperation) -> Result<String, CatalogError> {
-    let template = op.template();
-    if !template.starts_with('/') {
-        return Err(CatalogError::new(op, "the template must start with `/`"));
-    }
-    if template.contains(['?', '#', '*']) {
-        return Err(CatalogError::new(
-            op,
-            "the template must be a bare path (no `?`, `#` or `*`)",
-        ));
-    }
-    let mut route = String::with_capacity(template.len());
-    let mut placeholders = 0;
-    for (i, segment) in template.split('/').enumerate().skip(1) {
-        if segment.is_empty() && i + 1 < template.split('/').count() {
-            return Err(CatalogError::new(op, "the template has an empty segment"));
-        }
-        route.push('/');
-        if segment.starts_with('{') && segment.ends_with('}') && segment.len() > 2 {
-            let name = &segment[1..segment.len() - 1];
-            if name.contains(['{', '}']) {
-                return Err(CatalogError::new(op, "malformed placeholder"));
-            }
-            route.push_str(&format!("{{p{placeholders}}}"));
-            placeholders += 1;
-        } else if segment.contains(['{', '}']) {
-            return Err(CatalogError::new(
-                op,
-                "a placeholder must fill a whole path segment",
-            ));
-        } else {
-            route.push_str(segment);
-        }
-    }
-    Ok(route)
-}
-
-/// The tokens of a route from [`route_of`]: its bytes, each `{pN}` segment a placeholder.
-fn tokens_of(route: &str) -> Vec<Token> {
-    let mut tokens = Vec::with_capacity(route.len());
-    for segment in route.split('/').skip(1) {
-        tokens.push(Token::Byte(b'/'));
-        if segment.starts_with('{') {
-            tokens.push(Token::Param);
-        } else {
-            tokens.extend(segment.bytes().map(Token::Byte));
-        }
-    }
-    tokens
 }
 
 #[cfg(test)]

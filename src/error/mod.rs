@@ -3,8 +3,8 @@
 //! - [`Error`]: what the layer's service returns when a restricted request gets no token.
 //! - [`SourceError`] and [`ErrorKind`]: what a [`TokenSource`](crate::TokenSource) reports.
 //! - Building: [`BuildError`] (the layer), [`CatalogError`] (a catalogue of your own),
-//!   [`OriginError`], [`InvalidToken`], and with feature `reqwest` [`SourceBuildError`] and
-//!   [`CredentialsError`] (the default source).
+//!   [`UsagePlanError`] (a usage plan of your own), [`OriginError`], [`InvalidToken`], and with
+//!   feature `reqwest` [`SourceBuildError`] and [`CredentialsError`] (the default source).
 //! - Fleet mode: [`FleetError`] (what a shared store reports), and with feature `redis`
 //!   [`RedisFleetError`] and [`InvalidKey`].
 //!
@@ -32,7 +32,7 @@ mod catalog;
 mod fleet;
 mod source;
 
-pub use catalog::CatalogError;
+pub use catalog::{CatalogError, UsagePlanError};
 pub use fleet::FleetError;
 #[cfg(feature = "redis")]
 pub use fleet::{InvalidKey, RedisFleetError};

@@ -48,11 +48,11 @@ const OPERATION_KEYS: [&str; 7] = ["get", "put", "post", "delete", "options", "h
 
 /// One operation of one model.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct ModelOperation {
-    file: String,
-    operation_id: String,
-    method: String,
-    path: String,
+pub(crate) struct ModelOperation {
+    pub(crate) file: String,
+    pub(crate) operation_id: String,
+    pub(crate) method: String,
+    pub(crate) path: String,
     deprecated: bool,
 }
 
@@ -68,7 +68,7 @@ impl fmt::Display for ModelOperation {
 
 /// The folder the models were read from.
 #[derive(Debug)]
-struct Source(PathBuf);
+pub(crate) struct Source(PathBuf);
 
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -78,10 +78,10 @@ impl fmt::Display for Source {
 
 /// The operations of every model, the folder they were read from, and the parsed models by file name.
 #[derive(Debug)]
-struct Models {
-    source: Source,
-    operations: Vec<ModelOperation>,
-    documents: BTreeMap<String, serde_json::Value>,
+pub(crate) struct Models {
+    pub(crate) source: Source,
+    pub(crate) operations: Vec<ModelOperation>,
+    pub(crate) documents: BTreeMap<String, serde_json::Value>,
 }
 
 fn manifest_dir() -> PathBuf {
@@ -219,8 +219,8 @@ fn parse_snapshot(text: &str) -> Vec<ModelOperation> {
         .collect()
 }
 
-/// The operations, read once for all tests.
-fn models() -> &'static Models {
+/// The operations, read once for all tests (`usage_plans.rs` reads them here too).
+pub(crate) fn models() -> &'static Models {
     static MODELS: OnceLock<Models> = OnceLock::new();
     MODELS.get_or_init(|| {
         let dir = models_dir();
@@ -291,7 +291,7 @@ fn sample_value(name: &str) -> &'static str {
 }
 
 /// `template` with every `{placeholder}` replaced by a realistic value.
-fn sample_path(template: &str) -> String {
+pub(crate) fn sample_path(template: &str) -> String {
     let mut out = String::with_capacity(template.len() + 32);
     let mut rest = template;
     while let Some(open) = rest.find('{') {
@@ -307,7 +307,7 @@ fn sample_path(template: &str) -> String {
     out
 }
 
-fn method(model: &ModelOperation) -> http::Method {
+pub(crate) fn method(model: &ModelOperation) -> http::Method {
     http::Method::from_bytes(model.method.as_bytes()).unwrap()
 }
 

@@ -6,3 +6,4 @@ mod support;
 
 mod catalog_models;
 mod matcher_reference;
+mod usage_plans;

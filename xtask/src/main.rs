@@ -7,14 +7,18 @@
 //!   `public-api/<package>.txt`, written, or compared with the code (see [`api_listing`]).
 //! - `layering`: no library module imports one that imports it back, and no front end imports the
 //!   cache (see [`layering`]).
+//! - `usage-plans [--check]`: the table of every model operation's usage plan in
+//!   `src/catalog/usage_plans.rs`, generated from `spapi-models/`, or compared with it (see
+//!   [`usage_plans`]).
 
 mod api_listing;
 mod bench_report;
 mod layering;
+mod usage_plans;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask bench-report\n       cargo xtask public-api [--check]\n       cargo xtask layering";
+const USAGE: &str = "usage: cargo xtask bench-report\n       cargo xtask public-api [--check]\n       cargo xtask layering\n       cargo xtask usage-plans [--check]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -22,6 +26,7 @@ fn main() -> ExitCode {
         Some("bench-report") => bench_report::run(),
         Some("public-api") => api_listing::run(&args[1..]).map_err(Into::into),
         Some("layering") => layering::run(),
+        Some("usage-plans") => usage_plans::run(&args[1..]),
         Some("-h" | "--help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

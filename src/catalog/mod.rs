@@ -25,11 +25,33 @@
 //! ));
 //! assert!(catalog.find("Orders v0", "getOrderFutureInfo").is_some());
 //! ```
+//!
+//! # Usage plans
+//! [`UsagePlans`] lists every operation of Amazon's models, restricted or not, with the usage plan
+//! (rate and burst of the token bucket Amazon applies) that its description states, and classifies
+//! a request as one of them. The table is generated from the models by `cargo xtask usage-plans`;
+//! an operation whose model states no plan has `None`, for which [`UsagePlan::CONSERVATIVE_DEFAULT`]
+//! is the plan to assume.
+//!
+//! ```
+//! use http::Method;
+//! use spapi_rdt::catalog::UsagePlans;
+//!
+//! let plans = UsagePlans::amazon();
+//! let (_, op) = plans.classify(&Method::GET, "/orders/v0/orders").unwrap();
+//! let plan = op.plan().unwrap();
+//! assert_eq!((op.model_rate(), plan.burst()), (Some("0.0167"), 20));
+//! ```
 
 use std::borrow::Cow;
 use std::fmt;
 
 use http::Method;
+
+mod plans;
+mod usage_plans;
+
+pub use plans::{PlanId, PlannedOperation, UsagePlan, UsagePlans};
 
 /// A category of personal data that Orders v0 returns only when the token was requested for it.
 ///
