@@ -5,7 +5,9 @@
 //! - [`DataElements`](crate::catalog::DataElements): narrow the data elements asked for;
 //! - [`TokenMode`]: skip the token, or force one for a path the catalogue does not know;
 //! - [`RestrictedReport`]: this `getReportDocument` call fetches a restricted report type;
-//! - [`TargetApplication`]: ask for a token for another application (delegation).
+//! - [`TargetApplication`]: ask for a token for another application (delegation);
+//! - [`Background`]: this request can wait (polling): the pacing layer keeps part of each burst
+//!   from it.
 //!
 //! ```
 //! use spapi_rdt::{SellerId, control::{RestrictedReport, TokenMode}};
@@ -40,6 +42,14 @@ pub enum TokenMode {
 /// not say which type its document is.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct RestrictedReport;
+
+/// Marks a request as background work (polling for a report, a feed, an order list): the
+/// [`PacingLayer`](crate::pacing::PacingLayer) lets it spend only the half of its operation's
+/// burst that is not kept for other requests, and reserves no slot ahead for it, so that a queue
+/// of polling never delays a request a user waits for. Amazon's own advice: do not spend the burst
+/// on polling.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Background;
 
 /// Found in the extensions of a response that answers a replay: a `getReportDocument` request sent
 /// without a token was refused with 403, and sent again with a token for its document's path (see

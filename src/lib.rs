@@ -101,6 +101,7 @@ mod limit;
 pub mod matcher;
 #[cfg(feature = "reqwest-middleware")]
 pub mod middleware;
+pub mod pacing;
 pub mod recover;
 mod resource;
 mod service;

@@ -166,6 +166,9 @@ impl PlannedOperation {
 pub struct PlanId(u32);
 
 impl PlanId {
+    /// Stands for every path of no model operation, when such paths are paced.
+    pub(crate) const UNKNOWN: PlanId = PlanId(u32::MAX);
+
     /// The id of the operation at `index` (the table holds far fewer than `u32::MAX`).
     pub(crate) fn at(index: usize) -> Self {
         PlanId(u32::try_from(index).unwrap_or(u32::MAX))
@@ -232,6 +235,14 @@ impl UsagePlans {
         self.operations
             .iter()
             .find(|op| op.api == api && op.name == name)
+    }
+
+    /// The id of the first operation with this API and name.
+    pub(crate) fn id_of(&self, api: &str, name: &str) -> Option<PlanId> {
+        self.operations
+            .iter()
+            .position(|op| op.api == api && op.name == name)
+            .map(PlanId::at)
     }
 
     /// The generated rows, for the matcher that classifies requests against them.

@@ -5,6 +5,7 @@
 //! - Building: [`BuildError`] (the layer), [`CatalogError`] (a catalogue of your own),
 //!   [`UsagePlanError`] (a usage plan of your own), [`OriginError`], [`InvalidToken`], and with
 //!   feature `reqwest` [`SourceBuildError`] and [`CredentialsError`] (the default source).
+//! - Pacing: [`PacingError`] (a request its usage plan would hold too long).
 //! - Fleet mode: [`FleetError`] (what a shared store reports), and with feature `redis`
 //!   [`RedisFleetError`] and [`InvalidKey`].
 //!
@@ -30,12 +31,14 @@ use std::time::Duration;
 
 mod catalog;
 mod fleet;
+mod pacing;
 mod source;
 
 pub use catalog::{CatalogError, UsagePlanError};
 pub use fleet::FleetError;
 #[cfg(feature = "redis")]
 pub use fleet::{InvalidKey, RedisFleetError};
+pub use pacing::PacingError;
 pub use source::{ErrorKind, SourceError};
 
 /// Why a restricted request could not get a Restricted Data Token. It never holds a secret.

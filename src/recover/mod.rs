@@ -52,6 +52,18 @@ mod service;
 pub use layer::RecoverStaleTokenLayer;
 pub use service::RecoverStaleToken;
 
+/// A copy of `request` for a second attempt, when its body can be replayed.
+pub(crate) fn replayable<B: ReplayBody>(request: &http::Request<B>) -> Option<http::Request<B>> {
+    let body = request.body().try_clone()?;
+    let mut copy = http::Request::new(body);
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    *copy.extensions_mut() = request.extensions().clone();
+    Some(copy)
+}
+
 /// Request bodies that can be sent twice.
 ///
 /// Implemented for the common in-memory bodies (`String`, `Vec<u8>`, `Bytes`, `()`, http-body-util's

@@ -7,8 +7,8 @@ use std::task::{Context, Poll};
 use http::{Request, Response, StatusCode};
 use tower_service::Service;
 
-use super::ReplayBody;
 use super::future::ResponseFuture;
+use super::{ReplayBody, replayable};
 use crate::BoxError;
 use crate::control::{ReplayedAsRestrictedReport, RestrictedReport};
 use crate::core::{Core, ReplayAs, RequestHead};
@@ -152,16 +152,4 @@ impl HeadCopy {
             extensions: &self.extensions,
         }
     }
-}
-
-/// A copy of `request` for a second attempt (extensions included), if its body can be replayed.
-fn replayable<B: ReplayBody>(request: &Request<B>) -> Option<Request<B>> {
-    let body = request.body().try_clone()?;
-    let mut copy = Request::new(body);
-    *copy.method_mut() = request.method().clone();
-    *copy.uri_mut() = request.uri().clone();
-    *copy.version_mut() = request.version();
-    *copy.headers_mut() = request.headers().clone();
-    *copy.extensions_mut() = request.extensions().clone();
-    Some(copy)
 }

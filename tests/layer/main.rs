@@ -10,6 +10,7 @@ mod hardening;
 mod hostile;
 mod layer;
 mod memory;
+mod pacing;
 mod readiness;
 mod readme_promises;
 mod refusals;

@@ -466,6 +466,36 @@ fn targets(r: &Results, extra: &Value) -> Vec<Row> {
         },
     );
 
+    // The pacing layer's warm path (issue 21): its overhead over bare against the least a pacing
+    // layer must do, a classification and one governor check.
+    let target = "overhead ≤ 1.5× classify + governor check";
+    rows.push(
+        match (
+            r.per("pacing/layer"),
+            r.per("pacing/bare"),
+            r.per("pacing/governor_check_and_classify"),
+        ) {
+            (Some(layer), Some(bare), Some(reference)) => {
+                let overhead = layer.minus(bare);
+                // The reference builds the same request, which bare pays too.
+                let work = reference.minus(bare);
+                Row {
+                    bench: "pacing: warm bucket, no wait".into(),
+                    measured: format!("{} (+{} over bare)", timed(layer), timed(overhead)),
+                    baseline: format!(
+                        "classify + governor check_key {} (+{} over building the request)",
+                        timed(reference),
+                        timed(work)
+                    ),
+                    ratio: format!("{:.2}× the reference's work", overhead.ns / work.ns),
+                    target: target.into(),
+                    met: r.judge(overhead, |o| o <= 1.5 * work.ns),
+                }
+            }
+            _ => not_run("pacing", target),
+        },
+    );
+
     // 2. cached, and the README's recommended stack: the layer against SetRequestHeader in its
     // place, overhead over bare against overhead over bare.
     rows.push(against_set_request_header(
