@@ -185,7 +185,7 @@ impl App {
         let count = CountRequestsLayer {
             metrics: Arc::clone(&metrics),
             names: Arc::new(OperationNames::new(layer.matcher())),
-            matcher: layer.matcher().clone(),
+            matcher: Arc::new(layer.matcher().clone()),
         };
         let require = |check| RequireClientLayer {
             auth: settings.client_auth.clone(),

@@ -193,7 +193,9 @@ where
 pub(crate) struct CountRequestsLayer {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) names: Arc<OperationNames>,
-    pub(crate) matcher: Matcher,
+    /// Shared: a `Matcher` clone copies its catalogue and trees, and this layer is cloned with
+    /// every connection's service.
+    pub(crate) matcher: Arc<Matcher>,
 }
 
 impl<S> Layer<S> for CountRequestsLayer {
@@ -356,7 +358,7 @@ mod tests {
         let layer = CountRequestsLayer {
             metrics: Arc::clone(&metrics),
             names: Arc::new(OperationNames::new(&matcher)),
-            matcher,
+            matcher: Arc::new(matcher),
         };
         let path = "/orders/v0/orders/902-3159896-1390916/address";
         for _ in 0..2 {
