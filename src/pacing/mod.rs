@@ -40,7 +40,9 @@
 //!   when every bucket is busy, a request for a new one goes unpaced and is counted
 //!   ([`PacingStats::unpaced`]).
 //!
-//! Clones of a layer share its buckets. The clock is tokio's, so tests run on paused time.
+//! Clones of a layer share its buckets, and so does its reqwest-middleware front end
+//! ([`PacingLayer::middleware`], feature `reqwest-middleware`). The clock is tokio's, so tests run
+//! on paused time.
 //!
 //! ```
 //! use std::time::Duration;
@@ -62,8 +64,13 @@
 mod bucket;
 pub mod future;
 mod layer;
+#[cfg(feature = "reqwest-middleware")]
+mod middleware;
+mod paced;
 mod rate;
 mod service;
 
 pub use layer::{PacingLayer, PacingLayerBuilder, PacingStats, UnknownOperations};
+#[cfg(feature = "reqwest-middleware")]
+pub use middleware::PacingMiddleware;
 pub use service::Pacing;

@@ -427,3 +427,89 @@ fn the_layer_suits_axum_and_tower_bounds() {
     send_sync_static::<PacingLayer>();
     send_sync_static::<spapi_rdt::pacing::Pacing<Amazon>>();
 }
+
+/// A loopback server answering each request (one per connection) with the next status of
+/// `statuses` (200 once they are used up) and `x-amzn-RateLimit-Limit: 5`; counts the requests.
+#[cfg(feature = "reqwest-middleware")]
+async fn plain_server(statuses: Vec<u16>) -> (String, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&seen);
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let index = counter.fetch_add(1, Ordering::SeqCst);
+            let status = statuses.get(index).copied().unwrap_or(200);
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if socket.read(&mut byte).await.unwrap_or(0) == 0 {
+                    break;
+                }
+                head.push(byte[0]);
+            }
+            let answer = format!(
+                "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\
+                 x-amzn-RateLimit-Limit: 5\r\n\r\n"
+            );
+            let _ = socket.write_all(answer.as_bytes()).await;
+        }
+    });
+    (format!("http://{address}"), seen)
+}
+
+#[cfg(feature = "reqwest-middleware")]
+#[tokio::test]
+async fn the_reqwest_middleware_paces_retries_and_refuses_like_the_layer() {
+    let (origin, seen) = plain_server(vec![429]).await;
+    let layer = PacingLayer::builder()
+        .plan(
+            "Orders v0",
+            "getOrderItems",
+            UsagePlan::new(0.1, 1).unwrap(),
+        )
+        .max_wait(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(layer.middleware())
+        .build();
+    let url = format!("{origin}{ITEMS}");
+    // Throttled: the 429 drains the bucket (0.1 a second), whose next slot, 10 s away, is past
+    // max_wait, so no retry is made and Amazon's 429 comes back.
+    let response = client
+        .get(&url)
+        .with_extension(SellerId::new("A1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+    // The bucket is drained: the next request fails at once with the typed error, unsent.
+    let error = client
+        .get(&url)
+        .with_extension(SellerId::new("A1"))
+        .send()
+        .await
+        .unwrap_err();
+    match error {
+        reqwest_middleware::Error::Middleware(e) => {
+            let e = e.downcast_ref::<PacingError>().unwrap();
+            assert_eq!(e.operation(), "getOrderItems");
+        }
+        other => panic!("expected the pacing error, got {other:?}"),
+    }
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+    // Another seller's bucket is full: served, and its answer's rate (5 a second) is learned.
+    let response = client
+        .get(&url)
+        .with_extension(SellerId::new("A2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let stats = layer.stats();
+    assert_eq!((stats.throttled, stats.refused, stats.learned), (1, 1, 1));
+}
