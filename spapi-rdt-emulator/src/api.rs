@@ -9,7 +9,8 @@ use tokio::time::Instant;
 use super::reply::{PII, SELLER, TARGET_APPLICATION, json_response, set_header, sp_error};
 use super::state::{Shared, live, match_template};
 use super::tokens::{bearer, forbidden, missing_token};
-use spapi_rdt::catalog::{DataElement, DataElements, OperationId, RestrictedOperation};
+use super::usage::{self, Caller, Metered, QuotaExceeded};
+use spapi_rdt::catalog::{DataElement, DataElements, OperationId, PlanId, RestrictedOperation};
 
 const MARKETPLACE: &str = "ATVPDKIKX0DER";
 const CREATED: &str = "2026-01-15T10:00:00Z";
@@ -61,11 +62,29 @@ enum Access {
     Lwa,
 }
 
+/// Takes the call's request from its usage-plan bucket, once its token has been accepted: the
+/// `x-amzn-RateLimit-Limit` value to answer with (`None` when the operation is not metered), or
+/// [`QuotaExceeded`] when the bucket is empty.
+pub(crate) fn meter(
+    shared: &Shared,
+    metered: Option<PlanId>,
+    caller: impl FnOnce() -> Caller,
+) -> Result<Option<String>, QuotaExceeded> {
+    match metered {
+        Some(id) => shared
+            .meter(caller(), Metered::Operation(id))
+            .map(Some)
+            .ok_or(QuotaExceeded),
+        None => Ok(None),
+    }
+}
+
 pub(crate) fn restricted(
     shared: &Shared,
     method: &Method,
     path: &str,
     id: OperationId,
+    metered: Option<PlanId>,
     headers: &HeaderMap,
 ) -> Response {
     let Some(op) = shared.matcher.catalog().get(id) else {
@@ -110,6 +129,13 @@ pub(crate) fn restricted(
         return forbidden("The access token you provided is revoked, malformed or invalid.");
     };
     drop(inner);
+    let rate = match meter(shared, metered, || Caller::Seller {
+        seller: seller.clone(),
+        app: target.clone(),
+    }) {
+        Ok(rate) => rate,
+        Err(QuotaExceeded) => return usage::quota_exceeded(),
+    };
 
     let values = match_template(op.template(), path).unwrap_or_default();
     let (body, served) = restricted_body(op, &values, &access);
@@ -128,10 +154,15 @@ pub(crate) fn restricted(
     if let Some(target) = target {
         set_header(headers, TARGET_APPLICATION, &target);
     }
-    response
+    usage::stamp(response, rate.as_deref())
 }
 
-pub(crate) fn unrestricted(shared: &Shared, op: Unrestricted<'_>, headers: &HeaderMap) -> Response {
+pub(crate) fn unrestricted(
+    shared: &Shared,
+    op: Unrestricted<'_>,
+    metered: Option<PlanId>,
+    headers: &HeaderMap,
+) -> Response {
     let Some(token) = bearer(headers) else {
         return missing_token();
     };
@@ -154,6 +185,13 @@ pub(crate) fn unrestricted(shared: &Shared, op: Unrestricted<'_>, headers: &Head
                 None => return forbidden("A grantless access token cannot call this operation."),
             },
         }
+    };
+    let rate = match meter(shared, metered, || Caller::Seller {
+        seller: seller.clone(),
+        app: None,
+    }) {
+        Ok(rate) => rate,
+        Err(QuotaExceeded) => return usage::quota_exceeded(),
     };
     let body = match op {
         Unrestricted::MarketplaceParticipations => json!({
@@ -180,7 +218,7 @@ pub(crate) fn unrestricted(shared: &Shared, op: Unrestricted<'_>, headers: &Head
     };
     let mut response = json_response(StatusCode::OK, &body);
     set_header(response.headers_mut(), SELLER, &seller);
-    response
+    usage::stamp(response, rate.as_deref())
 }
 
 fn order_2026(id: &str) -> Value {

@@ -11,7 +11,7 @@
 //!   model does (1 to 50 resources, method GET/PUT/POST/DELETE, known data elements, a registered
 //!   `targetApplication`), applies the application's role grants ([`Emulator::deny_resource`],
 //!   [`Emulator::deny_data_element`]) and a per-seller token bucket (429 `QuotaExceeded` without
-//!   `x-amzn-RateLimit-Limit`). Like Amazon, it accepts paths that name no restricted operation and
+//!   `x-amzn-RateLimit-Limit`; see [usage plans](#usage-plans)). Like Amazon, it accepts paths that name no restricted operation and
 //!   issues a token that covers nothing, and it accepts the generic path of `getReportDocument` but
 //!   issues a token that covers no document.
 //! - **Restricted operations**: every `(method, path)` that
@@ -25,6 +25,7 @@
 //!   need an LWA access token; an RDT gets 403.
 //!
 //! Every authenticated answer names the seller whose token was used in `x-emulator-seller`.
+//! Usage plans can be enforced on every operation, as Amazon does ([below](#usage-plans)).
 //! Faults ([`Fault`], a whole [`CannedReply`] among them) can be injected for the next requests to
 //! an endpoint; [`Counters`] tell what the emulator saw and answered, and
 //! [`Emulator::requests`] what it was sent. Dropping the [`Emulator`] stops the server.
@@ -47,6 +48,70 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Usage plans
+//!
+//! Amazon limits every SP-API operation with a token bucket per selling partner and application:
+//! a rate (requests a second) and a burst. The Tokens API's bucket is always on
+//! ([`EmulatorConfig::token_quota`], Amazon's 1 a second and burst 10 by default).
+//! [`EmulatorConfig::usage_plans(true)`](EmulatorConfig::usage_plans) turns on the others, with
+//! the plans of [`UsagePlans::amazon`](spapi_rdt::catalog::UsagePlans::amazon):
+//!
+//! - **Which calls.** Every `(method, path)` that
+//!   [`UsagePlans::classify`](spapi_rdt::catalog::UsagePlans::classify) knows, served by the
+//!   emulator or not (one it does not serve answers 404, metered as well). The LWA endpoint has no
+//!   plan.
+//! - **Whose bucket.** One per operation and caller: the seller whose token is used (an RDT issued
+//!   for a `targetApplication` calls for that application, with a bucket of its own), or the
+//!   application for a grantless token. A call is metered once its token has been accepted and
+//!   before the operation runs: a call answered 401 or 403 takes nothing, and a call that finds
+//!   its bucket empty is answered 429 `QuotaExceeded` (`"details": ""`, no `Retry-After`, no
+//!   `x-amzn-RateLimit-Limit`) and does nothing else. An answer injected with
+//!   [`Emulator::inject`] (other than a delay or an `expiresIn`) replaces the call, metering
+//!   included.
+//! - **Which plan**, first match: the seller's own
+//!   ([`EmulatorConfig::seller_usage_plan`], a dynamic plan); the operation's override
+//!   ([`EmulatorConfig::usage_plan`]); the model's; for the Tokens API,
+//!   [`EmulatorConfig::token_quota`]; for an operation whose model states none,
+//!   [`EmulatorConfig::UNSTATED_USAGE_PLAN`] (10 a second, burst 10, the plan the models state
+//!   most often; [`EmulatorConfig::unstated_usage_plan`] changes it).
+//! - **The clock** is tokio's, so a test on paused time (`tokio::time::pause`,
+//!   `#[tokio::test(start_paused = true)]`) decides when buckets refill. A bucket starts full and
+//!   lets one more request through every 1 / rate seconds, rounded up to the nanosecond, exactly.
+//! - **A time scale** ([`EmulatorConfig::usage_plan_time_scale`]) makes every bucket, the Tokens
+//!   API's included, refill that many times as fast, so that a bench meeting Amazon's limits runs
+//!   in seconds.
+//! - **`x-amzn-RateLimit-Limit`** is on the 2xx, 400 and 404 answers of metered calls, never on
+//!   401, 403 or 429: the rate of the plan the call met, per second, as a decimal (`"0.0167"`,
+//!   `"0.5"`, `"10.0"`; a model's rate as the model writes it, `"2"` written `"2.0"`). It states a
+//!   seller's own plan, which is how a client learns a dynamic plan, and the scaled rate under a
+//!   time scale, so that a client pacing itself by the header keeps to what the emulator
+//!   enforces.
+//! - **Counters**: [`Counters::quota_exceeded`] and, per operation,
+//!   [`Counters::admitted_by_operation`] and [`Counters::quota_exceeded_by_operation`].
+//!
+//! They are off by default ([`EmulatorConfig::ENFORCES_USAGE_PLANS`]): tests written against an
+//! emulator without them call operations with small bursts faster than Amazon allows.
+//!
+//! ```
+//! use std::time::Duration;
+//! use spapi_rdt::catalog::UsagePlan;
+//! use spapi_rdt_emulator::{Emulator, EmulatorConfig};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = EmulatorConfig::default()
+//!     .usage_plans(true)
+//!     // Buckets refill 60 times as fast: getOrders (0.0167/s) lets about one call a second through.
+//!     .usage_plan_time_scale(60.0)
+//!     // The default seller has a dynamic plan for getOrderItems.
+//!     .seller_usage_plan("default", "Orders v0 getOrderItems", UsagePlan::new(1.0, 40)?);
+//! let emulator = Emulator::start_with(config).await?;
+//! // A client under test now meets 429s past each burst, and learns each rate from the answers.
+//! # let _ = emulator;
+//! # Ok(())
+//! # }
+//! ```
 
 mod api;
 mod config;
@@ -57,6 +122,7 @@ mod seen;
 mod server;
 mod state;
 mod tokens;
+mod usage;
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -94,12 +160,23 @@ impl Emulator {
 
     /// Starts an emulator with `config`, on `127.0.0.1` and a port the system picks, serving on a
     /// task of the current tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// An error of kind [`InvalidInput`](std::io::ErrorKind::InvalidInput), naming the setting,
+    /// when the configuration cannot be applied: a time scale
+    /// ([`EmulatorConfig::usage_plan_time_scale`]) that is not a finite number above zero, or a
+    /// usage-plan override ([`EmulatorConfig::usage_plan`],
+    /// [`EmulatorConfig::seller_usage_plan`]) that names no operation. Else the errors of binding
+    /// the listener.
     pub async fn start_with(config: EmulatorConfig) -> std::io::Result<Emulator> {
         let matcher = Matcher::new(Catalog::amazon()).map_err(std::io::Error::other)?;
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let addr = listener.local_addr()?;
         let origin = Origin::parse(&format!("http://{addr}")).map_err(std::io::Error::other)?;
-        let shared = Arc::new(Shared::new(config, matcher));
+        let shared = Shared::new(config, matcher)
+            .map_err(|problem| std::io::Error::new(std::io::ErrorKind::InvalidInput, problem))?;
+        let shared = Arc::new(shared);
         let router = axum::Router::new()
             .fallback(server::handle)
             .with_state(Arc::clone(&shared));

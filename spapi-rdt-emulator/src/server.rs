@@ -8,7 +8,7 @@ use axum::response::Response;
 use http::header::CONTENT_LENGTH;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use serde_json::json;
-use spapi_rdt::catalog::OperationId;
+use spapi_rdt::catalog::{OperationId, PlanId};
 
 use super::api::{self, Unrestricted};
 use super::fault::{Fault, Target};
@@ -17,7 +17,8 @@ use super::reply::{
 };
 use super::seen::SeenRequest;
 use super::state::Shared;
-use super::{lwa, tokens};
+use super::tokens::bearer;
+use super::{lwa, tokens, usage};
 
 /// Where a request goes.
 #[derive(Debug)]
@@ -62,6 +63,12 @@ pub(crate) async fn handle(
         Route::Unknown
     };
     let target = route.target();
+    // The usage-plan operation the call meters, when plans are enforced (the Tokens API meters its
+    // own, always).
+    let metered = match route {
+        Route::Lwa | Route::Tokens => None,
+        _ => shared.usage.classify(&method, path),
+    };
     count_request(&shared, target, &headers);
     shared.record(SeenRequest::new(target, &method, &uri, &headers, &body));
 
@@ -78,18 +85,35 @@ pub(crate) async fn handle(
         None => match route {
             Route::Lwa => lwa::handle(&shared, &method, &headers, &body, expires_in),
             Route::Tokens => tokens::handle(&shared, &method, &headers, &body, expires_in),
-            Route::Restricted(id) => api::restricted(&shared, &method, path, id, &headers),
-            Route::Unrestricted(op) => api::unrestricted(&shared, op, &headers),
-            Route::Unknown => sp_error(
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                "The requested resource was not found.",
-                None,
-            ),
+            Route::Restricted(id) => api::restricted(&shared, &method, path, id, metered, &headers),
+            Route::Unrestricted(op) => api::unrestricted(&shared, op, metered, &headers),
+            Route::Unknown => unknown(&shared, metered, &headers),
         },
     };
     count_response(&shared, target, response.status());
     response
+}
+
+/// The 404 of a path the emulator does not serve. A path of an SP-API operation it does not emulate
+/// is metered like any other call when a live token names its caller.
+fn unknown(shared: &Shared, metered: Option<PlanId>, headers: &HeaderMap) -> Response {
+    let caller = metered
+        .and(bearer(headers))
+        .and_then(|t| shared.caller_of(t));
+    let rate = match caller {
+        Some(caller) => match api::meter(shared, metered, || caller) {
+            Ok(rate) => rate,
+            Err(usage::QuotaExceeded) => return usage::quota_exceeded(),
+        },
+        None => None,
+    };
+    let response = sp_error(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        "The requested resource was not found.",
+        None,
+    );
+    usage::stamp(response, rate.as_deref())
 }
 
 fn count_request(shared: &Shared, target: Target, headers: &HeaderMap) {

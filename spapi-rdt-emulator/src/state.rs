@@ -1,4 +1,5 @@
-//! The emulator's shared state: sellers, issued tokens, rate limits, denials, faults and counters.
+//! The emulator's shared state: sellers, issued tokens, usage-plan buckets, denials, faults and
+//! counters.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -10,6 +11,7 @@ use tokio::time::Instant;
 use super::config::EmulatorConfig;
 use super::fault::{self, Plan, Rule, Target};
 use super::seen::SeenRequest;
+use super::usage::{Bucket, Caller, Metered, Rules};
 use spapi_rdt::catalog::{DataElements, OperationId, PathKind};
 use spapi_rdt::matcher::Matcher;
 
@@ -45,12 +47,41 @@ pub struct Counters {
     pub unrestricted_calls: u64,
     /// Injected faults that requests met.
     pub faults_injected: u64,
+    /// 429 `QuotaExceeded` answers the emulator's usage plans sent (the Tokens API's included),
+    /// injected ones not included: the calls that found their bucket empty.
+    pub quota_exceeded: u64,
+    /// [`quota_exceeded`](Self::quota_exceeded) per operation, named `"API operationId"` as in
+    /// [`UsagePlans::amazon`](spapi_rdt::catalog::UsagePlans::amazon), such as
+    /// `"Orders v0 getOrder"`.
+    pub quota_exceeded_by_operation: BTreeMap<String, u64>,
+    /// Calls that took a request from their usage-plan bucket, per operation (named as in
+    /// [`quota_exceeded_by_operation`](Self::quota_exceeded_by_operation)): the Tokens API's
+    /// always, the other operations' when usage plans are enforced.
+    pub admitted_by_operation: BTreeMap<String, u64>,
 }
 
 impl Counters {
     /// Requests to the Tokens API made with `seller`'s access token.
     pub fn token_calls_for(&self, seller: &str) -> u64 {
         self.token_calls_by_seller.get(seller).copied().unwrap_or(0)
+    }
+
+    /// Calls of `operation` (`"API operationId"`, such as `"Orders v0 getOrder"`) that their
+    /// usage plan let through.
+    pub fn admitted(&self, operation: &str) -> u64 {
+        self.admitted_by_operation
+            .get(operation)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Calls of `operation` (named as for [`admitted`](Self::admitted)) that found their bucket
+    /// empty and were answered 429.
+    pub fn quota_exceeded_for(&self, operation: &str) -> u64 {
+        self.quota_exceeded_by_operation
+            .get(operation)
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -116,13 +147,6 @@ impl Rdt {
     }
 }
 
-/// A token bucket on tokio's clock.
-#[derive(Debug)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
 /// Everything behind the lock. No `Debug`: the maps are keyed by secret token values.
 pub(crate) struct Inner {
     /// refresh token → seller.
@@ -131,7 +155,9 @@ pub(crate) struct Inner {
     pub(crate) sellers: BTreeMap<String, String>,
     pub(crate) access: HashMap<String, AccessGrant>,
     pub(crate) rdts: HashMap<String, Rdt>,
-    buckets: HashMap<String, Bucket>,
+    buckets: HashMap<(Caller, Metered), Bucket>,
+    /// Past this many buckets, full ones are forgotten.
+    sweep_buckets_above: usize,
     pub(crate) denied_resources: Vec<(Method, String)>,
     pub(crate) denied_elements: DataElements,
     pub(crate) target_applications: Vec<String>,
@@ -148,6 +174,7 @@ pub(crate) const REQUEST_LOG_CAPACITY: usize = 1024;
 pub(crate) struct Shared {
     pub(crate) matcher: Matcher,
     pub(crate) config: EmulatorConfig,
+    pub(crate) usage: Rules,
     inner: Mutex<Inner>,
 }
 
@@ -155,13 +182,17 @@ pub(crate) struct Shared {
 const SWEEP_ABOVE: usize = 1024;
 
 impl Shared {
-    pub(crate) fn new(config: EmulatorConfig, matcher: Matcher) -> Self {
+    /// The state of an emulator configured with `config`; an error names a setting the emulator
+    /// cannot apply.
+    pub(crate) fn new(config: EmulatorConfig, matcher: Matcher) -> Result<Self, String> {
+        let usage = Rules::new(&config)?;
         let mut inner = Inner {
             refresh_tokens: HashMap::new(),
             sellers: BTreeMap::new(),
             access: HashMap::new(),
             rdts: HashMap::new(),
             buckets: HashMap::new(),
+            sweep_buckets_above: SWEEP_ABOVE,
             denied_resources: Vec::new(),
             denied_elements: DataElements::NONE,
             target_applications: config.target_applications.clone(),
@@ -172,11 +203,12 @@ impl Shared {
         for (seller, refresh) in &config.sellers {
             inner.add_seller(seller, refresh);
         }
-        Shared {
+        Ok(Shared {
             matcher,
             config,
+            usage,
             inner: Mutex::new(inner),
-        }
+        })
     }
 
     /// Locks the state. A panic while the lock was held leaves the state usable, so poisoning is
@@ -202,9 +234,50 @@ impl Shared {
         inner.seen.push_back(request);
     }
 
-    /// The Tokens API's `x-amzn-RateLimit-Limit` value.
-    pub(crate) fn rate_header(&self) -> String {
-        format!("{:?}", self.config.token_rate)
+    /// Takes one request from `caller`'s bucket for `metered`, before the call runs: the
+    /// `x-amzn-RateLimit-Limit` value its answer states, or `None` when the bucket is empty (answer
+    /// [`quota_exceeded`](super::usage::quota_exceeded) then).
+    pub(crate) fn meter(&self, caller: Caller, metered: Metered) -> Option<String> {
+        let plan = self.usage.applied(&caller, metered);
+        let interval = self.usage.interval(&plan);
+        let burst = plan.burst();
+        let mut inner = self.lock();
+        let admitted = inner.take(caller, metered, interval, burst);
+        let counters = &mut inner.counters;
+        let by_operation = if admitted {
+            &mut counters.admitted_by_operation
+        } else {
+            counters.quota_exceeded += 1;
+            &mut counters.quota_exceeded_by_operation
+        };
+        match by_operation.get_mut(&plan.operation) {
+            Some(count) => *count += 1,
+            None => {
+                by_operation.insert(plan.operation.clone(), 1);
+            }
+        }
+        drop(inner);
+        admitted.then(|| self.usage.header(&plan))
+    }
+
+    /// Who a live token calls for: `None` for a token the emulator does not know or that expired.
+    pub(crate) fn caller_of(&self, token: &str) -> Option<Caller> {
+        let now = Instant::now();
+        let inner = self.lock();
+        if let Some(rdt) = inner.rdts.get(token) {
+            return live(rdt.expires_at, now).then(|| Caller::Seller {
+                seller: rdt.seller.clone(),
+                app: rdt.target_application.clone(),
+            });
+        }
+        let grant = inner.access.get(token)?;
+        live(grant.expires_at, now).then(|| match &grant.seller {
+            Some(seller) => Caller::Seller {
+                seller: seller.clone(),
+                app: None,
+            },
+            None => Caller::Application,
+        })
     }
 }
 
@@ -248,23 +321,26 @@ impl Inner {
         token
     }
 
-    /// Takes one request from `seller`'s bucket; `false` when the bucket is empty.
-    pub(crate) fn admit(&mut self, seller: &str, rate: f64, burst: u32) -> bool {
+    /// Takes one request from the bucket of `caller` and `metered` (created full), which holds
+    /// `burst` and refills one every `interval` (`None`: never); `false` when it is empty.
+    fn take(
+        &mut self,
+        caller: Caller,
+        metered: Metered,
+        interval: Option<Duration>,
+        burst: u32,
+    ) -> bool {
         let now = Instant::now();
-        let burst = f64::from(burst);
-        let bucket = self.buckets.entry(seller.to_owned()).or_insert(Bucket {
-            tokens: burst,
-            at: now,
-        });
-        let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * rate).min(burst);
-        bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            true
-        } else {
-            false
+        if self.buckets.len() >= self.sweep_buckets_above {
+            // A full bucket is as good as none. Sweeping again only once the map has doubled keeps
+            // the cost per call constant however many buckets stay in use.
+            self.buckets.retain(|_, bucket| !bucket.is_full(now));
+            self.sweep_buckets_above = SWEEP_ABOVE.max(self.buckets.len().saturating_mul(2));
         }
+        self.buckets
+            .entry((caller, metered))
+            .or_insert_with(|| Bucket::full(now))
+            .take(now, interval, burst)
     }
 }
 
@@ -365,18 +441,47 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn buckets_refill_on_tokio_time() {
         let m = Matcher::new(Catalog::amazon()).unwrap();
-        let shared = Shared::new(EmulatorConfig::default(), m);
-        {
-            let mut inner = shared.lock();
-            for _ in 0..3 {
-                assert!(inner.admit("s", 1.0, 3));
-            }
-            assert!(!inner.admit("s", 1.0, 3));
-            assert!(inner.admit("other", 1.0, 3), "buckets are per seller");
+        let shared = Shared::new(EmulatorConfig::default().token_quota(1.0, 3), m).unwrap();
+        let seller = |s: &str| Caller::Seller {
+            seller: s.to_owned(),
+            app: None,
+        };
+        for _ in 0..3 {
+            assert!(shared.meter(seller("s"), Metered::Tokens).is_some());
         }
+        assert!(shared.meter(seller("s"), Metered::Tokens).is_none());
+        assert!(
+            shared.meter(seller("other"), Metered::Tokens).is_some(),
+            "buckets are per seller"
+        );
         tokio::time::advance(Duration::from_millis(1000)).await;
-        let mut inner = shared.lock();
-        assert!(inner.admit("s", 1.0, 3));
-        assert!(!inner.admit("s", 1.0, 3));
+        assert_eq!(
+            shared.meter(seller("s"), Metered::Tokens).as_deref(),
+            Some("1.0")
+        );
+        assert!(shared.meter(seller("s"), Metered::Tokens).is_none());
+        let counters = shared.lock().counters.clone();
+        assert_eq!(counters.quota_exceeded, 2);
+        let tokens = "Tokens 2021-03-01 createRestrictedDataToken";
+        assert_eq!(counters.admitted(tokens), 5);
+        assert_eq!(counters.quota_exceeded_for(tokens), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn full_buckets_are_swept_past_the_bound() {
+        let m = Matcher::new(Catalog::amazon()).unwrap();
+        let shared = Shared::new(EmulatorConfig::default(), m).unwrap();
+        let seller = |i: usize| Caller::Seller {
+            seller: format!("s{i}"),
+            app: None,
+        };
+        for i in 0..SWEEP_ABOVE {
+            assert!(shared.meter(seller(i), Metered::Tokens).is_some());
+        }
+        assert_eq!(shared.lock().buckets.len(), SWEEP_ABOVE);
+        // One second refills every bucket of 1/s: the next new seller sweeps them all out.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(shared.meter(seller(SWEEP_ABOVE), Metered::Tokens).is_some());
+        assert_eq!(shared.lock().buckets.len(), 1);
     }
 }

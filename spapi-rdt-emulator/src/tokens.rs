@@ -6,10 +6,9 @@ use http::{HeaderMap, Method, StatusCode};
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
-use super::reply::{
-    ACCESS_TOKEN, RATE_LIMIT, SELLER, json_response, set_header, sp_error, sp_errors,
-};
+use super::reply::{ACCESS_TOKEN, SELLER, json_response, set_header, sp_error, sp_errors};
 use super::state::{Coverage, Rdt, Shared, deadline, live, match_template, scope_of};
+use super::usage::{self, Caller, Metered};
 use spapi_rdt::catalog::{DataElement, DataElements};
 
 const INVALID_PARAMETERS: &str = "Request is missing or has invalid parameters";
@@ -50,9 +49,8 @@ pub(crate) fn handle(
     let Some(token) = bearer(headers) else {
         return missing_token();
     };
-    let rate = shared.rate_header();
-    let seller = {
-        let mut inner = shared.lock();
+    let (seller, rate) = {
+        let inner = shared.lock();
         let now = Instant::now();
         let seller = match inner.access.get(token) {
             None => {
@@ -72,21 +70,17 @@ pub(crate) fn handle(
                 }
             },
         };
-        if !inner.admit(&seller, shared.config.token_rate, shared.config.token_burst) {
-            drop(inner);
-            return sp_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "QuotaExceeded",
-                "You exceeded your quota for the requested resource.",
-                None,
-            );
+        drop(inner);
+        let caller = Caller::Seller {
+            seller: seller.clone(),
+            app: None,
+        };
+        match shared.meter(caller, Metered::Tokens) {
+            Some(rate) => (seller, rate),
+            None => return usage::quota_exceeded(),
         }
-        seller
     };
-    let with_rate = |mut response: Response| {
-        set_header(response.headers_mut(), RATE_LIMIT, &rate);
-        response
-    };
+    let with_rate = |response: Response| usage::stamp(response, Some(&rate));
 
     let json_type = headers
         .get(CONTENT_TYPE)
