@@ -9,3 +9,4 @@ mod end_to_end;
 mod examples;
 mod faults;
 mod security;
+mod usage_plans;
