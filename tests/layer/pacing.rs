@@ -99,16 +99,18 @@ fn request(path: &str, seller: &str) -> Request<String> {
     request
 }
 
+/// A builder that paces getOrderItems by `rate` a second and a burst of `burst`.
+fn items_at(rate: f64, burst: u32) -> spapi_rdt::pacing::PacingLayerBuilder {
+    PacingLayer::builder().plan(
+        "Orders v0",
+        "getOrderItems",
+        UsagePlan::new(rate, burst).unwrap(),
+    )
+}
+
 /// getOrderItems at 1 a second, burst 5: 3 at once after the headroom of 2.
 fn one_a_second_burst_five() -> PacingLayer {
-    PacingLayer::builder()
-        .plan(
-            "Orders v0",
-            "getOrderItems",
-            UsagePlan::new(1.0, 5).unwrap(),
-        )
-        .build()
-        .unwrap()
+    items_at(1.0, 5).build().unwrap()
 }
 
 #[tokio::test(start_paused = true)]
@@ -152,12 +154,7 @@ async fn sellers_and_operations_have_buckets_of_their_own() {
 #[tokio::test(start_paused = true)]
 async fn a_wait_past_max_wait_fails_at_once_naming_the_operation_and_sends_nothing() {
     let amazon = Amazon::new();
-    let layer = PacingLayer::builder()
-        .plan(
-            "Orders v0",
-            "getOrderItems",
-            UsagePlan::new(0.1, 1).unwrap(),
-        )
+    let layer = items_at(0.1, 1)
         .max_wait(Duration::from_secs(15))
         .build()
         .unwrap();
@@ -215,14 +212,7 @@ async fn waiting_requests_hold_no_capacity_of_the_service_below() {
 async fn background_work_leaves_the_urgent_half_of_the_burst() {
     let amazon = Amazon::new();
     // 1 a second, burst 10: 8 usable, 4 of them for background work.
-    let layer = PacingLayer::builder()
-        .plan(
-            "Orders v0",
-            "getOrderItems",
-            UsagePlan::new(1.0, 10).unwrap(),
-        )
-        .build()
-        .unwrap();
+    let layer = items_at(1.0, 10).build().unwrap();
     let service = layer.layer(amazon.clone());
     let polling: Vec<_> = (0..6)
         .map(|i| {
@@ -250,14 +240,7 @@ async fn background_work_leaves_the_urgent_half_of_the_burst() {
 async fn the_rate_amazon_states_is_learned_within_bounds() {
     let mut amazon = Amazon::new();
     amazon.rate_header = Some("0.25");
-    let layer = PacingLayer::builder()
-        .plan(
-            "Orders v0",
-            "getOrderItems",
-            UsagePlan::new(1.0, 1).unwrap(),
-        )
-        .build()
-        .unwrap();
+    let layer = items_at(1.0, 1).build().unwrap();
     let service = layer.layer(amazon.clone());
     for _ in 0..3 {
         service.clone().oneshot(request(ITEMS, "A1")).await.unwrap();
@@ -311,12 +294,7 @@ async fn a_429_drains_the_bucket_and_is_retried_a_bounded_number_of_times() {
 
     // A retry that would wait past max_wait is not made: the 429 is returned.
     let amazon = Amazon::new().answering(&[429; 10]);
-    let layer = PacingLayer::builder()
-        .plan(
-            "Orders v0",
-            "getOrderItems",
-            UsagePlan::new(0.1, 3).unwrap(),
-        )
+    let layer = items_at(0.1, 3)
         .max_wait(Duration::from_secs(5))
         .build()
         .unwrap();
@@ -378,15 +356,7 @@ async fn paths_of_no_operation_pass_untouched_unless_asked() {
 #[tokio::test(start_paused = true)]
 async fn memory_is_bounded_and_a_request_past_it_goes_unpaced() {
     let amazon = Amazon::new();
-    let layer = PacingLayer::builder()
-        .plan(
-            "Orders v0",
-            "getOrderItems",
-            UsagePlan::new(0.1, 1).unwrap(),
-        )
-        .max_buckets(2)
-        .build()
-        .unwrap();
+    let layer = items_at(0.1, 1).max_buckets(2).build().unwrap();
     let service = layer.layer(amazon.clone());
     for seller in ["A1", "A2", "A3"] {
         service
@@ -464,12 +434,7 @@ async fn plain_server(statuses: Vec<u16>) -> (String, Arc<AtomicUsize>) {
 #[tokio::test]
 async fn the_reqwest_middleware_paces_retries_and_refuses_like_the_layer() {
     let (origin, seen) = plain_server(vec![429]).await;
-    let layer = PacingLayer::builder()
-        .plan(
-            "Orders v0",
-            "getOrderItems",
-            UsagePlan::new(0.1, 1).unwrap(),
-        )
+    let layer = items_at(0.1, 1)
         .max_wait(Duration::from_secs(1))
         .build()
         .unwrap();
