@@ -3,6 +3,9 @@
 //! signal handler completes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+/// A port that refuses connections, held for as long as a test needs it.
+#[path = "../../../tests/support/dead_port.rs"]
+mod dead_port;
 /// A real Redis for the fleet test (started on a Unix socket, or skipped when there is none).
 #[path = "../../../tests/support/redis_server.rs"]
 mod redis_server;
@@ -2428,7 +2431,9 @@ async fn only_the_methods_sp_api_uses_are_forwarded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_upstream_call_shows_no_query_string() {
     let emulator = emulator().await;
-    let dead = spapi_rdt_emulator_dead_origin().await;
+    // Held for the whole test: a port let go could be taken by another test's server meanwhile.
+    let port = dead_port::dead_port();
+    let dead = Origin::parse(&format!("http://127.0.0.1:{}", port.port())).unwrap();
     let proxy = Running::start(settings_to(&dead, &emulator, &[], &[])).await;
     let query = "MarketplaceIds=ATVPDKIKX0DER&BuyerEmail=jane.doe%40example.com";
     // Unrestricted (the upstream call fails) and restricted (the token call fails first).
@@ -2441,12 +2446,4 @@ async fn a_failed_upstream_call_shows_no_query_string() {
         assert!(!text.contains("BuyerEmail"), "{text}");
         assert!(!text.contains("jane.doe"), "{text}");
     }
-}
-
-/// An origin on loopback where nothing listens.
-async fn spapi_rdt_emulator_dead_origin() -> Origin {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
-    Origin::parse(&format!("http://{addr}")).unwrap()
 }
