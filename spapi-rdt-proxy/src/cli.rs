@@ -32,7 +32,8 @@ REQUESTS:
                                     answers, and retries a refused document once with a token)
 
 CONFIG FILE (--config FILE, TOML; flags given on the command line win; unknown keys are errors):
-  listen = \"127.0.0.1:8080\"        region = \"eu\"  (or upstream = \"https://...\")   sandbox = false
+  listen = \"127.0.0.1:8080\"   ops_listen = \"127.0.0.1:9090\"
+  region = \"eu\"  (or upstream = \"https://...\")   sandbox = false
   lwa_url = \"...\"   log_format = \"json\"   upstream_timeout_secs = 60   drain_timeout_secs = 20
   header_timeout_secs = 30   idle_timeout_secs = 60   max_connection_age_secs = 600
   http2_keepalive_secs = 30   max_connections = 512   allow_tokens_api = false
@@ -43,7 +44,8 @@ CONFIG FILE (--config FILE, TOML; flags given on the command line win; unknown k
   [reports]  remember = 10000   remember_secs = 86400   (restricted report documents kept)
              document_tokens_per_minute = 12   document_token_burst = 5   (per seller)
 
-OPERATIONS (outside the SP-API path space, no client authentication):
+OPERATIONS (outside the SP-API path space, no client authentication; on --listen, to the allowed
+networks, or on --ops-listen alone, to anyone who reaches that address):
   GET /healthz   200 while the process serves
   GET /readyz    200 once LWA answered for at least one seller; in fleet mode, shared or alone
   GET /metrics   Prometheus / OpenMetrics text
@@ -67,6 +69,13 @@ pub struct Args {
     /// authentication (SPAPI_PROXY_CLIENT_TOKEN or --allow-network).
     #[arg(long, value_name = "ADDR:PORT", env = "SPAPI_PROXY_LISTEN")]
     pub(crate) listen: Option<SocketAddr>,
+
+    /// Serve /healthz, /readyz and /metrics on this address of their own instead of --listen,
+    /// e.g. 0.0.0.0:9090 for probes and a scraper that come from outside --allow-network. That
+    /// address answers nothing else and asks no client authentication: bind it where only they
+    /// reach it.
+    #[arg(long, value_name = "ADDR:PORT", env = "SPAPI_PROXY_OPS_LISTEN")]
+    pub(crate) ops_listen: Option<SocketAddr>,
 
     /// The SP-API origin to forward to, e.g. https://sellingpartnerapi-eu.amazon.com (https, or
     /// http on loopback only). Shorthand: --region.

@@ -4,6 +4,7 @@
 //!
 //! ```toml
 //! listen = "0.0.0.0:8080"          # needs client authentication, see [client_auth]
+//! ops_listen = "0.0.0.0:9090"      # /healthz, /readyz, /metrics here instead, from any network
 //! region = "eu"                    # or: upstream = "https://sellingpartnerapi-eu.amazon.com"
 //! sandbox = false
 //! log_format = "json"
@@ -64,6 +65,7 @@ pub(crate) const REDIS_URL_VAR: &str = "SPAPI_PROXY_REDIS_URL";
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileConfig {
     listen: Option<SocketAddr>,
+    ops_listen: Option<SocketAddr>,
     upstream: Option<String>,
     region: Option<RegionName>,
     sandbox: Option<bool>,
@@ -202,6 +204,8 @@ pub(crate) struct ReportSettings {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub(crate) listen: SocketAddr,
+    /// Where the operations endpoints are served instead of `listen`, if anywhere.
+    pub(crate) ops_listen: Option<SocketAddr>,
     /// Where calls of sellers without their own region go.
     pub(crate) upstream: Origin,
     pub(crate) lwa_url: Option<String>,
@@ -301,6 +305,13 @@ impl Settings {
                 .parse()
                 .map_err(|e| format!("default listen address: {e}"))?,
         };
+        let ops_listen = args.ops_listen.or(file.ops_listen);
+        if ops_listen.is_some_and(|ops| ops == listen && ops.port() != 0) {
+            return Err(format!(
+                "--ops-listen (config `ops_listen`) {listen} is the client address: give the \
+                 operations endpoints another port, or leave it out to serve them on --listen"
+            ));
+        }
         let lwa_url = args.lwa_url.clone().or(file.lwa_url);
 
         // Client authentication: a secret from the environment, and/or client networks.
@@ -460,6 +471,7 @@ impl Settings {
 
         Ok(Settings {
             listen,
+            ops_listen,
             upstream,
             lwa_url,
             sellers,

@@ -5,7 +5,8 @@
 //! The binary is [`main`]. The library is for running the proxy inside another program (a test, a
 //! load generator): [`Args`] and [`Settings`] read the command line, the config file and the
 //! environment; [`App`] is the proxy itself; [`serve`] serves it on a listener, within [`Limits`],
-//! until a shutdown future completes, and [`run`] does all of that from [`Settings`].
+//! until a shutdown future completes ([`serve_ops`] serves its operations endpoints on an address
+//! of their own), and [`run`] does all of that from [`Settings`].
 //!
 //! ```no_run
 //! use clap::Parser;
@@ -44,7 +45,7 @@ mod tests;
 pub use cli::Args;
 pub use config::{ConfigError, Settings};
 pub use connections::Limits;
-pub use listener::{Drained, run, serve};
+pub use listener::{Drained, run, serve, serve_ops};
 pub use proxy::App;
 
 use std::process::ExitCode;

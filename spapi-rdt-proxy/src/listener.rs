@@ -6,6 +6,9 @@
 //! at accept (counted, never a crash), so that a flood of idle connections cannot take the
 //! descriptors the upstream calls need. Each connection lives by [`crate::connections`]' rules
 //! (header, idle and age limits).
+//!
+//! The operations endpoints may have an address of their own ([`serve_ops`]): it answers them and
+//! nothing else, to any network, with a small connection cap of its own.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,6 +17,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -29,6 +33,18 @@ use crate::proxy::App;
 
 /// The least time between two warnings of the same kind ("accept failed", "connection cap").
 const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// The connection cap of the ops address: probes and scrapers hold a few at a time.
+const OPS_MAX_CONNECTIONS: usize = 64;
+
+/// Which address a listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Door {
+    /// The clients' address: the network check at accept, then the whole stack.
+    Clients,
+    /// The operations endpoints' own address: those endpoints only, from any network.
+    Ops,
+}
 
 /// How serving ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +81,7 @@ struct Client {
     app: App,
     activity: Arc<Activity>,
     peer: SocketAddr,
+    door: Door,
 }
 
 type Answer = Response<Tracked<ResponseBody>>;
@@ -76,9 +93,12 @@ impl hyper::service::Service<Request<Incoming>> for Client {
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let in_flight = self.activity.begin();
-        let (app, peer) = (self.app.clone(), self.peer);
+        let (app, peer, door) = (self.app.clone(), self.peer, self.door);
         Box::pin(async move {
-            let response = app.handle(peer, request).await;
+            let response = match door {
+                Door::Clients => app.handle(peer, request).await,
+                Door::Ops => app.handle_ops(&request).await,
+            };
             Ok(response.map(|body| Tracked::new(body, in_flight)))
         })
     }
@@ -92,6 +112,35 @@ pub async fn serve(
     app: App,
     shutdown: impl Future<Output = ()>,
     limits: Limits,
+) -> Drained {
+    serve_door(listener, app, shutdown, limits, Door::Clients).await
+}
+
+/// Serves the operations endpoints (`/healthz`, `/readyz`, `/metrics`) of `app` on `listener`,
+/// an address of their own, until `shutdown` completes, then drains like [`serve`]. Any network
+/// may connect and no secret is asked: the address decides who reaches it. Other paths get a
+/// 404. `app` must be built from settings that give the ops address (`--ops-listen`), so that the
+/// client address no longer serves these endpoints. Connections are capped at 64, not counted
+/// in the client connection metrics; `limits` gives the timeouts and the drain.
+pub async fn serve_ops(
+    listener: TcpListener,
+    app: App,
+    shutdown: impl Future<Output = ()>,
+    limits: Limits,
+) -> Drained {
+    let limits = Limits {
+        max_connections: OPS_MAX_CONNECTIONS,
+        ..limits
+    };
+    serve_door(listener, app, shutdown, limits, Door::Ops).await
+}
+
+async fn serve_door(
+    listener: TcpListener,
+    app: App,
+    shutdown: impl Future<Output = ()>,
+    limits: Limits,
+    door: Door,
 ) -> Drained {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // hyper's timeouts need a timer; without one they are silently off.
@@ -109,7 +158,8 @@ pub async fn serve(
         .max_connections
         .clamp(1, connections::MAX_CONNECTIONS);
     let slots = Arc::new(Semaphore::new(max_connections));
-    let gauges = app.connection_metrics(max_connections);
+    // The connection metrics are the client address's.
+    let gauges = (door == Door::Clients).then(|| app.connection_metrics(max_connections));
     let (drain, draining) = watch::channel(false);
     let (mut accept_failed, mut capped) = (Throttled::default(), Throttled::default());
     tokio::pin!(shutdown);
@@ -129,7 +179,7 @@ pub async fn serve(
                 continue;
             }
         };
-        if !app.admits(peer.ip()) {
+        if door == Door::Clients && !app.admits(peer.ip()) {
             // Outside the allowed networks: closed before a byte is read (debug only: a refused
             // network must not fill the log).
             app.count_refused_connection("network");
@@ -137,7 +187,9 @@ pub async fn serve(
             continue;
         }
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            app.count_refused_connection("connection_cap");
+            if door == Door::Clients {
+                app.count_refused_connection("connection_cap");
+            }
             if let Some(refused) = capped.due() {
                 tracing::warn!(
                     max_connections,
@@ -152,18 +204,23 @@ pub async fn serve(
             app: app.clone(),
             activity: Arc::clone(&activity),
             peer,
+            door,
         };
         let connection = builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
         let (draining, gauges) = (draining.clone(), gauges.clone());
-        gauges.opened();
+        if let Some(gauges) = &gauges {
+            gauges.opened();
+        }
         tokio::spawn(async move {
             let closed = connections::drive(connection, &activity, draining, &limits).await;
             if let Some(why) = closed {
                 tracing::debug!(%peer, why = why.label(), "connection closed");
             }
-            gauges.closed(closed);
+            if let Some(gauges) = &gauges {
+                gauges.closed(closed);
+            }
             drop(slot);
         });
     }
@@ -188,16 +245,37 @@ pub async fn run(
     let app = App::new(&settings)?;
     app.verify_fleet().await?;
     let listener = TcpListener::bind(settings.listen).await?;
+    let ops_listener = match settings.ops_listen {
+        Some(address) => Some(TcpListener::bind(address).await?),
+        None => None,
+    };
     let sellers: Vec<&str> = settings.sellers.iter().map(|s| s.id.as_str()).collect();
     tracing::info!(
         listen = %listener.local_addr()?,
+        ops_listen = ops_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(tracing::field::display),
         upstream = %settings.upstream,
         sellers = sellers.join(","),
         fleet = settings.fleet.is_some(),
         client_auth = settings.client_auth.is_configured(),
         "serving"
     );
-    let drained = serve(listener, app, shutdown, settings.limits()).await;
+    let shutdown = shutdown.shared();
+    let drained = match ops_listener {
+        None => serve(listener, app, shutdown, settings.limits()).await,
+        Some(ops_listener) => {
+            let ops = serve_ops(
+                ops_listener,
+                app.clone(),
+                shutdown.clone(),
+                settings.limits(),
+            );
+            let (drained, _) = tokio::join!(serve(listener, app, shutdown, settings.limits()), ops);
+            drained
+        }
+    };
     match drained {
         Drained::Complete => tracing::info!("drained, stopping"),
         Drained::TimedOut => {

@@ -9,9 +9,13 @@ use crate::cli::LogFormat;
 /// Installs the global subscriber.
 pub(crate) fn init(format: LogFormat) -> Result<(), String> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // A log line that cannot be written (stderr closed: the log collector went away) is lost.
+    // By default the subscriber reports it with `eprintln!`, which panics on the same closed
+    // stderr, and the panic takes the request down with it.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     let installed = match format {
         LogFormat::Json => builder
             .json()

@@ -2,6 +2,8 @@
 //!
 //! SP-API paths all have an API and a version segment (`/orders/v0/...`); these single-segment
 //! paths cannot shadow one. They answer without client authentication and never go upstream.
+//! They are served on the client address, behind its network check, or on an address of their
+//! own (`--ops-listen`, [`serve_ops`](crate::serve_ops)) that answers nothing else.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -32,6 +34,26 @@ const READY_REMEMBERED: Duration = Duration::from_secs(5);
 /// Whether `path` is one of the operations endpoints.
 pub(crate) fn is_endpoint(path: &str) -> bool {
     matches!(path, HEALTHZ | READYZ | METRICS)
+}
+
+/// The answer on the client address to an operations endpoint served on an address of its own.
+pub(crate) fn served_elsewhere() -> Response<ResponseBody> {
+    Failure::new(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        "the operations endpoints are served on the proxy's ops address (--ops-listen)",
+    )
+    .into_response()
+}
+
+/// The answer on the ops address to any path but the operations endpoints.
+pub(crate) fn not_an_endpoint() -> Response<ResponseBody> {
+    Failure::new(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        "this address serves /healthz, /readyz and /metrics only",
+    )
+    .into_response()
 }
 
 /// What the operations endpoints look at.

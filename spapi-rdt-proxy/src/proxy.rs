@@ -34,7 +34,7 @@ use crate::document_budget::DocumentBudget;
 use crate::documents::{ClientMarked, ReportDocuments, ReportDocumentsLayer};
 use crate::failure::{Failure, ResponseBody};
 use crate::metrics::{ConnectionMetrics, Metrics, OperationNames, RefusalLabels};
-use crate::ops::{Ops, Readiness};
+use crate::ops::{self, Ops, Readiness};
 use crate::reports::RestrictedDocuments;
 use crate::stack::{
     Check, CountRequests, CountRequestsLayer, OpsEndpoints, OpsEndpointsLayer, Peer, RequireClient,
@@ -115,6 +115,8 @@ struct AppInner {
     auth: ClientAuth,
     allow_tokens_api: bool,
     metrics: Arc<Metrics>,
+    /// The operations endpoints, for [`App::handle_ops`].
+    ops: Arc<Ops>,
     /// For tests that read what was learned.
     #[cfg(test)]
     documents: RestrictedDocuments,
@@ -208,15 +210,29 @@ impl App {
             auth: settings.client_auth.clone(),
             allow_tokens_api: settings.allow_tokens_api,
             metrics: Arc::clone(&metrics),
+            ops: Arc::clone(&ops),
             #[cfg(test)]
             documents,
         });
         let forward = Forward {
             inner: Arc::clone(&inner),
         };
+        // Served on the client address unless they have one of their own.
+        let ops = settings.ops_listen.is_none().then_some(ops);
         let service = require_network
             .layer(OpsEndpointsLayer { ops }.layer(require_secret.layer(count.layer(forward))));
         Ok(App { inner, service })
+    }
+
+    /// Answers one request on the operations endpoints' own address: `/healthz`, `/readyz` and
+    /// `/metrics`, and a 404 for any other path. No network or secret check: the operator chose
+    /// who reaches that address.
+    pub(crate) async fn handle_ops<B>(&self, request: &Request<B>) -> Response<ResponseBody> {
+        let (method, path) = (request.method(), request.uri().path());
+        match self.inner.ops.answer(method, path).await {
+            Some(response) => response,
+            None => ops::not_an_endpoint(),
+        }
     }
 
     /// In fleet mode, checks that the Redis server is one fleet mode can work on (see

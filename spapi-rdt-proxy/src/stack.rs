@@ -4,7 +4,7 @@
 //!    nothing, not even the operations endpoints (the listener already closes its connections at
 //!    accept; this guards a request that reaches the stack some other way);
 //! 2. [`OpsEndpoints`]: `/healthz`, `/readyz` and `/metrics`, answered here without the secret,
-//!    so that probes need none;
+//!    so that probes need none (or a 404 when they are served on their own address);
 //! 3. [`RequireClient`] with [`Check::Secret`]: the bearer secret, when one is set;
 //! 4. [`CountRequests`]: the `requests` metric, by operation and status;
 //! 5. the forwarding service ([`App`](crate::App)'s): the seller, the upstream URI and the LWA
@@ -38,17 +38,19 @@ pub(crate) struct Peer(pub(crate) SocketAddr);
 
 type Answer = Result<Response<ResponseBody>, Infallible>;
 
-/// Answers the operations endpoints; passes every other request on.
+/// Answers the operations endpoints; passes every other request on. With `ops` `None` the
+/// endpoints are served on an address of their own ([`serve_ops`](crate::serve_ops)): their paths
+/// get a 404 here, never a trip upstream.
 #[derive(Clone)]
 pub(crate) struct OpsEndpointsLayer {
-    pub(crate) ops: Arc<Ops>,
+    pub(crate) ops: Option<Arc<Ops>>,
 }
 
 impl<S> Layer<S> for OpsEndpointsLayer {
     type Service = OpsEndpoints<S>;
     fn layer(&self, inner: S) -> OpsEndpoints<S> {
         OpsEndpoints {
-            ops: Arc::clone(&self.ops),
+            ops: self.ops.clone(),
             inner,
         }
     }
@@ -57,7 +59,7 @@ impl<S> Layer<S> for OpsEndpointsLayer {
 /// The service of [`OpsEndpointsLayer`].
 #[derive(Clone)]
 pub(crate) struct OpsEndpoints<S> {
-    ops: Arc<Ops>,
+    ops: Option<Arc<Ops>>,
     inner: S,
 }
 
@@ -77,7 +79,9 @@ where
         if !ops::is_endpoint(request.uri().path()) {
             return Either::Right(self.inner.call(request));
         }
-        let ops = Arc::clone(&self.ops);
+        let Some(ops) = self.ops.clone() else {
+            return Either::Left(Box::pin(ready(Ok(ops::served_elsewhere()))));
+        };
         let (method, path) = (request.method().clone(), request.uri().path().to_owned());
         Either::Left(Box::pin(async move {
             match ops.answer(&method, &path).await {

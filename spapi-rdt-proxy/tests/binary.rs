@@ -79,3 +79,124 @@ async fn the_built_binary_serves_a_restricted_call_with_a_token() {
     assert!(!body.is_empty());
     assert_eq!(emulator.counters().token_calls, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_built_binary_serves_the_ops_endpoints_on_their_own_address() {
+    use std::io::{BufRead, BufReader};
+
+    let emulator = Emulator::start().await.unwrap();
+    // Both ports chosen by the system, read back from the "serving" log line.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_spapi-rdt-proxy"))
+        .args(["--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"])
+        .args(["--upstream", emulator.origin().as_str()])
+        .args(["--lwa-url", &emulator.lwa_url(), "--log-format", "json"])
+        .env_clear()
+        .env("SPAPI_CLIENT_ID", emulator.client_id())
+        .env("SPAPI_CLIENT_SECRET", emulator.client_secret())
+        .env(
+            "SPAPI_REFRESH_TOKEN",
+            emulator
+                .refresh_token("default")
+                .expect("the default seller"),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let stderr = child.stderr.take().unwrap();
+    let _child = Killed(child);
+    // The log is read to its end.
+    let (lines, logged) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let serving = tokio::task::spawn_blocking(move || {
+        logged
+            .iter()
+            .find(|line| line.contains("\"serving\""))
+            .expect("the binary stopped before serving")
+    });
+    let line = tokio::time::timeout(Duration::from_secs(30), serving)
+        .await
+        .expect("no \"serving\" log line within 30 s")
+        .unwrap();
+    let fields: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let address = |name: &str| {
+        fields[name]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {name} in {line}"))
+            .to_owned()
+    };
+    let (listen, ops) = (address("listen"), address("ops_listen"));
+    assert_ne!(listen, ops);
+
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let get = |url: String| {
+        let client = client.clone();
+        async move { client.get(url.parse().unwrap()).await.unwrap().status() }
+    };
+    assert_eq!(get(format!("http://{ops}/healthz")).await, 200);
+    assert_eq!(get(format!("http://{ops}/metrics")).await, 200);
+    assert_eq!(get(format!("http://{listen}/healthz")).await, 404);
+    assert_eq!(
+        get(format!(
+            "http://{listen}/orders/v0/orders/902-3159896-1390916/address"
+        ))
+        .await,
+        200
+    );
+    assert_eq!(emulator.counters().token_calls, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_log_pipe_costs_no_request() {
+    use std::io::{BufRead, BufReader};
+
+    let emulator = Emulator::start().await.unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_spapi-rdt-proxy"))
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(["--upstream", emulator.origin().as_str()])
+        .args(["--lwa-url", &emulator.lwa_url()])
+        .env_clear()
+        .env("SPAPI_CLIENT_ID", emulator.client_id())
+        .env("SPAPI_CLIENT_SECRET", emulator.client_secret())
+        .env(
+            "SPAPI_REFRESH_TOKEN",
+            emulator
+                .refresh_token("default")
+                .expect("the default seller"),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let stderr = child.stderr.take().unwrap();
+    let _child = Killed(child);
+    // The "serving" line, then the reading end is closed, as when a log shipper goes away.
+    let serving = tokio::task::spawn_blocking(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .find(|line| line.contains("\"serving\""))
+    });
+    let line = tokio::time::timeout(Duration::from_secs(30), serving)
+        .await
+        .expect("no \"serving\" log line within 30 s")
+        .unwrap()
+        .expect("the binary stopped before serving");
+    let fields: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let listen = fields["listen"].as_str().unwrap().to_owned();
+
+    // Each forwarded call is logged, into the closed pipe.
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    for _ in 0..3 {
+        let address = format!("http://{listen}/orders/v0/orders/902-3159896-1390916/address");
+        let response = client.get(address.parse().unwrap()).await;
+        assert_eq!(
+            response.map(|r| r.status()).map_err(|e| e.to_string()),
+            Ok(http::StatusCode::OK)
+        );
+    }
+}

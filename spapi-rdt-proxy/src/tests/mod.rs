@@ -102,6 +102,8 @@ struct Running {
     app: App,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Drained>>,
+    /// The operations endpoints' own listener, when the settings give one (`--ops-listen`).
+    ops: Option<Box<Running>>,
 }
 
 impl Drop for Running {
@@ -127,11 +129,36 @@ impl Running {
             shutdown,
             settings.limits(),
         ));
+        let ops = match settings.ops_listen {
+            None => None,
+            Some(address) => {
+                let listener = TcpListener::bind(address).await.unwrap();
+                let addr = listener.local_addr().unwrap();
+                let (stop, stopped) = oneshot::channel::<()>();
+                let shutdown = async move {
+                    let _ = stopped.await;
+                };
+                let task = tokio::spawn(listener::serve_ops(
+                    listener,
+                    app.clone(),
+                    shutdown,
+                    settings.limits(),
+                ));
+                Some(Box::new(Running {
+                    addr,
+                    app: app.clone(),
+                    stop: Some(stop),
+                    task: Some(task),
+                    ops: None,
+                }))
+            }
+        };
         Running {
             addr,
             app,
             stop: Some(stop),
             task: Some(task),
+            ops,
         }
     }
 
@@ -1333,6 +1360,92 @@ async fn a_client_outside_the_allowed_networks_gets_nothing_not_even_the_ops_end
         .await;
     assert_eq!(parts.status, StatusCode::OK);
     assert_eq!(inside.try_get("/healthz").await, Some(StatusCode::OK));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ops_endpoints_on_their_own_address_answer_probes_from_any_network_and_nothing_else() {
+    let emulator = emulator().await;
+    // Clients from 10.0.0.0/8 only: this test's loopback connections are refused on the main
+    // address, as a kubelet's or a scraper's would be.
+    let proxy = Running::start(settings_to(
+        &emulator.origin(),
+        &emulator,
+        &[
+            "--allow-network",
+            "10.0.0.0/8",
+            "--ops-listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    ))
+    .await;
+    let ops = proxy.ops.as_ref().expect("an ops listener");
+    assert_eq!(ops.try_get("/healthz").await, Some(StatusCode::OK));
+    let metrics = ops.metrics().await;
+    assert!(
+        metrics.contains_key("spapi_proxy_connections_open"),
+        "{metrics:?}"
+    );
+    let (parts, body) = ops.get("/readyz", &[]).await;
+    assert_eq!(parts.status, StatusCode::OK, "{body}");
+    // Nothing else is served there: no SP-API call goes upstream from the ops address.
+    let (parts, _) = ops.get("/sellers/v1/marketplaceParticipations", &[]).await;
+    assert_eq!(parts.status, StatusCode::NOT_FOUND);
+    let (parts, _) = ops.request(Method::POST, "/metrics", &[], empty()).await;
+    assert_eq!(parts.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(emulator.counters().unrestricted_calls, 0);
+    // The main address still refuses the network at accept, ops paths included.
+    for path in ["/healthz", "/sellers/v1/marketplaceParticipations"] {
+        assert_eq!(proxy.try_get(path).await, None, "{path}");
+    }
+
+    // A client that may use the main address finds no ops endpoint there: they are elsewhere.
+    let inside = Running::start(settings_to(
+        &emulator.origin(),
+        &emulator,
+        &[
+            "--allow-network",
+            "127.0.0.0/8",
+            "--ops-listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    ))
+    .await;
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let (parts, body) = inside.get(path, &[]).await;
+        assert_eq!(parts.status, StatusCode::NOT_FOUND, "{path}: {body}");
+    }
+    let (parts, _) = inside
+        .get("/sellers/v1/marketplaceParticipations", &[])
+        .await;
+    assert_eq!(parts.status, StatusCode::OK);
+    assert_eq!(emulator.counters().unrestricted_calls, 1);
+}
+
+#[test]
+fn the_ops_address_is_not_the_client_address() {
+    let error = settings(
+        &[
+            "--region",
+            "eu",
+            "--listen",
+            "127.0.0.1:8080",
+            "--ops-listen",
+            "127.0.0.1:8080",
+        ],
+        owned(&[
+            ("SPAPI_CLIENT_ID", "amzn1.application-oa2-client.x"),
+            ("SPAPI_CLIENT_SECRET", "top-secret-client"),
+            ("SPAPI_REFRESH_TOKEN", "Atzr|default"),
+        ]),
+    )
+    .unwrap_err();
+    assert!(error.contains("--ops-listen"), "{error}");
+    // From the file as well.
+    let file = FileConfig::parse("region = \"eu\"\nops_listen = \"127.0.0.1:9090\"", "t").unwrap();
+    let settings = Settings::resolve(&Args::default(), file, app_vars()).unwrap();
+    assert_eq!(settings.ops_listen, Some("127.0.0.1:9090".parse().unwrap()));
 }
 
 fn app_vars() -> Vec<(String, String)> {
