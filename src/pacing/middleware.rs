@@ -9,7 +9,7 @@ use http::{Extensions, HeaderMap, StatusCode};
 use reqwest_middleware::{Middleware, Next};
 
 use super::layer::{PacingLayer, Shared};
-use super::paced::{Paced, Wire};
+use super::paced::{Paced, PacingReport, Wire};
 use crate::error::PacingError;
 
 /// Paces a reqwest-middleware client's SP-API calls by their usage plans; made by
@@ -94,5 +94,9 @@ impl Wire for Onward<'_> {
 
     fn head(response: &reqwest::Response) -> (StatusCode, &HeaderMap) {
         (response.status(), response.headers())
+    }
+
+    fn report(response: &mut reqwest::Response, report: PacingReport) {
+        response.extensions_mut().insert(report);
     }
 }

@@ -73,4 +73,5 @@ mod service;
 pub use layer::{PacingLayer, PacingLayerBuilder, PacingStats, UnknownOperations};
 #[cfg(feature = "reqwest-middleware")]
 pub use middleware::PacingMiddleware;
+pub use paced::PacingReport;
 pub use service::Pacing;

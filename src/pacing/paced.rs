@@ -39,6 +39,43 @@ pub(super) trait Wire {
 
     /// The answer's status and headers.
     fn head(response: &Self::Response) -> (StatusCode, &HeaderMap);
+
+    /// Puts what pacing did in the answer's extensions.
+    fn report(response: &mut Self::Response, report: PacingReport);
+}
+
+/// What pacing did to one request: in the extensions of its answer, from both front ends
+/// ([`Pacing`](super::Pacing) and [`PacingMiddleware`](super::PacingMiddleware)), for logs and
+/// metrics by operation. Answers to requests the layer left alone carry none.
+///
+/// ```
+/// use spapi_rdt::catalog::UsagePlans;
+/// use spapi_rdt::pacing::PacingReport;
+///
+/// fn log(response: &http::Response<String>, plans: &UsagePlans) {
+///     if let Some(report) = response.extensions().get::<PacingReport>() {
+///         let name = report.operation.and_then(|id| plans.get(id)).map_or("?", |op| op.name());
+///         println!("{name}: held {:?}, {} × 429", report.waited, report.throttled);
+///     }
+/// }
+/// # let _ = log;
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct PacingReport {
+    /// The operation, as [`UsagePlans::get`](crate::catalog::UsagePlans::get) knows it; `None`
+    /// for a path of no model operation, paced by the default plan.
+    pub operation: Option<PlanId>,
+    /// How long the layer held the request, all attempts together: the waits for slots and the
+    /// jitter before retries, not the time the service below took.
+    pub waited: Duration,
+    /// 429 answers met, the one returned included.
+    pub throttled: u32,
+    /// Times the request was sent again after a 429.
+    pub retries: u32,
+    /// The rate (requests a second) the answer's `x-amzn-RateLimit-Limit` stated, as believed
+    /// (bounded, see the [module](super) documentation); `None` when it stated none.
+    pub stated_rate: Option<f64>,
 }
 
 /// A request the layer paces: its bucket and plan.
@@ -93,18 +130,37 @@ impl Paced {
         let start = Instant::now();
         let mut retries_left = shared.retries;
         let mut throttled: Option<W::Response> = None;
+        let mut report = PacingReport {
+            operation: (self.key.operation != PlanId::UNKNOWN).then_some(self.key.operation),
+            waited: Duration::ZERO,
+            throttled: 0,
+            retries: 0,
+            stated_rate: None,
+        };
+        let finish = |mut response: W::Response, report: PacingReport| {
+            W::report(&mut response, report);
+            response
+        };
         loop {
-            if let Err(wait) = self.wait_for_slot(&shared, start).await {
-                // After a 429, the answer Amazon gave says more than a wait that is too long.
-                if let Some(response) = throttled {
-                    return Ok(response);
+            match self.wait_for_slot(&shared, start).await {
+                Ok(waited) => report.waited = report.waited.saturating_add(waited),
+                Err(wait) => {
+                    // After a 429, the answer Amazon gave says more than a wait that is too long.
+                    if let Some(response) = throttled {
+                        return Ok(finish(response, report));
+                    }
+                    counters.refused.fetch_add(1, Ordering::Relaxed);
+                    return Err(W::refused(self.too_long(&shared, wait)));
                 }
-                counters.refused.fetch_add(1, Ordering::Relaxed);
-                return Err(W::refused(self.too_long(&shared, wait)));
             }
             if throttled.is_some() {
+                // A retry is counted once its slot is taken, when it is sure to be sent.
+                report.retries += 1;
+                counters.retries.fetch_add(1, Ordering::Relaxed);
                 // Replicas throttled together come back apart.
-                tokio::time::sleep(time::scale(Duration::from_secs(1), fastrand::f64())).await;
+                let jitter = time::scale(Duration::from_secs(1), fastrand::f64());
+                report.waited = report.waited.saturating_add(jitter);
+                tokio::time::sleep(jitter).await;
             }
             let replay = if retries_left > 0 {
                 W::replay(&request)
@@ -114,29 +170,32 @@ impl Paced {
             let response = wire.send(request).await?;
             let (status, headers) = W::head(&response);
             if status != StatusCode::TOO_MANY_REQUESTS {
-                if let Some(rate) = rate::stated_rate(status, headers)
+                report.stated_rate = rate::stated_rate(status, headers);
+                if let Some(rate) = report.stated_rate
                     && lock(&shared).learn(&self.key, rate)
                 {
                     counters.learned.fetch_add(1, Ordering::Relaxed);
                 }
-                return Ok(response);
+                return Ok(finish(response, report));
             }
             counters.throttled.fetch_add(1, Ordering::Relaxed);
+            report.throttled += 1;
             lock(&shared).drain(&self.key, Instant::now());
             let Some(next) = replay else {
-                return Ok(response);
+                return Ok(finish(response, report));
             };
             retries_left -= 1;
-            counters.retries.fetch_add(1, Ordering::Relaxed);
             throttled = Some(response);
             request = next;
         }
     }
 
-    /// Takes a slot and waits for it; `Err` with the wait when it would pass `max_wait` counted
-    /// from `start`. With every bucket busy, the request goes at once, unpaced.
-    async fn wait_for_slot(&self, shared: &Shared, start: Instant) -> Result<(), Duration> {
+    /// Takes a slot and waits for it: how long it waited, or `Err` with the wait when it would
+    /// pass `max_wait` counted from `start`. With every bucket busy, the request goes at once,
+    /// unpaced.
+    async fn wait_for_slot(&self, shared: &Shared, start: Instant) -> Result<Duration, Duration> {
         let counters = &shared.counters;
+        let mut slept = Duration::ZERO;
         loop {
             let now = Instant::now();
             let waited = now.saturating_duration_since(start);
@@ -145,10 +204,13 @@ impl Paced {
             match slot {
                 None => {
                     counters.unpaced.fetch_add(1, Ordering::Relaxed);
-                    return Ok(());
+                    return Ok(slept);
                 }
                 Some(Slot::TooFar(wait)) => return Err(waited.saturating_add(wait)),
-                Some(Slot::Retry(at)) => tokio::time::sleep_until(at).await,
+                Some(Slot::Retry(at)) => {
+                    slept = slept.saturating_add(at.saturating_duration_since(now));
+                    tokio::time::sleep_until(at).await;
+                }
                 Some(Slot::At(at)) => {
                     counters.paced.fetch_add(1, Ordering::Relaxed);
                     if at > now {
@@ -156,9 +218,10 @@ impl Paced {
                         counters.waited.fetch_add(1, Ordering::Relaxed);
                         let micros = u64::try_from(total.as_micros()).unwrap_or(u64::MAX);
                         counters.wait_micros.fetch_add(micros, Ordering::Relaxed);
+                        slept = slept.saturating_add(at.saturating_duration_since(now));
                         tokio::time::sleep_until(at).await;
                     }
-                    return Ok(());
+                    return Ok(slept);
                 }
             }
         }

@@ -9,7 +9,7 @@ use tower_service::Service;
 
 use super::future::ResponseFuture;
 use super::layer::Shared;
-use super::paced::{Paced, Wire};
+use super::paced::{Paced, PacingReport, Wire};
 use crate::BoxError;
 use crate::error::PacingError;
 use crate::recover::{ReplayBody, replayable};
@@ -132,5 +132,9 @@ where
 
     fn head(response: &Response<RB>) -> (StatusCode, &HeaderMap) {
         (response.status(), response.headers())
+    }
+
+    fn report(response: &mut Response<RB>, report: PacingReport) {
+        response.extensions_mut().insert(report);
     }
 }

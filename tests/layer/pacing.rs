@@ -12,7 +12,7 @@ use http::{Request, Response, StatusCode};
 use spapi_rdt::catalog::UsagePlan;
 use spapi_rdt::control::Background;
 use spapi_rdt::error::{BuildError, PacingError};
-use spapi_rdt::pacing::{PacingLayer, UnknownOperations};
+use spapi_rdt::pacing::{PacingLayer, PacingReport, UnknownOperations};
 use spapi_rdt::recover::ReplayBody;
 use spapi_rdt::{BoxError, SellerId};
 use tokio::time::Instant;
@@ -308,6 +308,66 @@ async fn a_429_drains_the_bucket_and_is_retried_a_bounded_number_of_times() {
     assert_eq!(layer.stats().refused, 0);
 }
 
+#[tokio::test(start_paused = true)]
+async fn each_answer_reports_what_pacing_did_to_its_request() {
+    let plans = spapi_rdt::catalog::UsagePlans::amazon();
+    let items = plans.find("Orders v0", "getOrderItems").map(|op| op.name());
+    // Throttled once, then served with a stated rate: 3 slots at once, so the fourth request
+    // waits 1 s, and the throttled one a slot (1 s after the drain) plus its jitter.
+    let amazon = Amazon {
+        rate_header: Some("0.5"),
+        ..Amazon::new()
+    };
+    let layer = one_a_second_burst_five();
+    let service = layer.layer(amazon.clone());
+    let reports: Vec<PacingReport> = join_all((0..4).map(|_| {
+        let service = service.clone();
+        async move {
+            let response = service.oneshot(request(ITEMS, "A1")).await.unwrap();
+            *response.extensions().get::<PacingReport>().unwrap()
+        }
+    }))
+    .await;
+    let waits: Vec<Duration> = reports.iter().map(|r| r.waited).collect();
+    let s = Duration::from_secs;
+    assert_eq!(waits, [s(0), s(0), s(0), s(1)]);
+    for report in &reports {
+        assert_eq!(
+            report
+                .operation
+                .and_then(|id| plans.get(id))
+                .map(|op| op.name()),
+            items
+        );
+        assert_eq!((report.throttled, report.retries), (0, 0));
+        assert_eq!(report.stated_rate, Some(0.5));
+    }
+
+    let amazon = Amazon::new().answering(&[429]);
+    let response = one_a_second_burst_five()
+        .layer(amazon.clone())
+        .oneshot(request(ITEMS, "A1"))
+        .await
+        .unwrap();
+    let report = *response.extensions().get::<PacingReport>().unwrap();
+    assert_eq!((report.throttled, report.retries), (1, 1));
+    // The retry's slot, an interval after the drain, and up to a second of jitter.
+    assert!(
+        (s(1)..=s(2)).contains(&report.waited),
+        "{:?}",
+        report.waited
+    );
+    assert_eq!(report.stated_rate, None);
+
+    // A path the layer leaves alone carries no report.
+    let response = one_a_second_burst_five()
+        .layer(Amazon::new())
+        .oneshot(request("/not/an/operation", "A1"))
+        .await
+        .unwrap();
+    assert!(response.extensions().get::<PacingReport>().is_none());
+}
+
 /// A body that cannot be sent twice (a stream, say).
 struct OnceBody;
 
@@ -452,6 +512,8 @@ async fn the_reqwest_middleware_paces_retries_and_refuses_like_the_layer() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(seen.load(Ordering::SeqCst), 1);
+    let report = response.extensions().get::<PacingReport>().unwrap();
+    assert_eq!((report.throttled, report.retries), (1, 0));
     // The bucket is drained: the next request fails at once with the typed error, unsent.
     let error = client
         .get(&url)
