@@ -20,6 +20,9 @@
 //!   and tries the shared store again after [`Fleet::retry_after`]. No request fails because the
 //!   shared store did.
 //!
+//! The same store can share usage-plan buckets between replicas' pacing layers
+//! ([`PacingLayerBuilder::fleet`](crate::pacing::PacingLayerBuilder::fleet), Redis only).
+//!
 //! Keys name the seller, the origin and a digest of the token's scope; never a secret. What the
 //! store keeps for a key is a [`TokenRecord`]: the token itself and its deadlines. The Redis
 //! implementation ([`RedisFleet`], feature `redis`) encrypts records with AES-256-GCM under a key
@@ -63,6 +66,7 @@ use crate::catalog::OperationId;
 use crate::error::FleetError;
 use crate::resource::{Origin, SellerId, TokenRequest};
 
+pub(crate) mod health;
 pub(crate) mod record;
 pub(crate) mod run;
 
@@ -75,6 +79,11 @@ mod redis;
 pub use cipher::EncryptionKey;
 #[cfg(feature = "redis")]
 pub use redis::{RedisFleet, RedisFleetBuilder};
+
+/// How long one call to a shared store may take, unless configured otherwise.
+pub(crate) const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_millis(200);
+/// How long a replica works alone after a failed call, unless configured otherwise.
+pub(crate) const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// The future a [`SharedTokenStore`] or [`SharedRateLimiter`] returns.
 pub type FleetFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, FleetError>> + Send + 'a>>;
@@ -283,6 +292,48 @@ pub trait SharedRateLimiter: Send + Sync + 'static {
     ) -> FleetFuture<'a, Admission>;
 }
 
+/// A usage-plan bucket every replica shares: whose (the seller, or `None` for the application's
+/// grantless calls) and which (the origin and the operation, as one name that is the same on every
+/// replica).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct PlanBucket {
+    pub(crate) seller: Option<SellerId>,
+    pub(crate) name: String,
+}
+
+/// What a replica asks of a shared usage-plan bucket, kept as a GCRA: its theoretical arrival time
+/// moves `interval` on per request taken, and a request may go while that time is at most
+/// `tolerance` ahead of now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PlanAsk {
+    pub(crate) interval: Duration,
+    pub(crate) tolerance: Duration,
+    /// The longest wait the request accepts; past it nothing is taken.
+    pub(crate) max_wait: Duration,
+    /// Whether the request takes a slot ahead (and waits for it), or only one free now.
+    pub(crate) ahead: bool,
+}
+
+/// A shared usage-plan bucket's answer; waits count from when the answer arrives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PlanSlot {
+    /// The slot is taken: send after this wait.
+    Taken(Duration),
+    /// Nothing taken (a request that takes no slot ahead): ask again after this wait.
+    Retry(Duration),
+    /// Nothing taken: the wait would pass the request's `max_wait`.
+    TooFar(Duration),
+}
+
+/// Usage-plan buckets every replica shares ([`RedisFleet`] is one).
+pub(crate) trait SharedBuckets: Send + Sync + 'static {
+    /// Takes a slot of `bucket` as `ask` says.
+    fn take<'a>(&'a self, bucket: &'a PlanBucket, ask: PlanAsk) -> FleetFuture<'a, PlanSlot>;
+
+    /// Empties `bucket` for `empty_for` from now (Amazon answered 429).
+    fn drain<'a>(&'a self, bucket: &'a PlanBucket, empty_for: Duration) -> FleetFuture<'a, ()>;
+}
+
 impl<T: SharedTokenStore + ?Sized> SharedTokenStore for Arc<T> {
     fn get<'a>(&'a self, key: &'a FleetKey) -> FleetFuture<'a, Option<TokenRecord>> {
         (**self).get(key)
@@ -366,8 +417,8 @@ impl Fleet {
             limiter: Arc::new(limiter),
             lease_ttl: Duration::from_secs(5),
             poll_interval: Duration::from_millis(50),
-            call_timeout: Duration::from_millis(200),
-            retry_after: Duration::from_secs(5),
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+            retry_after: DEFAULT_RETRY_AFTER,
         }
     }
 

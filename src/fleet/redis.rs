@@ -12,7 +12,10 @@ use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
 use super::cipher::{Cipher, EncryptionKey};
-use super::{Admission, FleetFuture, FleetKey, SharedRateLimiter, SharedTokenStore, TokenRecord};
+use super::{
+    Admission, FleetFuture, FleetKey, PlanAsk, PlanBucket, PlanSlot, SharedBuckets,
+    SharedRateLimiter, SharedTokenStore, TokenRecord,
+};
 use crate::TokenQuota;
 use crate::error::{FleetError, RedisFleetError};
 use crate::resource::{Origin, SellerId};
@@ -77,6 +80,48 @@ redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX', math.ceil((nex
 return 0
 ";
 
+/// Takes a slot of a usage-plan bucket, GCRA on the server's clock: `KEYS[1]` holds the bucket's
+/// theoretical arrival time (microseconds); `ARGV` the interval, the tolerance and the longest wait
+/// (microseconds), and 1 to take a slot ahead or 0 to take one only if free now. Returns
+/// `{0, wait}` when the slot is taken, `{1, wait}` when the caller must ask again after `wait`,
+/// `{2, wait}` when the wait would pass the longest. A stored time no replica could have written
+/// (not a number, or further ahead than a day's wait and a burst) counts as a full bucket.
+const PACE: &str = r"
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local max_wait = tonumber(ARGV[3])
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+local tat = tonumber(redis.call('GET', KEYS[1]))
+if not tat or tat ~= tat or tat < now or tat > now + 86400000000 + tolerance + interval then
+  tat = now
+end
+local earliest = math.max(now, tat - tolerance)
+local wait = earliest - now
+if wait > max_wait then
+  return {2, wait}
+end
+if ARGV[4] ~= '1' and wait > 0 then
+  return {1, wait}
+end
+local next_tat = math.max(tat, earliest) + interval
+redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX', math.ceil((next_tat - now) / 1000) + 1000)
+return {0, wait}
+";
+
+/// Empties a usage-plan bucket: its theoretical arrival time goes to at least `ARGV[1]`
+/// microseconds from now.
+const DRAIN: &str = r"
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+local empty_until = now + tonumber(ARGV[1])
+local tat = tonumber(redis.call('GET', KEYS[1]))
+if not tat or tat ~= tat or tat < empty_until then
+  redis.call('SET', KEYS[1], string.format('%.0f', empty_until), 'PX', math.ceil((empty_until - now) / 1000) + 1000)
+end
+return 1
+";
+
 /// Fleet mode on Redis: a [`SharedTokenStore`] and a [`SharedRateLimiter`] in one value (feature
 /// `redis`). Cloning is cheap; clones share one connection.
 ///
@@ -89,6 +134,10 @@ return 0
 ///   scripts that check the holder.
 /// - **The rate limit** is GCRA in a Lua script on the server's clock, under
 ///   `<prefix>:rate:{<seller>}:<origin>`: atomic, whatever the number of replicas.
+/// - **Usage-plan buckets** (for [`PacingLayerBuilder::fleet`](crate::pacing::PacingLayerBuilder::fleet))
+///   are GCRA in a Lua script on the server's clock, under `<prefix>:plan:{<seller>}:<digest>`
+///   (the digest of the origin and the operation; `{#grantless}` for calls without a seller).
+///   Each expires once its bucket is full again.
 /// - **The seller in braces** is a Redis Cluster hash tag: every key of a seller lives in one slot,
 ///   so the store works on a Redis or Valkey cluster too ([`RedisFleetBuilder::cluster`]), and
 ///   sellers spread over its shards.
@@ -131,6 +180,8 @@ struct Inner {
     lease: Script,
     release: Script,
     gcra: Script,
+    pace: Script,
+    drain: Script,
 }
 
 /// A standalone server (or a cluster's single endpoint), or a Redis Cluster found from one node.
@@ -234,6 +285,20 @@ impl RedisFleet {
             self.inner.prefix,
             seller_part(seller),
             origin
+        )
+    }
+
+    /// The Redis key of a usage-plan bucket.
+    pub(crate) fn plan_key(&self, bucket: &PlanBucket) -> String {
+        let seller = bucket
+            .seller
+            .as_ref()
+            .map_or_else(|| "#grantless".to_owned(), seller_part);
+        format!(
+            "{}:plan:{{{}}}:{}",
+            self.inner.prefix,
+            seller,
+            digest(&bucket.name)
         )
     }
 
@@ -451,6 +516,58 @@ impl RedisFleet {
     }
 }
 
+impl RedisFleet {
+    async fn take_slot(&self, bucket: &PlanBucket, ask: PlanAsk) -> Result<PlanSlot, FleetError> {
+        let name = self.plan_key(bucket);
+        let mut con = self.connection().await?;
+        let (kind, wait): (i64, i64) = self
+            .inner
+            .pace
+            .key(&name)
+            .arg(micros(ask.interval).max(1))
+            .arg(micros(ask.tolerance))
+            .arg(micros(ask.max_wait))
+            .arg(u8::from(ask.ahead))
+            .invoke_async(&mut con)
+            .await
+            .map_err(failed("usage plan"))?;
+        let wait = Duration::from_micros(u64::try_from(wait).unwrap_or(0));
+        Ok(match kind {
+            0 => PlanSlot::Taken(wait),
+            1 => PlanSlot::Retry(wait),
+            _ => PlanSlot::TooFar(wait),
+        })
+    }
+
+    async fn drain_bucket(
+        &self,
+        bucket: &PlanBucket,
+        empty_for: Duration,
+    ) -> Result<(), FleetError> {
+        let name = self.plan_key(bucket);
+        let mut con = self.connection().await?;
+        let _: i64 = self
+            .inner
+            .drain
+            .key(&name)
+            .arg(micros(empty_for))
+            .invoke_async(&mut con)
+            .await
+            .map_err(failed("usage plan drain"))?;
+        Ok(())
+    }
+}
+
+impl SharedBuckets for RedisFleet {
+    fn take<'a>(&'a self, bucket: &'a PlanBucket, ask: PlanAsk) -> FleetFuture<'a, PlanSlot> {
+        Box::pin(self.take_slot(bucket, ask))
+    }
+
+    fn drain<'a>(&'a self, bucket: &'a PlanBucket, empty_for: Duration) -> FleetFuture<'a, ()> {
+        Box::pin(self.drain_bucket(bucket, empty_for))
+    }
+}
+
 impl RedisFleetBuilder {
     /// The key that encrypts tokens at rest. Required.
     pub fn encryption_key(mut self, key: EncryptionKey) -> Self {
@@ -573,6 +690,8 @@ impl RedisFleetBuilder {
                 lease: Script::new(LEASE),
                 release: Script::new(RELEASE),
                 gcra: Script::new(GCRA),
+                pace: Script::new(PACE),
+                drain: Script::new(DRAIN),
             }),
         })
     }
@@ -819,6 +938,13 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// Microseconds, bounded to a year: the scripts' numbers stay exact in Lua's doubles.
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros())
+        .unwrap_or(u64::MAX)
+        .min(365 * 86_400 * 1_000_000)
+}
+
 /// SHA-256 of `text`, the first 128 bits in hex.
 fn digest(text: &str) -> String {
     use std::fmt::Write;
@@ -893,6 +1019,32 @@ mod tests {
             tag(&fleet.rate_key(&SellerId::new("A2EUQ1WTGCTBG2"), &Region::Europe.origin())),
             "{A2EUQ1WTGCTBG2}"
         );
+    }
+
+    #[test]
+    fn usage_plan_buckets_are_hash_tagged_by_seller() {
+        use crate::fleet::PlanBucket;
+        let fleet = fleet();
+        let bucket = |seller: Option<&str>| PlanBucket {
+            seller: seller.map(SellerId::new),
+            name: "sellingpartnerapi-na.amazon.com Orders v0 getOrder".to_owned(),
+        };
+        let key = fleet.plan_key(&bucket(Some("A2EUQ1WTGCTBG2")));
+        assert!(key.starts_with("spapi-rdt:plan:{A2EUQ1WTGCTBG2}:"), "{key}");
+        // The operation is digested: no path or origin in the key.
+        assert!(!key.contains("getOrder"), "{key}");
+        let grantless = fleet.plan_key(&bucket(None));
+        assert!(
+            grantless.starts_with("spapi-rdt:plan:{#grantless}:"),
+            "{grantless}"
+        );
+        // Another operation of the same seller: another key, the same slot.
+        let other = fleet.plan_key(&PlanBucket {
+            seller: Some(SellerId::new("A2EUQ1WTGCTBG2")),
+            name: "sellingpartnerapi-na.amazon.com Orders v0 getOrders".to_owned(),
+        });
+        assert_ne!(key, other);
+        assert_eq!(key.split('}').next(), other.split('}').next());
     }
 
     #[test]

@@ -2,51 +2,33 @@
 //! limit, store and release; and fall back to this replica alone when the shared store fails.
 
 use std::fmt;
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::BoxFuture;
 use http::HeaderValue;
 use tokio::time::Instant;
 
+use super::health::StoreHealth;
 use super::{Admission, Fleet, FleetFuture, FleetKey, TokenRecord, record};
 use crate::cache::{CachedToken, FailureMemory, Slot, TokenCache};
 use crate::core::{FetchJob, SharedTokens};
 use crate::error::ErrorKind;
 use crate::error::FetchError;
-use crate::error::FleetError;
 use crate::limit::TokenQuota;
 use crate::resource::TokenRequest;
 use crate::stats::{Counter, Counters};
 use crate::time;
-
-/// How often, at most, a warning says that the shared store is failing.
-const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// Fleet mode's configuration and the shared store's health, as the core holds them.
 pub(crate) struct FleetState {
     config: Fleet,
     /// The quota the shared limiter enforces: the layer's, spaced by the rate margin.
     quota: TokenQuota,
-    health: Mutex<Health>,
+    health: StoreHealth,
     /// The wall clock (Unix milliseconds) when this layer was built, and the monotonic instant it
     /// corresponds to: the write time sealed in records is read against this clock, which runs
     /// with tokio's (and so with paused time in tests).
     wall_anchor: (u64, Instant),
-}
-
-#[derive(Default)]
-struct Health {
-    /// While set and in the future, the shared store is not called.
-    down_until: Option<Instant>,
-    /// Whether the last call failed (so that a success is worth a log line).
-    degraded: bool,
-    last_warning: Option<Instant>,
-    /// Failures since the last warning.
-    unreported: u64,
-    /// Warnings logged so far (tests read it: tracing's process-wide interest cache makes counting
-    /// log events unreliable while other tests run in parallel).
-    warnings: u64,
 }
 
 impl FleetState {
@@ -55,10 +37,16 @@ impl FleetState {
         // The interval between admitted calls grows by the margin; the burst stays.
         let interval = quota.interval(margin);
         let quota = TokenQuota::new(1.0 / interval.as_secs_f64(), quota.burst()).unwrap_or(quota);
+        let health = StoreHealth::new(
+            "the shared token store",
+            "its own cache and rate limiter",
+            config.call_timeout,
+            config.retry_after,
+        );
         FleetState {
             config,
             quota,
-            health: Mutex::new(Health::default()),
+            health,
             wall_anchor: (unix_millis(SystemTime::now()), Instant::now()),
         }
     }
@@ -71,70 +59,14 @@ impl FleetState {
         anchor_ms.saturating_add(since)
     }
 
-    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
-        // Every update is a few plain assignments: a poisoned lock is still consistent.
-        self.health.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Whether the shared store may be called now (it has not failed within `retry_after`).
     fn available(&self) -> bool {
-        self.health()
-            .down_until
-            .is_none_or(|until| Instant::now() >= until)
+        self.health.available()
     }
 
     /// Runs one shared call, bounded by the call timeout, and keeps the health up to date.
     async fn call<T>(&self, what: &'static str, call: FleetFuture<'_, T>) -> Result<T, ()> {
-        let timeout = self.config.call_timeout;
-        let result = match tokio::time::timeout(timeout, call).await {
-            Ok(result) => result,
-            Err(_) => Err(FleetError::timed_out(what, timeout)),
-        };
-        match result {
-            Ok(value) => {
-                self.succeeded();
-                Ok(value)
-            }
-            Err(error) => {
-                self.failed(what, &error);
-                Err(())
-            }
-        }
-    }
-
-    fn succeeded(&self) {
-        let mut health = self.health();
-        if health.degraded {
-            health.degraded = false;
-            health.down_until = None;
-            drop(health);
-            tracing::info!("fleet mode: the shared token store answers again; back to shared mode");
-        }
-    }
-
-    fn failed(&self, what: &'static str, error: &FleetError) {
-        let now = Instant::now();
-        let retry_after = self.config.retry_after;
-        let mut health = self.health();
-        health.degraded = true;
-        health.down_until = Some(time::add(now, retry_after));
-        health.unreported += 1;
-        let due = health
-            .last_warning
-            .is_none_or(|at| now.saturating_duration_since(at) >= WARN_EVERY);
-        if due {
-            let failures = std::mem::take(&mut health.unreported);
-            health.last_warning = Some(now);
-            health.warnings += 1;
-            drop(health);
-            tracing::warn!(
-                call = what, %error, failures, ?retry_after,
-                "fleet mode: the shared token store failed; this replica uses its own cache and rate limiter until it answers again"
-            );
-        } else {
-            drop(health);
-            tracing::debug!(call = what, %error, "fleet mode: shared token store call failed");
-        }
+        self.health.call(what, call).await
     }
 }
 
@@ -156,7 +88,7 @@ fn jittered(base: Duration) -> Duration {
 
 impl SharedTokens for FleetState {
     fn alone(&self) -> bool {
-        self.health().degraded
+        self.health.degraded()
     }
 
     fn fetch<'a>(&'a self, job: FetchJob<'a>) -> BoxFuture<'a, Result<CachedToken, FetchError>> {

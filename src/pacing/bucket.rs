@@ -91,6 +91,19 @@ impl Shape {
         let kept = (f64::from(usable) * self.urgent_share).ceil() as u32;
         usable.saturating_sub(kept).max(1)
     }
+
+    /// The GCRA of `bucket` for a request of `priority` at a `share` of the plan: the interval
+    /// between requests, and how far ahead of now the bucket's time may be for one to go.
+    fn gcra(self, bucket: &Bucket, priority: Priority, share: u32) -> (Duration, Duration) {
+        let share = share.max(1);
+        let interval = bucket.interval().saturating_mul(share);
+        let slots = match priority {
+            Priority::Urgent => self.usable(bucket.plan.burst()),
+            Priority::Background => self.background(bucket.plan.burst()),
+        };
+        let slots = (slots / share).max(1);
+        (interval, interval.saturating_mul(slots.saturating_sub(1)))
+    }
 }
 
 /// Every bucket, at most `capacity` of them.
@@ -112,8 +125,9 @@ impl Buckets {
     }
 
     /// Takes a slot of `key`'s bucket (made from `plan` if new) for a request that accepts
-    /// waiting up to `max_wait`. `None` when the table is full of busy buckets: the caller lets
-    /// the request through unpaced rather than fail it.
+    /// waiting up to `max_wait`, at a `share` of the plan (1: all of it; `n`: the rate and the
+    /// usable burst divided by `n`, a replica's share of a fleet's). `None` when the table is full
+    /// of busy buckets: the caller lets the request through unpaced rather than fail it.
     pub(super) fn take(
         &mut self,
         key: &BucketKey,
@@ -121,15 +135,11 @@ impl Buckets {
         priority: Priority,
         now: Instant,
         max_wait: Duration,
+        share: u32,
     ) -> Option<Slot> {
         let shape = self.shape;
         let bucket = self.bucket(key, plan, now)?;
-        let interval = bucket.interval();
-        let slots = match priority {
-            Priority::Urgent => shape.usable(bucket.plan.burst()),
-            Priority::Background => shape.background(bucket.plan.burst()),
-        };
-        let tolerance = interval.saturating_mul(slots.saturating_sub(1));
+        let (interval, tolerance) = shape.gcra(bucket, priority, share);
         let earliest = bucket
             .tat
             .checked_sub(tolerance)
@@ -145,14 +155,45 @@ impl Buckets {
         Some(Slot::At(earliest))
     }
 
-    /// Empties `key`'s bucket: Amazon answered 429, so its bucket is empty whatever ours said.
-    pub(super) fn drain(&mut self, key: &BucketKey, now: Instant) {
+    /// The interval and tolerance a shared bucket for `key` goes by: this table's bucket's (made
+    /// from `plan` if new, so that a rate learned here counts), or `plan`'s when the table is full.
+    pub(super) fn gcra(
+        &mut self,
+        key: &BucketKey,
+        plan: UsagePlan,
+        priority: Priority,
+        now: Instant,
+    ) -> (Duration, Duration) {
         let shape = self.shape;
-        if let Some(bucket) = self.buckets.get_mut(key) {
-            let full_burst = bucket
+        let fresh = Bucket {
+            tat: now,
+            plan,
+            learned: None,
+        };
+        let bucket = self.bucket(key, plan, now).map_or(fresh, |bucket| *bucket);
+        shape.gcra(&bucket, priority, 1)
+    }
+
+    /// Empties `key`'s bucket: Amazon answered 429, so its bucket is empty whatever ours said.
+    /// Returns for how long: a usable burst of intervals (of `plan`, for a bucket not kept).
+    pub(super) fn drain(&mut self, key: &BucketKey, plan: UsagePlan, now: Instant) -> Duration {
+        let shape = self.shape;
+        let full_burst = |bucket: &Bucket| {
+            bucket
                 .interval()
-                .saturating_mul(shape.usable(bucket.plan.burst()));
-            bucket.tat = bucket.tat.max(time::add(now, full_burst));
+                .saturating_mul(shape.usable(bucket.plan.burst()))
+        };
+        match self.buckets.get_mut(key) {
+            Some(bucket) => {
+                let empty_for = full_burst(bucket);
+                bucket.tat = bucket.tat.max(time::add(now, empty_for));
+                empty_for
+            }
+            None => full_burst(&Bucket {
+                tat: now,
+                plan,
+                learned: None,
+            }),
         }
     }
 
@@ -235,14 +276,14 @@ mod tests {
         let mut buckets = Buckets::new(10, shape(2));
         let now = Instant::now();
         let slots: Vec<Duration> = (0..6)
-            .map(|_| at(buckets.take(&key("a"), plan, Priority::Urgent, now, NO_LIMIT)) - now)
+            .map(|_| at(buckets.take(&key("a"), plan, Priority::Urgent, now, NO_LIMIT, 1)) - now)
             .collect();
         let s = Duration::from_secs;
         // Burst 5 less 2 of headroom: 3 at once, then every 2 s.
         assert_eq!(slots, [s(0), s(0), s(0), s(2), s(4), s(6)]);
         // Another seller has a bucket of its own.
         assert_eq!(
-            at(buckets.take(&key("b"), plan, Priority::Urgent, now, NO_LIMIT)),
+            at(buckets.take(&key("b"), plan, Priority::Urgent, now, NO_LIMIT, 1)),
             now
         );
     }
@@ -254,19 +295,19 @@ mod tests {
         let now = Instant::now();
         let limit = Duration::from_millis(1500);
         assert_eq!(
-            at(buckets.take(&key("a"), plan, Priority::Urgent, now, limit)),
+            at(buckets.take(&key("a"), plan, Priority::Urgent, now, limit, 1)),
             now
         );
-        let second = at(buckets.take(&key("a"), plan, Priority::Urgent, now, limit));
+        let second = at(buckets.take(&key("a"), plan, Priority::Urgent, now, limit, 1));
         assert_eq!(second - now, Duration::from_secs(1));
         assert_eq!(
-            buckets.take(&key("a"), plan, Priority::Urgent, now, limit),
+            buckets.take(&key("a"), plan, Priority::Urgent, now, limit, 1),
             Some(Slot::TooFar(Duration::from_secs(2)))
         );
         // The refusal took no slot: a second later the next slot is still 2 s after the start.
         let later = now + Duration::from_secs(1);
         assert_eq!(
-            at(buckets.take(&key("a"), plan, Priority::Urgent, later, limit)),
+            at(buckets.take(&key("a"), plan, Priority::Urgent, later, limit, 1)),
             now + Duration::from_secs(2)
         );
     }
@@ -279,23 +320,23 @@ mod tests {
         // 8 usable, half kept for urgent requests: background gets 4 at once.
         for _ in 0..4 {
             assert_eq!(
-                at(buckets.take(&key("a"), plan, Priority::Background, now, NO_LIMIT)),
+                at(buckets.take(&key("a"), plan, Priority::Background, now, NO_LIMIT, 1)),
                 now
             );
         }
-        let retry = buckets.take(&key("a"), plan, Priority::Background, now, NO_LIMIT);
+        let retry = buckets.take(&key("a"), plan, Priority::Background, now, NO_LIMIT, 1);
         assert_eq!(retry, Some(Slot::Retry(now + Duration::from_secs(1))));
         // Urgent requests still have their four at once.
         for _ in 0..4 {
             assert_eq!(
-                at(buckets.take(&key("a"), plan, Priority::Urgent, now, NO_LIMIT)),
+                at(buckets.take(&key("a"), plan, Priority::Urgent, now, NO_LIMIT, 1)),
                 now
             );
         }
         // The background retry finds the bucket lower now, and must wait longer.
         let later = now + Duration::from_secs(1);
         assert_eq!(
-            buckets.take(&key("a"), plan, Priority::Background, later, NO_LIMIT),
+            buckets.take(&key("a"), plan, Priority::Background, later, NO_LIMIT, 1),
             Some(Slot::Retry(now + Duration::from_secs(5)))
         );
     }
@@ -305,10 +346,10 @@ mod tests {
         let plan = UsagePlan::new(2.0, 10).unwrap();
         let mut buckets = Buckets::new(10, shape(0));
         let now = Instant::now();
-        at(buckets.take(&key("a"), plan, Priority::Urgent, now, NO_LIMIT));
-        buckets.drain(&key("a"), now);
+        at(buckets.take(&key("a"), plan, Priority::Urgent, now, NO_LIMIT, 1));
+        buckets.drain(&key("a"), plan, now);
         assert_eq!(
-            at(buckets.take(&key("a"), plan, Priority::Urgent, now, NO_LIMIT)) - now,
+            at(buckets.take(&key("a"), plan, Priority::Urgent, now, NO_LIMIT, 1)) - now,
             Duration::from_millis(500)
         );
     }
@@ -318,13 +359,13 @@ mod tests {
         let plan = UsagePlan::new(1.0, 1).unwrap();
         let mut buckets = Buckets::new(10, shape(0));
         let now = Instant::now();
-        at(buckets.take(&key("a"), plan, Priority::Urgent, now, NO_LIMIT));
+        at(buckets.take(&key("a"), plan, Priority::Urgent, now, NO_LIMIT, 1));
         assert!(buckets.learn(&key("a"), 0.25));
         assert!(!buckets.learn(&key("a"), 0.25));
         assert_eq!(buckets.rate(&key("a")), Some(0.25));
         // The slot already taken moved tat by the old interval; the next one takes the new.
-        let next = at(buckets.take(&key("a"), plan, Priority::Urgent, now, NO_LIMIT));
-        let after = at(buckets.take(&key("a"), plan, Priority::Urgent, now, NO_LIMIT));
+        let next = at(buckets.take(&key("a"), plan, Priority::Urgent, now, NO_LIMIT, 1));
+        let after = at(buckets.take(&key("a"), plan, Priority::Urgent, now, NO_LIMIT, 1));
         assert_eq!(after - next, Duration::from_secs(4));
     }
 
@@ -333,17 +374,17 @@ mod tests {
         let plan = UsagePlan::new(1.0, 1).unwrap();
         let mut buckets = Buckets::new(2, shape(0));
         let now = Instant::now();
-        at(buckets.take(&key("a"), plan, Priority::Urgent, now, NO_LIMIT));
-        at(buckets.take(&key("b"), plan, Priority::Urgent, now, NO_LIMIT));
+        at(buckets.take(&key("a"), plan, Priority::Urgent, now, NO_LIMIT, 1));
+        at(buckets.take(&key("b"), plan, Priority::Urgent, now, NO_LIMIT, 1));
         // Both busy: a third seller is not paced rather than refused.
         assert_eq!(
-            buckets.take(&key("c"), plan, Priority::Urgent, now, NO_LIMIT),
+            buckets.take(&key("c"), plan, Priority::Urgent, now, NO_LIMIT, 1),
             None
         );
         assert_eq!(buckets.len(), 2);
         // Once they are full again they make room.
         let later = now + Duration::from_secs(2);
-        at(buckets.take(&key("c"), plan, Priority::Urgent, later, NO_LIMIT));
+        at(buckets.take(&key("c"), plan, Priority::Urgent, later, NO_LIMIT, 1));
         assert_eq!(buckets.len(), 1);
     }
 }

@@ -12,6 +12,8 @@ use super::bucket::{Buckets, Shape};
 use super::service::Pacing;
 use crate::catalog::{PlanId, UsagePlan, UsagePlans};
 use crate::error::BuildError;
+use crate::fleet::health::StoreHealth;
+use crate::fleet::{DEFAULT_CALL_TIMEOUT, DEFAULT_RETRY_AFTER, SharedBuckets};
 
 /// What the layer does with a request whose path is no operation of the models.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -44,6 +46,16 @@ pub(super) struct Shared {
     pub(super) retries: u32,
     pub(super) unknown: UnknownOperations,
     pub(super) counters: Counters,
+    /// Buckets shared with the other replicas, if any.
+    pub(super) fleet: Option<FleetBuckets>,
+}
+
+/// The fleet's shared buckets, and what a replica does without them.
+pub(super) struct FleetBuckets {
+    pub(super) store: Arc<dyn SharedBuckets>,
+    /// How many replicas share the buckets: alone, a replica paces at its share of each plan.
+    pub(super) replicas: u32,
+    pub(super) health: StoreHealth,
 }
 
 /// The counters behind [`PacingStats`].
@@ -57,6 +69,7 @@ pub(super) struct Counters {
     pub(super) retries: AtomicU64,
     pub(super) learned: AtomicU64,
     pub(super) unpaced: AtomicU64,
+    pub(super) fleet_fallbacks: AtomicU64,
 }
 
 /// What a [`PacingLayer`] has done since it was built (all clones together).
@@ -81,6 +94,12 @@ pub struct PacingStats {
     pub unpaced: u64,
     /// Buckets kept now.
     pub buckets: usize,
+    /// Slots taken from this replica's own buckets at its share of the plan, because the fleet's
+    /// shared buckets failed or were being left alone after a failure (fleet mode only).
+    pub fleet_fallbacks: u64,
+    /// Whether the last call to the fleet's shared buckets failed: this replica paces alone at
+    /// its share until they answer again.
+    pub fleet_alone: bool,
 }
 
 impl PacingLayer {
@@ -107,6 +126,12 @@ impl PacingLayer {
             retries: get(&c.retries),
             learned: get(&c.learned),
             unpaced: get(&c.unpaced),
+            fleet_fallbacks: get(&c.fleet_fallbacks),
+            fleet_alone: self
+                .shared
+                .fleet
+                .as_ref()
+                .is_some_and(|fleet| fleet.health.degraded()),
             buckets: self
                 .shared
                 .buckets
@@ -142,7 +167,7 @@ impl<S> Layer<S> for PacingLayer {
 }
 
 /// Settings of a [`PacingLayer`]; from [`PacingLayer::builder`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct PacingLayerBuilder {
     plans: UsagePlans,
     overrides: Vec<(String, String, UsagePlan)>,
@@ -151,6 +176,20 @@ pub struct PacingLayerBuilder {
     max_buckets: usize,
     headroom: u32,
     unknown: UnknownOperations,
+    fleet: Option<(Arc<dyn SharedBuckets>, u32)>,
+}
+
+impl fmt::Debug for PacingLayerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PacingLayerBuilder")
+            .field("overrides", &self.overrides.len())
+            .field("max_wait", &self.max_wait)
+            .field("retries", &self.retries)
+            .field("max_buckets", &self.max_buckets)
+            .field("unknown", &self.unknown)
+            .field("replicas", &self.fleet.as_ref().map(|(_, n)| n))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for PacingLayerBuilder {
@@ -163,6 +202,7 @@ impl Default for PacingLayerBuilder {
             max_buckets: 10_000,
             headroom: 2,
             unknown: UnknownOperations::default(),
+            fleet: None,
         }
     }
 }
@@ -207,6 +247,43 @@ impl PacingLayerBuilder {
         self
     }
 
+    /// The most replicas [`fleet`](Self::fleet) accepts.
+    pub const MAX_REPLICAS: u32 = 1024;
+
+    /// Fleet mode: every replica's layer shares each bucket through `redis` (feature `redis`), so
+    /// that `replicas` processes together stay under each plan, as one would. Each slot is one
+    /// call to Redis (a Lua script on the server's clock, the seller's keys hash-tagged
+    /// `{seller}`), bounded by 200 ms. When Redis fails or is slow, this replica paces alone at
+    /// its share of each plan (the rate and the usable burst divided by `replicas`), counts it in
+    /// [`PacingStats::fleet_fallbacks`], and tries Redis again after 5 s. `replicas` is from 1 to
+    /// [`MAX_REPLICAS`](Self::MAX_REPLICAS); give the number of replicas you run (more is safe,
+    /// fewer lets a fleet without Redis send past the plans).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use spapi_rdt::fleet::{EncryptionKey, RedisFleet};
+    /// use spapi_rdt::pacing::PacingLayer;
+    ///
+    /// let key = EncryptionKey::from_hex(&std::env::var("SPAPI_RDT_FLEET_KEY")?)?;
+    /// let redis = RedisFleet::builder("redis://redis.internal:6379/")
+    ///     .encryption_key(key)
+    ///     .build()?;
+    /// let pacing = PacingLayer::builder().fleet(&redis, 3).build()?;
+    /// # let _ = pacing;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "redis")]
+    pub fn fleet(self, redis: &crate::fleet::RedisFleet, replicas: u32) -> Self {
+        self.shared_buckets(Arc::new(redis.clone()), replicas)
+    }
+
+    /// Fleet mode on any shared buckets (the tests' in-memory ones).
+    pub(crate) fn shared_buckets(mut self, store: Arc<dyn SharedBuckets>, replicas: u32) -> Self {
+        self.fleet = Some((store, replicas));
+        self
+    }
+
     /// Builds the layer, or says which setting is out of range.
     pub fn build(self) -> Result<PacingLayer, BuildError> {
         let setting = |name, reason| Err(BuildError::Setting { name, reason });
@@ -221,6 +298,14 @@ impl PacingLayerBuilder {
         }
         if self.max_buckets == 0 {
             return setting("max_buckets", "must be at least 1");
+        }
+        if let Some((_, replicas)) = &self.fleet
+            && !(1..=Self::MAX_REPLICAS).contains(replicas)
+        {
+            return setting(
+                "fleet",
+                "replicas must be from 1 to PacingLayerBuilder::MAX_REPLICAS (1024)",
+            );
         }
         let mut overrides = HashMap::new();
         for (api, name, plan) in &self.overrides {
@@ -251,6 +336,16 @@ impl PacingLayerBuilder {
                 retries: self.retries,
                 unknown: self.unknown,
                 counters: Counters::default(),
+                fleet: self.fleet.map(|(store, replicas)| FleetBuckets {
+                    store,
+                    replicas,
+                    health: StoreHealth::new(
+                        "the shared usage-plan buckets",
+                        "its share of each usage plan",
+                        DEFAULT_CALL_TIMEOUT,
+                        DEFAULT_RETRY_AFTER,
+                    ),
+                }),
             }),
         }
     }

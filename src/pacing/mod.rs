@@ -40,6 +40,14 @@
 //!   when every bucket is busy, a request for a new one goes unpaced and is counted
 //!   ([`PacingStats::unpaced`]).
 //!
+//! - **Fleet-wide.** With [`PacingLayerBuilder::fleet`] (feature `redis`), replicas share each
+//!   bucket through Redis, so that N processes together stay under each plan as one would: a
+//!   slot is one Lua script on the server's clock, under a key hash-tagged by the seller. When
+//!   Redis fails or is slow (200 ms), a replica paces alone at its share of each plan (rate and
+//!   usable burst divided by the number of replicas), counts it
+//!   ([`PacingStats::fleet_fallbacks`]), and tries Redis again 5 s later. A 429 drains the shared
+//!   bucket too; rates learned from the answers stay per replica (each sees the same header).
+//!
 //! Clones of a layer share its buckets, and so does its reqwest-middleware front end
 //! ([`PacingLayer::middleware`], feature `reqwest-middleware`). The clock is tokio's, so tests run
 //! on paused time.
@@ -69,6 +77,8 @@ mod middleware;
 mod paced;
 mod rate;
 mod service;
+#[cfg(test)]
+mod tests;
 
 pub use layer::{PacingLayer, PacingLayerBuilder, PacingStats, UnknownOperations};
 #[cfg(feature = "reqwest-middleware")]

@@ -11,11 +11,12 @@ use http::{Extensions, HeaderMap, Method, StatusCode, Uri};
 use tokio::time::Instant;
 
 use super::bucket::{BucketKey, Buckets, Priority, Slot};
-use super::layer::{Shared, UnknownOperations};
+use super::layer::{FleetBuckets, Shared, UnknownOperations};
 use super::rate;
 use crate::catalog::{PlanId, UsagePlan};
 use crate::control::Background;
 use crate::error::PacingError;
+use crate::fleet::{PlanAsk, PlanBucket, PlanSlot};
 use crate::resource::SellerId;
 use crate::time;
 
@@ -180,7 +181,7 @@ impl Paced {
             }
             counters.throttled.fetch_add(1, Ordering::Relaxed);
             report.throttled += 1;
-            lock(&shared).drain(&self.key, Instant::now());
+            self.drain(&shared).await;
             let Some(next) = replay else {
                 return Ok(finish(response, report));
             };
@@ -200,7 +201,10 @@ impl Paced {
             let now = Instant::now();
             let waited = now.saturating_duration_since(start);
             let left = shared.max_wait.saturating_sub(waited);
-            let slot = lock(shared).take(&self.key, self.plan, self.priority, now, left);
+            let slot = match &shared.fleet {
+                None => lock(shared).take(&self.key, self.plan, self.priority, now, left, 1),
+                Some(fleet) => self.take_in_fleet(shared, fleet, now, left).await,
+            };
             match slot {
                 None => {
                     counters.unpaced.fetch_add(1, Ordering::Relaxed);
@@ -224,6 +228,75 @@ impl Paced {
                     return Ok(slept);
                 }
             }
+        }
+    }
+
+    /// A slot of the bucket every replica shares, or, when the shared buckets fail (or are left
+    /// alone after a failure), of this replica's own at its share of the plan.
+    async fn take_in_fleet(
+        &self,
+        shared: &Shared,
+        fleet: &FleetBuckets,
+        now: Instant,
+        left: Duration,
+    ) -> Option<Slot> {
+        if fleet.health.available() {
+            let (interval, tolerance) = lock(shared).gcra(&self.key, self.plan, self.priority, now);
+            let ask = PlanAsk {
+                interval,
+                tolerance,
+                max_wait: left,
+                ahead: self.priority == Priority::Urgent,
+            };
+            let bucket = self.shared_bucket(shared);
+            if let Ok(slot) = fleet
+                .health
+                .call("usage plan", fleet.store.take(&bucket, ask))
+                .await
+            {
+                // The store's numbers come from outside: a wait past what was asked is refused.
+                let answered = Instant::now();
+                return Some(match slot {
+                    PlanSlot::Taken(wait) if wait <= left => Slot::At(time::add(answered, wait)),
+                    PlanSlot::Retry(wait) if wait <= left => Slot::Retry(time::add(answered, wait)),
+                    PlanSlot::Taken(wait) | PlanSlot::Retry(wait) | PlanSlot::TooFar(wait) => {
+                        Slot::TooFar(wait)
+                    }
+                });
+            }
+        }
+        shared
+            .counters
+            .fleet_fallbacks
+            .fetch_add(1, Ordering::Relaxed);
+        let share = fleet.replicas;
+        lock(shared).take(&self.key, self.plan, self.priority, now, left, share)
+    }
+
+    /// The name every replica gives this request's bucket.
+    fn shared_bucket(&self, shared: &Shared) -> PlanBucket {
+        let origin = self.key.origin.as_ref().map_or("", |o| o.as_str());
+        let operation = shared.plans.get(self.key.operation).map_or_else(
+            || "unknown".to_owned(),
+            |op| format!("{} {}", op.api(), op.name()),
+        );
+        PlanBucket {
+            seller: self.key.seller.clone(),
+            name: format!("{origin} {operation}"),
+        }
+    }
+
+    /// Empties the request's bucket after a 429: this replica's, and the fleet's.
+    async fn drain(&self, shared: &Shared) {
+        let empty_for = lock(shared).drain(&self.key, self.plan, Instant::now());
+        if let Some(fleet) = &shared.fleet
+            && fleet.health.available()
+        {
+            let bucket = self.shared_bucket(shared);
+            let _ = fleet
+                .health
+                .call("usage plan drain", fleet.store.drain(&bucket, empty_for))
+                .await;
         }
     }
 

@@ -6,3 +6,4 @@ mod support;
 
 mod deployments;
 mod fleet;
+mod usage_plans;

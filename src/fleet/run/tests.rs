@@ -3,12 +3,12 @@
 //! `tests/fleet.rs`, on a real server.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::*;
 use crate::core::RequestHead;
-use crate::error::SourceError;
+use crate::error::{FleetError, SourceError};
 use crate::fleet::SharedRateLimiter;
 use crate::fleet::SharedTokenStore;
 use crate::resource::{Origin, SellerId};
@@ -308,7 +308,7 @@ fn a_store_that_keeps_failing_is_warned_about_once_a_minute() {
         }
         let fleet = layer.core().shared.as_ref().unwrap();
         let fleet = fleet.as_any().downcast_ref::<FleetState>().unwrap();
-        let warnings = || fleet.health().warnings;
+        let warnings = || fleet.health.warnings();
         assert_eq!(store.calls.load(Ordering::SeqCst), 8);
         assert_eq!(warnings(), 1);
         // A minute after the first warning, the next failure warns again.
