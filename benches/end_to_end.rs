@@ -89,68 +89,6 @@ fn workload(n: usize) -> Vec<String> {
         .collect()
 }
 
-/// How the bench was started.
-struct Mode {
-    quick: bool,
-    /// `cargo bench` (with `--bench`), as opposed to cargo test running the target.
-    bench: bool,
-    /// Whether a filter on the command line leaves this bench out.
-    filtered_out: bool,
-}
-
-impl Mode {
-    fn from_args() -> Mode {
-        let args: Vec<String> = std::env::args().skip(1).collect();
-        // Criterion's options that take a value: their value is not a filter.
-        const WITH_VALUE: [&str; 16] = [
-            "--save-baseline",
-            "--baseline",
-            "--baseline-lenient",
-            "--load-baseline",
-            "--sample-size",
-            "--warm-up-time",
-            "--measurement-time",
-            "--nresamples",
-            "--noise-threshold",
-            "--confidence-level",
-            "--significance-level",
-            "--profile-time",
-            "--color",
-            "--format",
-            "--output-format",
-            "--plotting-backend",
-        ];
-        let mut filters = Vec::new();
-        let mut skip_next = false;
-        for arg in &args {
-            if skip_next {
-                skip_next = false;
-            } else if WITH_VALUE.contains(&arg.as_str()) {
-                skip_next = true;
-            } else if !arg.starts_with('-') {
-                filters.push(arg.clone());
-            }
-        }
-        let exact = args.iter().any(|a| a == "--exact");
-        let ids = STRATEGIES.map(|s| format!("end_to_end/{s}"));
-        let matches = |filter: &str| {
-            ids.iter().any(|id| {
-                if exact {
-                    id == filter
-                } else {
-                    regex::Regex::new(filter)
-                        .map_or_else(|_| id.contains(filter), |re| re.is_match(id))
-                }
-            })
-        };
-        Mode {
-            quick: support::quick(),
-            bench: args.iter().any(|a| a == "--bench"),
-            filtered_out: !filters.is_empty() && !filters.iter().any(|f| matches(f)),
-        }
-    }
-}
-
 /// What one strategy did, from the emulator's counters.
 struct Outcome {
     strategy: &'static str,
@@ -337,7 +275,7 @@ async fn layered(paths: &[String], strategy: Strategy, name: &'static str) -> Ou
 }
 
 fn main() {
-    let mode = Mode::from_args();
+    let mode = support::Mode::from_args(&STRATEGIES.map(|s| format!("end_to_end/{s}")));
     if mode.filtered_out {
         return;
     }

@@ -182,3 +182,66 @@ pub(crate) fn quick() -> bool {
 pub(crate) fn calls() -> Arc<AtomicUsize> {
     Arc::new(AtomicUsize::new(0))
 }
+
+/// How a bench that is not a criterion benchmark (it counts calls and wall time on the emulator)
+/// was started.
+pub(crate) struct Mode {
+    pub(crate) quick: bool,
+    /// `cargo bench` (with `--bench`), as opposed to cargo test running the target.
+    pub(crate) bench: bool,
+    /// Whether a filter on the command line leaves this bench out.
+    pub(crate) filtered_out: bool,
+}
+
+impl Mode {
+    /// From the command line, for a bench whose ids are `ids`.
+    pub(crate) fn from_args(ids: &[String]) -> Mode {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        // Criterion's options that take a value: their value is not a filter.
+        const WITH_VALUE: [&str; 16] = [
+            "--save-baseline",
+            "--baseline",
+            "--baseline-lenient",
+            "--load-baseline",
+            "--sample-size",
+            "--warm-up-time",
+            "--measurement-time",
+            "--nresamples",
+            "--noise-threshold",
+            "--confidence-level",
+            "--significance-level",
+            "--profile-time",
+            "--color",
+            "--format",
+            "--output-format",
+            "--plotting-backend",
+        ];
+        let mut filters = Vec::new();
+        let mut skip_next = false;
+        for arg in &args {
+            if skip_next {
+                skip_next = false;
+            } else if WITH_VALUE.contains(&arg.as_str()) {
+                skip_next = true;
+            } else if !arg.starts_with('-') {
+                filters.push(arg.clone());
+            }
+        }
+        let exact = args.iter().any(|a| a == "--exact");
+        let matches = |filter: &str| {
+            ids.iter().any(|id| {
+                if exact {
+                    id == filter
+                } else {
+                    regex::Regex::new(filter)
+                        .map_or_else(|_| id.contains(filter), |re| re.is_match(id))
+                }
+            })
+        };
+        Mode {
+            quick: quick(),
+            bench: args.iter().any(|a| a == "--bench"),
+            filtered_out: !filters.is_empty() && !filters.iter().any(|f| matches(f)),
+        }
+    }
+}

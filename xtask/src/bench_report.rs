@@ -790,7 +790,116 @@ fn targets(r: &Results, extra: &Value) -> Vec<Row> {
 
     // 7. end_to_end
     rows.push(end_to_end(r, &extra["end_to_end"]));
+
+    // 8. fleet_pacing
+    rows.push(fleet_pacing(r, &extra["fleet_pacing"]));
     rows
+}
+
+/// Whether `figures`, left by a bench that is no criterion benchmark, belong to this table: of
+/// its mode, written within [`RUN_SPAN`] of its newest result. `Err` with what the row shows
+/// instead.
+fn from_this_run(r: &Results, figures: &Value) -> Result<(), String> {
+    let mode = match figures["mode"].as_str() {
+        Some("quick") => Mode::Quick,
+        Some("full") => Mode::Full,
+        _ => return Err("not run".to_owned()),
+    };
+    let newest = r.measures.values().map(|m| m.written).max();
+    let written = figures["written_unix"]
+        .as_u64()
+        .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s));
+    let same_run = match (newest, written) {
+        (Some(newest), Some(written)) => {
+            let apart = newest
+                .duration_since(written)
+                .or_else(|_| written.duration_since(newest))
+                .unwrap_or_default();
+            apart <= RUN_SPAN
+        }
+        _ => false,
+    };
+    if mode != r.mode || !same_run {
+        return Err(format!(
+            "not run in this run (figures of a {} run set aside)",
+            if mode == Mode::Quick { "quick" } else { "full" }
+        ));
+    }
+    Ok(())
+}
+
+/// `fleet_pacing`: 3 replicas × 8 workers at 5× a plan, per-process buckets against buckets
+/// shared through Redis: 429s, wall time against the plan's minimum, and the spread of the
+/// workers' mean waits. The counts are judged in a quick run too; the wall time in a full one.
+fn fleet_pacing(r: &Results, figures: &Value) -> Row {
+    let target = "fleet: 0 × 429; wall time ≤ 1.05× the plan's minimum, (n − burst) ÷ rate";
+    let (Some(n), Some(rate), Some(burst), Some(minimum_ms)) = (
+        figures["calls"].as_u64(),
+        figures["rate_per_s"].as_f64(),
+        figures["burst"].as_u64(),
+        figures["minimum_ms"].as_f64(),
+    ) else {
+        return not_run("fleet_pacing", target);
+    };
+    let bench = format!(
+        "fleet_pacing: {} replicas × {} workers, {n} calls at {}× a plan ({rate}/s, burst {burst}) on the emulator",
+        figures["replicas"].as_u64().unwrap_or(0),
+        figures["workers"].as_u64().unwrap_or(0),
+        figures["offered"].as_f64().unwrap_or(f64::NAN),
+    );
+    if let Err(shown) = from_this_run(r, figures) {
+        return Row {
+            measured: shown,
+            ..not_run(&bench, target)
+        };
+    }
+    let describe = |who: &str| -> Option<(String, u64, u64, f64)> {
+        let s = &figures["strategies"][who];
+        let (throttled, failed, ms) = (
+            s["throttled"].as_u64()?,
+            s["failed"].as_u64()?,
+            s["wall_ms"].as_f64()?,
+        );
+        let waits: Vec<f64> = s["worker_wait_ms"]
+            .as_array()?
+            .iter()
+            .filter_map(Value::as_f64)
+            .collect();
+        let lo = waits.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = waits.iter().copied().fold(0.0, f64::max);
+        Some((
+            format!(
+                "{throttled} × 429, {failed} failed, {}, workers' mean wait {}–{}",
+                wall(ms),
+                wall(lo),
+                wall(hi)
+            ),
+            throttled,
+            failed,
+            ms,
+        ))
+    };
+    let (Some(peers), Some(fleet)) = (describe("per_process"), describe("fleet")) else {
+        return not_run(&bench, target);
+    };
+    let ratio = fleet.3 / minimum_ms;
+    let counts = Verdict::of(fleet.1 == 0 && fleet.2 == 0);
+    let met = match r.mode {
+        Mode::Full => Verdict::both(counts, "429s", Verdict::of(ratio <= 1.05), "wall time"),
+        Mode::Quick => counts,
+    };
+    Row {
+        bench,
+        measured: format!("fleet: {}", fleet.0),
+        baseline: format!(
+            "per-process buckets: {}; minimum {}",
+            peers.0,
+            wall(minimum_ms)
+        ),
+        ratio: format!("{ratio:.3}× the minimum; 429s {} → {}", peers.1, fleet.1),
+        target: target.into(),
+        met,
+    }
 }
 
 /// A wall time in milliseconds, in seconds from 1 s up.
@@ -823,31 +932,9 @@ fn end_to_end(r: &Results, figures: &Value) -> Row {
         figures["token_rate_per_s"].as_f64().unwrap_or(f64::NAN),
         figures["token_burst"].as_u64().unwrap_or(0)
     );
-    let mode = match figures["mode"].as_str() {
-        Some("quick") => Mode::Quick,
-        Some("full") => Mode::Full,
-        _ => return not_run(&bench, target),
-    };
-    let newest = r.measures.values().map(|m| m.written).max();
-    let written = figures["written_unix"]
-        .as_u64()
-        .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s));
-    let same_run = match (newest, written) {
-        (Some(newest), Some(written)) => {
-            let apart = newest
-                .duration_since(written)
-                .or_else(|_| written.duration_since(newest))
-                .unwrap_or_default();
-            apart <= RUN_SPAN
-        }
-        _ => false,
-    };
-    if mode != r.mode || !same_run {
+    if let Err(shown) = from_this_run(r, figures) {
         return Row {
-            measured: format!(
-                "not run in this run (figures of a {} run set aside)",
-                if mode == Mode::Quick { "quick" } else { "full" }
-            ),
+            measured: shown,
             ..not_run(&bench, target)
         };
     }
