@@ -25,9 +25,44 @@ use crate::time;
 pub(super) struct BucketKey {
     pub(super) seller: Option<SellerId>,
     /// `None` for a request with a relative URI.
-    pub(super) origin: Option<Authority>,
+    pub(super) origin: Option<Host>,
     pub(super) operation: PlanId,
 }
+
+/// An origin's authority in lower case, compared and hashed as plain bytes: `Authority`'s own
+/// `Hash` and `Eq` ignore case byte by byte, which costs more than the rest of a bucket lookup.
+#[derive(Clone, Debug)]
+pub(super) struct Host(Authority);
+
+impl Host {
+    /// `authority`, lowered when it has a capital letter (never, for the hosts SP-API clients use).
+    pub(super) fn of(authority: &Authority) -> Host {
+        let text = authority.as_str();
+        if !text.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Host(authority.clone());
+        }
+        // A lowered authority is still an authority; keep the original should that ever fail.
+        Host(Authority::try_from(text.to_ascii_lowercase()).unwrap_or_else(|_| authority.clone()))
+    }
+
+    pub(super) fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl std::hash::Hash for Host {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.as_str().hash(state);
+    }
+}
+
+impl PartialEq for Host {
+    fn eq(&self, other: &Host) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+impl Eq for Host {}
 
 /// What a request is allowed of a bucket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -251,7 +286,9 @@ mod tests {
     fn key(seller: &str) -> BucketKey {
         BucketKey {
             seller: Some(SellerId::new(seller)),
-            origin: Some(Authority::from_static("sellingpartnerapi-na.amazon.com")),
+            origin: Some(Host::of(&Authority::from_static(
+                "sellingpartnerapi-na.amazon.com",
+            ))),
             operation: PlanId::at(7),
         }
     }
@@ -367,6 +404,19 @@ mod tests {
         let next = at(buckets.take(&key("a"), plan, Priority::Urgent, now, NO_LIMIT, 1));
         let after = at(buckets.take(&key("a"), plan, Priority::Urgent, now, NO_LIMIT, 1));
         assert_eq!(after - next, Duration::from_secs(4));
+    }
+
+    #[test]
+    fn an_origin_is_one_bucket_whatever_its_case() {
+        let lower = Host::of(&Authority::from_static("sellingpartnerapi-na.amazon.com"));
+        let upper = Host::of(&Authority::from_static("SellingPartnerAPI-NA.amazon.com"));
+        assert_eq!(lower, upper);
+        let state = RandomState::default();
+        assert_eq!(
+            std::hash::BuildHasher::hash_one(&state, &lower),
+            std::hash::BuildHasher::hash_one(&state, &upper)
+        );
+        assert_eq!(upper.as_str(), "sellingpartnerapi-na.amazon.com");
     }
 
     #[tokio::test(start_paused = true)]

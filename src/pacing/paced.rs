@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::{Extensions, HeaderMap, Method, StatusCode, Uri};
 use tokio::time::Instant;
 
-use super::bucket::{BucketKey, Buckets, Priority, Slot};
+use super::bucket::{BucketKey, Buckets, Host, Priority, Slot};
 use super::layer::{FleetBuckets, Shared, UnknownOperations};
 use super::rate;
 use crate::catalog::{PlanId, UsagePlan};
@@ -99,6 +99,7 @@ impl Paced {
             .classify(method, uri.path())
             .map(|(id, op)| (id, op.plan()));
         let (operation, plan) = match (operation, shared.unknown) {
+            (Some((id, plan)), _) if shared.overrides.is_empty() => (id, plan),
             (Some((id, plan)), _) => (id, shared.overrides.get(&id).copied().or(plan)),
             (None, UnknownOperations::DefaultPlan) => (PlanId::UNKNOWN, None),
             (None, UnknownOperations::PassThrough) => return None,
@@ -106,7 +107,7 @@ impl Paced {
         Some(Paced {
             key: BucketKey {
                 seller: extensions.get::<SellerId>().cloned(),
-                origin: uri.authority().cloned(),
+                origin: uri.authority().map(Host::of),
                 operation,
             },
             plan: plan.unwrap_or(UsagePlan::CONSERVATIVE_DEFAULT),
@@ -128,7 +129,8 @@ impl Paced {
         mut request: W::Request,
     ) -> Result<W::Response, W::Error> {
         let counters = &shared.counters;
-        let start = Instant::now();
+        // When the request came, read at its first slot (one clock read fewer on the warm path).
+        let mut start = None;
         let mut retries_left = shared.retries;
         let mut throttled: Option<W::Response> = None;
         let mut report = PacingReport {
@@ -143,7 +145,7 @@ impl Paced {
             response
         };
         loop {
-            match self.wait_for_slot(&shared, start).await {
+            match self.wait_for_slot(&shared, &mut start).await {
                 Ok(waited) => report.waited = report.waited.saturating_add(waited),
                 Err(wait) => {
                     // After a 429, the answer Amazon gave says more than a wait that is too long.
@@ -192,13 +194,18 @@ impl Paced {
     }
 
     /// Takes a slot and waits for it: how long it waited, or `Err` with the wait when it would
-    /// pass `max_wait` counted from `start`. With every bucket busy, the request goes at once,
-    /// unpaced.
-    async fn wait_for_slot(&self, shared: &Shared, start: Instant) -> Result<Duration, Duration> {
+    /// pass `max_wait` counted from `start` (set to now on the first call). With every bucket
+    /// busy, the request goes at once, unpaced.
+    async fn wait_for_slot(
+        &self,
+        shared: &Shared,
+        start: &mut Option<Instant>,
+    ) -> Result<Duration, Duration> {
         let counters = &shared.counters;
         let mut slept = Duration::ZERO;
         loop {
             let now = Instant::now();
+            let start = *start.get_or_insert(now);
             let waited = now.saturating_duration_since(start);
             let left = shared.max_wait.saturating_sub(waited);
             let slot = match &shared.fleet {
