@@ -4,6 +4,8 @@
 //! One group, each contender building the same getOrderItems request inside the iteration:
 //! - `bare`: the inner service alone, driven through `poll_ready`, `call` and one poll;
 //! - `layer`: `PacingLayer` over it, a plan so generous that no request ever waits;
+//! - `layer_without_retries`: the same with `retries(0)`, which makes no copy of the request for a
+//!   retry after a 429: what that copy costs;
 //! - `governor_check_and_classify`: the reference, not a service: `UsagePlans::classify` of the
 //!   request plus one governor `check_key` on one key, the least a pacing layer must do.
 //!
@@ -45,10 +47,21 @@ fn pacing(c: &mut Criterion) {
         )
         .build()
         .unwrap();
+    let no_retries = PacingLayer::builder()
+        .plan(
+            "Orders v0",
+            "getOrderItems",
+            UsagePlan::new(1e9, u32::MAX).unwrap(),
+        )
+        .retries(0)
+        .build()
+        .unwrap();
     let mut bare = inner();
     let mut paced = layer.layer(inner());
+    let mut paced_once = no_retries.layer(inner());
     // The warm path: the bucket exists, and no request waits.
     drive(&mut paced, request());
+    drive(&mut paced_once, request());
     assert_eq!(layer.stats().waited, 0);
 
     let plans = UsagePlans::amazon();
@@ -62,6 +75,9 @@ fn pacing(c: &mut Criterion) {
     });
     group.bench_function("layer", |b| {
         b.iter(|| black_box(drive(&mut paced, black_box(request()))))
+    });
+    group.bench_function("layer_without_retries", |b| {
+        b.iter(|| black_box(drive(&mut paced_once, black_box(request()))))
     });
     group.bench_function("governor_check_and_classify", |b| {
         b.iter(|| {
