@@ -40,9 +40,19 @@ CONFIG FILE (--config FILE, TOML; flags given on the command line win; unknown k
   [client_auth]  allow_networks = [\"10.0.0.0/8\"]
   [sellers.<NAME>]  region = \"na\"  (or upstream = \"https://...\"); token in SPAPI_REFRESH_TOKEN_<NAME>
   [fleet]  redis_url = \"redis://127.0.0.1:6379/0\"   key_prefix = \"spapi-rdt\"   cluster = false
-           ca_file = \"/etc/ssl/redis-ca.pem\"
+           ca_file = \"/etc/ssl/redis-ca.pem\"   replicas = 3
   [reports]  remember = 10000   remember_secs = 86400   (restricted report documents kept)
              document_tokens_per_minute = 12   document_token_burst = 5   (per seller)
+  [usage_plans]  enabled = true   max_wait_secs = 60
+  [usage_plans.plans]  \"Orders v0 getOrder\" = { rate = 0.5, burst = 30 }   (flags win)
+
+USAGE PLANS (on by default; --no-usage-plans turns them off):
+  Each call of an operation of Amazon's models is held, per seller and operation, until its usage
+  plan (rate and burst, from the models or --usage-plan, then the x-amzn-RateLimit-Limit Amazon
+  states) lets it go, so a client that knows nothing of quotas does not meet 429s. Two requests of
+  each burst are kept in reserve. A call that would wait longer than --usage-plan-max-wait gets 429
+  QuotaExceeded with Retry-After at once and is not sent. A 429 from Amazon empties the bucket and a
+  call without a body is sent again (twice at most). Paths of no known operation pass untouched.
 
 OPERATIONS (outside the SP-API path space, no client authentication; on --listen, to the allowed
 networks, or on --ops-listen alone, to anyone who reaches that address):
@@ -138,6 +148,12 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     pub(crate) redis_ca_file: Option<std::path::PathBuf>,
 
+    /// Fleet mode: how many replicas share the fleet. The replicas share each usage-plan bucket
+    /// through Redis; when Redis fails, each paces alone at this share of every plan, so that
+    /// together they stay under it. Default 1 (alone, a replica then paces at the whole plan).
+    #[arg(long, value_name = "N")]
+    pub(crate) fleet_replicas: Option<u32>,
+
     /// Forward calls of the Tokens API (createRestrictedDataToken) from clients. Off by default: a
     /// client then never receives a token, and the seller's token quota is the proxy's alone.
     #[arg(long)]
@@ -176,6 +192,26 @@ pub struct Args {
     /// limit (`ulimit -n`) minus the upstream connections. Default 512.
     #[arg(long, value_name = "N")]
     pub(crate) max_connections: Option<usize>,
+
+    /// Send every call to Amazon as it comes: do not hold calls to keep each operation under its
+    /// usage plan (for a client that paces itself, or a load test against a server without
+    /// plans). Config: `usage_plans.enabled = false`.
+    #[arg(long)]
+    pub(crate) no_usage_plans: bool,
+
+    /// Seconds a call may wait for its usage plan to let it go; a call that would wait longer is
+    /// answered 429 with Retry-After at once, and nothing is sent. 1 to 86400; default 60 (one
+    /// interval of the one-a-minute plans, such as getOrders). Keep it under the clients' own
+    /// timeout. Config: `usage_plans.max_wait_secs`.
+    #[arg(long, value_name = "SECONDS")]
+    pub(crate) usage_plan_max_wait: Option<u64>,
+
+    /// Pace an operation by this plan instead of its model's, e.g. "Orders v0 getOrder=0.5/30"
+    /// (API and operationId as in the models, requests a second, burst), for a plan Amazon raised
+    /// for this application (repeatable). Wins over the same operation in the config file's
+    /// `[usage_plans.plans]`. A rate Amazon states in x-amzn-RateLimit-Limit still wins over it.
+    #[arg(long = "usage-plan", value_name = "OPERATION=RATE/BURST")]
+    pub(crate) usage_plans: Vec<String>,
 
     /// How many report-document tokens a seller's clients may make the proxy fetch each minute
     /// once a burst of 5 is spent (each document needs a token of its own, out of the Tokens API

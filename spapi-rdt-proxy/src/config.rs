@@ -27,12 +27,20 @@
 //! redis_url = "redis://127.0.0.1:6379/0"
 //! key_prefix = "spapi-rdt"
 //! cluster = false                  # true: the URL names one node of a Redis Cluster
+//! replicas = 3                     # replicas sharing it: each paces at 1/3 of a plan if it fails
 //!
 //! [reports]
 //! remember = 10000                 # restricted report documents kept in memory
 //! remember_secs = 86400
 //! document_tokens_per_minute = 12  # per seller, once a burst of document_token_burst is spent
 //! document_token_burst = 5
+//!
+//! [usage_plans]                    # calls held per seller and operation under Amazon's plans
+//! enabled = true                   # false: send every call as it comes (--no-usage-plans)
+//! max_wait_secs = 60               # longer waits get 429 with Retry-After at once
+//!
+//! [usage_plans.plans]              # plans Amazon raised for this application ("API operationId")
+//! "Orders v0 getOrder" = { rate = 0.5, burst = 30 }   # --usage-plan "Orders v0 getOrder=0.5/30"
 //! ```
 
 use std::collections::BTreeMap;
@@ -43,6 +51,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::Deserialize;
+use spapi_rdt::catalog::{UsagePlan, UsagePlans};
+use spapi_rdt::pacing::PacingLayerBuilder;
 use spapi_rdt::{LwaCredentials, Origin, SellerId};
 
 use crate::auth::ClientAuth;
@@ -86,6 +96,8 @@ pub(crate) struct FileConfig {
     fleet: Option<FleetFile>,
     #[serde(default)]
     reports: ReportsFile,
+    #[serde(default)]
+    usage_plans: UsagePlansFile,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -109,6 +121,7 @@ struct FleetFile {
     key_prefix: Option<String>,
     cluster: Option<bool>,
     ca_file: Option<PathBuf>,
+    replicas: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -118,6 +131,25 @@ struct ReportsFile {
     remember_secs: Option<u64>,
     document_tokens_per_minute: Option<u32>,
     document_token_burst: Option<u32>,
+}
+
+/// The `[usage_plans]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsagePlansFile {
+    enabled: Option<bool>,
+    max_wait_secs: Option<u64>,
+    /// Overrides, keyed `"API operationId"`.
+    #[serde(default)]
+    plans: BTreeMap<String, PlanFile>,
+}
+
+/// One override of `[usage_plans.plans]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanFile {
+    rate: f64,
+    burst: u32,
 }
 
 /// Why the proxy cannot start with the settings it was given. The message names the flag, key or
@@ -181,6 +213,8 @@ pub(crate) struct FleetSettings {
     pub(crate) cluster: bool,
     /// The CA certificate (PEM) trusted for a `rediss://` server, read from its file at start.
     pub(crate) ca_pem: Option<Vec<u8>>,
+    /// How many replicas share the fleet: alone, each paces at this share of each usage plan.
+    pub(crate) replicas: u32,
 }
 
 impl fmt::Debug for FleetSettings {
@@ -198,6 +232,114 @@ impl fmt::Debug for FleetSettings {
 pub(crate) struct ReportSettings {
     pub(crate) capacity: usize,
     pub(crate) ttl: Duration,
+}
+
+/// How calls are kept under their operations' usage plans.
+#[derive(Debug, Clone)]
+pub(crate) struct UsagePlanSettings {
+    /// Whether the pacing layer is in the stack at all.
+    pub(crate) enabled: bool,
+    /// The longest a call may wait for its slot.
+    pub(crate) max_wait: Duration,
+    /// Plans that replace the models' ones, at most one per operation.
+    pub(crate) overrides: Vec<PlanOverride>,
+}
+
+/// A plan set by the operator for one operation of the models.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PlanOverride {
+    /// The API, as [`UsagePlans`] names it (`"Orders v0"`).
+    pub(crate) api: &'static str,
+    /// The operationId (`"getOrder"`).
+    pub(crate) operation: &'static str,
+    pub(crate) plan: UsagePlan,
+    /// The flag or key that set it, for error messages.
+    pub(crate) setting: String,
+}
+
+/// The longest wait for a usage plan's slot the pacing layer accepts.
+pub(crate) const MAX_USAGE_PLAN_WAIT_SECS: u64 = 86_400;
+
+/// The default wait for a usage plan's slot: one interval of the one-a-minute plans.
+const DEFAULT_USAGE_PLAN_WAIT_SECS: u64 = 60;
+
+/// Every operation of the models, for naming overrides (and for the metrics' labels).
+pub(crate) static PLANS: std::sync::LazyLock<UsagePlans> =
+    std::sync::LazyLock::new(UsagePlans::amazon);
+
+impl UsagePlanSettings {
+    /// The flags over the `[usage_plans]` table: overrides of both are merged, a flag winning over
+    /// the file for the same operation.
+    fn resolve(args: &Args, file: UsagePlansFile) -> Result<UsagePlanSettings, String> {
+        let max_wait = args
+            .usage_plan_max_wait
+            .or(file.max_wait_secs)
+            .unwrap_or(DEFAULT_USAGE_PLAN_WAIT_SECS);
+        if !(1..=MAX_USAGE_PLAN_WAIT_SECS).contains(&max_wait) {
+            return Err(format!(
+                "--usage-plan-max-wait (config `usage_plans.max_wait_secs`) must be between 1 and \
+                 {MAX_USAGE_PLAN_WAIT_SECS} seconds"
+            ));
+        }
+        let mut overrides: Vec<PlanOverride> = Vec::new();
+        for (name, plan) in &file.plans {
+            let setting = format!("config `usage_plans.plans.\"{name}\"`");
+            overrides.push(PlanOverride::new(name, plan.rate, plan.burst, setting)?);
+        }
+        for value in &args.usage_plans {
+            let setting = format!("--usage-plan \"{value}\"");
+            let parsed = value.rsplit_once('=').and_then(|(name, plan)| {
+                let (rate, burst) = plan.split_once('/')?;
+                Some((
+                    name,
+                    rate.trim().parse::<f64>(),
+                    burst.trim().parse::<u32>(),
+                ))
+            });
+            let (name, rate, burst) = match parsed {
+                Some((name, Ok(rate), Ok(burst))) => (name, rate, burst),
+                _ => {
+                    return Err(format!(
+                        "{setting}: write OPERATION=RATE/BURST, e.g. \"Orders v0 getOrder=0.5/30\" \
+                         (requests a second, and a whole burst of at least 1)"
+                    ));
+                }
+            };
+            let plan = PlanOverride::new(name, rate, burst, setting)?;
+            overrides.retain(|o| (o.api, o.operation) != (plan.api, plan.operation));
+            overrides.push(plan);
+        }
+        Ok(UsagePlanSettings {
+            enabled: !args.no_usage_plans && file.enabled.unwrap_or(true),
+            max_wait: Duration::from_secs(max_wait),
+            overrides,
+        })
+    }
+}
+
+impl PlanOverride {
+    /// Checks that `name` (`"API operationId"`) is an operation of the models and that `rate` and
+    /// `burst` make a plan; an error names `setting`.
+    fn new(name: &str, rate: f64, burst: u32, setting: String) -> Result<PlanOverride, String> {
+        let plans: &'static UsagePlans = &PLANS;
+        let found = name
+            .trim()
+            .rsplit_once(' ')
+            .and_then(|(api, operation)| plans.find(api.trim(), operation));
+        let Some(op) = found else {
+            return Err(format!(
+                "{setting}: names no operation of Amazon's models; give the API and the \
+                 operationId as the models name them, e.g. \"Orders v0 getOrder\""
+            ));
+        };
+        let plan = UsagePlan::new(rate, burst).map_err(|e| format!("{setting}: {e}"))?;
+        Ok(PlanOverride {
+            api: op.api(),
+            operation: op.name(),
+            plan,
+            setting,
+        })
+    }
 }
 
 /// Everything the proxy runs with, checked.
@@ -221,6 +363,8 @@ pub struct Settings {
     pub(crate) reports: ReportSettings,
     /// The per-seller budget of report-document tokens.
     pub(crate) document_tokens: DocumentTokenLimits,
+    /// Pacing by usage plans.
+    pub(crate) usage_plans: UsagePlanSettings,
 }
 
 /// An upper bound for the durations read from outside, so no setting overflows time arithmetic.
@@ -436,6 +580,8 @@ impl Settings {
             );
         }
 
+        let usage_plans = UsagePlanSettings::resolve(args, file.usage_plans)?;
+
         let redis_url = args
             .redis_url
             .clone()
@@ -459,12 +605,23 @@ impl Settings {
                         format!("the Redis CA file {} cannot be read: {e}", path.display())
                     })?),
                 };
+                let replicas = args
+                    .fleet_replicas
+                    .or_else(|| file.fleet.as_ref().and_then(|f| f.replicas))
+                    .unwrap_or(1);
+                if !(1..=PacingLayerBuilder::MAX_REPLICAS).contains(&replicas) {
+                    return Err(format!(
+                        "--fleet-replicas (config `fleet.replicas`) must be from 1 to {}",
+                        PacingLayerBuilder::MAX_REPLICAS
+                    ));
+                }
                 Some(FleetSettings {
                     redis_url,
                     key_hex,
                     key_prefix: file.fleet.and_then(|f| f.key_prefix),
                     cluster,
                     ca_pem,
+                    replicas,
                 })
             }
         };
@@ -483,6 +640,7 @@ impl Settings {
             fleet,
             reports,
             document_tokens,
+            usage_plans,
         })
     }
 

@@ -372,6 +372,7 @@ mod tests {
         let metrics = Arc::new(Metrics::new(
             spapi_rdt::RestrictedDataTokenLayer::new(source),
             documents.clone(),
+            None,
         ));
         ReportDocumentsLayer {
             documents,

@@ -38,6 +38,7 @@ mod reports;
 mod shutdown;
 mod stack;
 mod upstream;
+mod usage_plans;
 
 #[cfg(test)]
 mod tests;

@@ -1,13 +1,16 @@
 //! Prometheus metrics, served at `/metrics` in the OpenMetrics text format.
 //!
-//! The proxy's own: requests by operation and status, upstream latency, client refusals and the
-//! restricted-report learning. The token layer's counters ([`spapi_rdt::Stats`]: cache hits and
-//! misses, token fetches, waits, errors, rate-limit waits, fleet fallbacks) are read from the layer
-//! at each scrape, so they never drift from what the layer says.
+//! The proxy's own: requests by operation and status, upstream latency, client refusals, the
+//! restricted-report learning, and what pacing by usage plans did to each operation (from the
+//! [`PacingReport`] of each answer and the [`PacingError`] of each refusal). The token layer's
+//! counters ([`spapi_rdt::Stats`]: cache hits and misses, token fetches, waits, errors, rate-limit
+//! waits, fleet fallbacks) and the pacing layer's table ([`PacingStats`](spapi_rdt::pacing::PacingStats))
+//! are read from the layers at each scrape, so they never drift from what the layers say.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use http::Method;
 
@@ -19,9 +22,12 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 use spapi_rdt::RestrictedDataTokenLayer;
-use spapi_rdt::catalog::OperationId;
+use spapi_rdt::catalog::{OperationId, PlanId};
+use spapi_rdt::error::PacingError;
 use spapi_rdt::matcher::Matcher;
+use spapi_rdt::pacing::{PacingLayer, PacingReport};
 
+use crate::config::PLANS;
 use crate::connections::Closed;
 use crate::reports::{ReportCall, RestrictedDocuments};
 
@@ -98,6 +104,91 @@ impl fmt::Debug for OperationNames {
     }
 }
 
+/// Labels of a usage-plan metric: an operation of the models, named as
+/// [`UsagePlans`](spapi_rdt::catalog::UsagePlans) names it, so there are at most as many series as
+/// the models have operations. Both values are `&'static` and counting allocates nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct PlanLabels {
+    pub(crate) api: &'static str,
+    pub(crate) operation: &'static str,
+}
+
+impl PlanLabels {
+    /// What a path of no model operation is counted as (paced only if the layer paces those).
+    const OTHER: PlanLabels = PlanLabels {
+        api: "other",
+        operation: "other",
+    };
+
+    /// The labels of the operation a [`PacingReport`] names.
+    fn of(id: Option<PlanId>) -> Self {
+        id.and_then(|id| PLANS.get(id))
+            .map_or(PlanLabels::OTHER, |op| PlanLabels {
+                api: op.api(),
+                operation: op.name(),
+            })
+    }
+
+    /// The labels of the operation a [`PacingError`] names.
+    fn named(api: &str, operation: &str) -> Self {
+        PLANS
+            .find(api, operation)
+            .map_or(PlanLabels::OTHER, |op| PlanLabels {
+                api: op.api(),
+                operation: op.name(),
+            })
+    }
+}
+
+/// What pacing did, by operation.
+#[derive(Debug, Default)]
+pub(crate) struct PlanMetrics {
+    waits: Family<PlanLabels, Counter>,
+    wait_seconds: Family<PlanLabels, Counter<f64, AtomicU64>>,
+    throttled: Family<PlanLabels, Counter>,
+    retries: Family<PlanLabels, Counter>,
+    stated_rate: Family<PlanLabels, Gauge<f64, AtomicU64>>,
+    refused: Family<PlanLabels, Counter>,
+}
+
+impl PlanMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "usage_plan_waits",
+            "Calls held for a slot of their usage plan before going to Amazon, by API and operation",
+            self.waits.clone(),
+        );
+        registry.register_with_unit(
+            "usage_plan_wait",
+            "Time calls were held for their usage plan (before each attempt), by API and operation",
+            Unit::Seconds,
+            self.wait_seconds.clone(),
+        );
+        registry.register(
+            "usage_plan_throttled",
+            "429 answers Amazon gave to paced calls, retried or returned, by API and operation",
+            self.throttled.clone(),
+        );
+        registry.register(
+            "usage_plan_retries",
+            "Paced calls sent again after a 429, by API and operation",
+            self.retries.clone(),
+        );
+        registry.register(
+            "usage_plan_stated_rate",
+            "The last rate (requests a second) Amazon stated in x-amzn-RateLimit-Limit for a paced \
+             call, by API and operation (sellers may differ)",
+            self.stated_rate.clone(),
+        );
+        registry.register(
+            "usage_plan_refused",
+            "Calls the proxy answered 429 without sending because their usage plan would hold \
+             them longer than --usage-plan-max-wait, by API and operation",
+            self.refused.clone(),
+        );
+    }
+}
+
 /// Why a client was turned away.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub(crate) struct RefusalLabels {
@@ -165,10 +256,17 @@ pub(crate) struct Metrics {
     pub(crate) document_tokens_refused: Family<DocumentRefusalLabels, Counter>,
     connections: ConnectionMetrics,
     max_connections: Gauge,
+    plans: PlanMetrics,
 }
 
 impl Metrics {
-    pub(crate) fn new(layer: RestrictedDataTokenLayer, documents: RestrictedDocuments) -> Self {
+    /// The metrics of a proxy with this token layer and report memory; the usage-plan metrics
+    /// only when it paces calls (`pacing`).
+    pub(crate) fn new(
+        layer: RestrictedDataTokenLayer,
+        documents: RestrictedDocuments,
+        pacing: Option<PacingLayer>,
+    ) -> Self {
         let mut registry = Registry::with_prefix("spapi_proxy");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -237,7 +335,15 @@ impl Metrics {
             "Client connections the proxy closed, by reason (header_timeout, idle, age, drain)",
             connections.closed.clone(),
         );
-        registry.register_collector(Box::new(LayerStats { layer, documents }));
+        let plans = PlanMetrics::default();
+        if pacing.is_some() {
+            plans.register(&mut registry);
+        }
+        registry.register_collector(Box::new(LayerStats {
+            layer,
+            documents,
+            pacing,
+        }));
         Metrics {
             registry,
             requests,
@@ -249,7 +355,44 @@ impl Metrics {
             document_tokens_refused,
             connections,
             max_connections,
+            plans,
         }
+    }
+
+    /// Counts what pacing did to one answered call.
+    pub(crate) fn paced(&self, report: &PacingReport) {
+        let labels = PlanLabels::of(report.operation);
+        let plans = &self.plans;
+        if !report.waited.is_zero() {
+            plans.waits.get_or_create(&labels).inc();
+            plans
+                .wait_seconds
+                .get_or_create(&labels)
+                .inc_by(report.waited.as_secs_f64());
+        }
+        if report.throttled > 0 {
+            plans
+                .throttled
+                .get_or_create(&labels)
+                .inc_by(u64::from(report.throttled));
+        }
+        if report.retries > 0 {
+            plans
+                .retries
+                .get_or_create(&labels)
+                .inc_by(u64::from(report.retries));
+        }
+        if let Some(rate) = report.stated_rate {
+            plans.stated_rate.get_or_create(&labels).set(rate);
+        }
+    }
+
+    /// Counts a call refused because its usage plan would hold it too long.
+    pub(crate) fn refused_by_plan(&self, error: &PacingError) {
+        self.plans
+            .refused
+            .get_or_create(&PlanLabels::named(error.api(), error.operation()))
+            .inc();
     }
 
     /// The connection metrics, for a listener that admits at most `max_connections`.
@@ -267,10 +410,11 @@ impl Metrics {
     }
 }
 
-/// Reads the layer's counters at each scrape.
+/// Reads the layers' counters at each scrape.
 struct LayerStats {
     layer: RestrictedDataTokenLayer,
     documents: RestrictedDocuments,
+    pacing: Option<PacingLayer>,
 }
 
 impl fmt::Debug for LayerStats {
@@ -375,6 +519,44 @@ impl Collector for LayerStats {
             remembered.metric_type(),
         )?;
         remembered.encode(metric)?;
+        if let Some(pacing) = &self.pacing {
+            let stats = pacing.stats();
+            let unpaced = ConstCounter::new(stats.unpaced);
+            let metric = encoder.encode_descriptor(
+                "usage_plan_unpaced",
+                "Calls sent without pacing because every usage-plan bucket the proxy may keep was \
+                 busy",
+                None,
+                unpaced.metric_type(),
+            )?;
+            unpaced.encode(metric)?;
+            let buckets = ConstGauge::new(i64::try_from(stats.buckets).unwrap_or(i64::MAX));
+            let metric = encoder.encode_descriptor(
+                "usage_plan_buckets",
+                "Usage-plan buckets kept: one per seller, upstream and operation called lately",
+                None,
+                buckets.metric_type(),
+            )?;
+            buckets.encode(metric)?;
+            let fallbacks = ConstCounter::new(stats.fleet_fallbacks);
+            let metric = encoder.encode_descriptor(
+                "usage_plan_fleet_fallbacks",
+                "Fleet mode: calls paced at this replica's share of their plan because the shared \
+                 usage-plan buckets failed",
+                None,
+                fallbacks.metric_type(),
+            )?;
+            fallbacks.encode(metric)?;
+            let alone = ConstGauge::new(i64::from(stats.fleet_alone));
+            let metric = encoder.encode_descriptor(
+                "usage_plan_fleet_alone",
+                "Fleet mode: 1 while this replica paces alone at its share because the shared \
+                 usage-plan buckets failed",
+                None,
+                alone.metric_type(),
+            )?;
+            alone.encode(metric)?;
+        }
         Ok(())
     }
 }

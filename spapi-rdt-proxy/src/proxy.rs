@@ -18,8 +18,9 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName};
 use http::{Extensions, Method, Request, Response, StatusCode, Uri, Version};
 use spapi_rdt::control::ReportPolicy;
-use spapi_rdt::error::RedisFleetError;
+use spapi_rdt::error::{BuildError, PacingError, RedisFleetError};
 use spapi_rdt::fleet::{EncryptionKey, RedisFleet};
+use spapi_rdt::pacing::{PacingLayer, PacingReport};
 use spapi_rdt::recover::RecoverStaleToken;
 use spapi_rdt::{
     BoxError, Origin, RestrictedDataTokenLayer, RestrictedDataTokenService, SellerId,
@@ -29,7 +30,7 @@ use tower_layer::Layer as _;
 use tower_service::Service;
 
 use crate::auth::ClientAuth;
-use crate::config::Settings;
+use crate::config::{PLANS, Settings};
 use crate::document_budget::DocumentBudget;
 use crate::documents::{ClientMarked, ReportDocuments, ReportDocumentsLayer};
 use crate::failure::{Failure, ResponseBody};
@@ -41,6 +42,7 @@ use crate::stack::{
     RequireClientLayer,
 };
 use crate::upstream::{self, LwaSent, Upstream, strip_hop_by_hop};
+use crate::usage_plans::MaybePaced;
 
 /// Names the seller a request is for (removed before forwarding).
 /// The methods SP-API's operations use; the proxy forwards no other.
@@ -80,8 +82,9 @@ pub(crate) const SELLER_HEADER: HeaderName = HeaderName::from_static("x-spapi-se
 pub(crate) const RESTRICTED_REPORT_HEADER: HeaderName =
     HeaderName::from_static("x-spapi-restricted-report");
 
-/// The token stack requests go through: stale-token recovery, the RDT layer, the upstream.
-type Stack = ReportDocuments<RecoverStaleToken<RestrictedDataTokenService<Upstream>>>;
+/// The token stack requests go through: the report-document policy, stale-token recovery, the RDT
+/// layer, pacing by usage plans, the upstream.
+type Stack = ReportDocuments<RecoverStaleToken<RestrictedDataTokenService<MaybePaced<Upstream>>>>;
 
 /// The proxy's whole service: the [`stack`](crate::stack) over the forwarding service.
 type Served = RequireClient<OpsEndpoints<RequireClient<CountRequests<Forward>>>>;
@@ -111,6 +114,9 @@ struct AppInner {
     /// For tests that read the layer's statistics.
     #[cfg(test)]
     layer: RestrictedDataTokenLayer,
+    /// For tests that read the pacing layer's statistics.
+    #[cfg(test)]
+    pacing: Option<PacingLayer>,
     stack: Stack,
     auth: ClientAuth,
     allow_tokens_api: bool,
@@ -163,19 +169,66 @@ impl App {
         };
         let layer = builder.build()?;
 
+        // Usage plans: the one place the pacing layer is built; in fleet mode the replicas share
+        // its buckets through the fleet's Redis.
+        let pacing = if settings.usage_plans.enabled {
+            let plans = &settings.usage_plans;
+            let mut builder = PacingLayer::builder().max_wait(plans.max_wait);
+            if let (Some(redis), Some(fleet)) = (&fleet, &settings.fleet) {
+                builder = builder.fleet(redis, fleet.replicas);
+            }
+            for o in &plans.overrides {
+                builder = builder.plan(o.api, o.operation, o.plan);
+            }
+            // The settings were checked against the same rules already; should the layer refuse
+            // one all the same, the error names the flag or key, not the builder's method.
+            let pacing = builder.build().map_err(|e| match e {
+                BuildError::Setting { name: "plan", .. } => {
+                    let unknown = plans
+                        .overrides
+                        .iter()
+                        .filter(|o| PLANS.find(o.api, o.operation).is_none())
+                        .map(|o| o.setting.as_str())
+                        .collect::<Vec<_>>();
+                    format!("{}: {e}", unknown.join(", "))
+                }
+                BuildError::Setting {
+                    name: "max_wait", ..
+                } => format!("--usage-plan-max-wait (config `usage_plans.max_wait_secs`): {e}"),
+                e => format!("usage plans: {e}"),
+            })?;
+            Some(pacing)
+        } else {
+            None
+        };
+
         let documents = RestrictedDocuments::new(settings.reports);
-        let metrics = Arc::new(Metrics::new(layer.clone(), documents.clone()));
+        let metrics = Arc::new(Metrics::new(
+            layer.clone(),
+            documents.clone(),
+            pacing.clone(),
+        ));
         let service = Upstream {
             http,
             source: source.clone(),
             metrics: Arc::clone(&metrics),
+        };
+        // Pacing goes below the token layer, nearest the wire. A call takes its slot once it has
+        // its token and is about to leave, so a slow token fetch never spends a slot (nor sends a
+        // burst late); each resend of the recovery layer above (a 403 retried with a new token)
+        // is a call Amazon counts, and is paced as one; and the request it holds is the
+        // `reqwest::Body` request the proxy built, whose empty body can be sent again after a 429
+        // (a streamed body cannot: that 429 goes back to the client as Amazon sent it).
+        let upstream = match &pacing {
+            Some(pacing) => MaybePaced::Paced(pacing.layer(service)),
+            None => MaybePaced::Direct(service),
         };
         let stack = ReportDocumentsLayer {
             documents: documents.clone(),
             budget: Arc::new(DocumentBudget::new(settings.document_tokens)),
             metrics: Arc::clone(&metrics),
         }
-        .layer(layer.recover_stale_tokens().layer(layer.layer(service)));
+        .layer(layer.recover_stale_tokens().layer(layer.layer(upstream)));
         let ops = Arc::new(Ops {
             readiness: Arc::new(Readiness::new(
                 source.clone(),
@@ -206,6 +259,8 @@ impl App {
             source,
             #[cfg(test)]
             layer,
+            #[cfg(test)]
+            pacing,
             stack,
             auth: settings.client_auth.clone(),
             allow_tokens_api: settings.allow_tokens_api,
@@ -263,6 +318,12 @@ impl App {
     #[cfg(test)]
     pub(crate) fn layer(&self) -> &RestrictedDataTokenLayer {
         &self.inner.layer
+    }
+
+    /// The pacing layer (its statistics), unless usage plans are off.
+    #[cfg(test)]
+    pub(crate) fn pacing(&self) -> Option<&PacingLayer> {
+        self.inner.pacing.as_ref()
     }
 
     /// Whether a connection from `peer` may send requests at all (its network is allowed).
@@ -449,7 +510,20 @@ impl AppInner {
         futures_util::future::poll_fn(|cx| stack.poll_ready(cx))
             .await
             .map_err(Failure::upstream)?;
-        stack.call(request).await.map_err(Failure::upstream)
+        match stack.call(request).await {
+            Ok(response) => {
+                if let Some(report) = response.extensions().get::<PacingReport>() {
+                    self.metrics.paced(report);
+                }
+                Ok(response)
+            }
+            Err(error) => {
+                if let Some(refused) = error.downcast_ref::<PacingError>() {
+                    self.metrics.refused_by_plan(refused);
+                }
+                Err(Failure::upstream(error))
+            }
+        }
     }
 
     fn seller(&self, headers: &HeaderMap) -> Result<SellerId, Failure> {

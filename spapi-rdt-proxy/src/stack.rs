@@ -8,7 +8,9 @@
 //! 3. [`RequireClient`] with [`Check::Secret`]: the bearer secret, when one is set;
 //! 4. [`CountRequests`]: the `requests` metric, by operation and status;
 //! 5. the forwarding service ([`App`](crate::App)'s): the seller, the upstream URI and the LWA
-//!    token, over the report-document layer ([`documents`](crate::documents)) and the token stack.
+//!    token, over the report-document layer ([`documents`](crate::documents)) and the token stack:
+//!    stale-token recovery, the RDT layer, then pacing by usage plans
+//!    ([`usage_plans`](crate::usage_plans), on by default) nearest the upstream client.
 //!
 //! Every layer answers `Infallible`: a failure is an HTTP answer. The common path (a request
 //! forwarded) allocates nothing in these layers; only the operations endpoints box their future.
@@ -330,7 +332,7 @@ mod tests {
             capacity: 1,
             ttl: std::time::Duration::from_secs(1),
         });
-        Arc::new(Metrics::new(layer, documents))
+        Arc::new(Metrics::new(layer, documents, None))
     }
 
     #[tokio::test]

@@ -589,7 +589,14 @@ async fn revoked_tokens_are_replaced() {
 async fn refused_calls_cost_one_lwa_call_a_refusal_period_and_lwa_refusals_are_remembered() {
     use spapi_rdt_emulator::{CannedReply, Endpoint, Fault};
     let emulator = emulator().await;
-    let proxy = proxy_to(&emulator).await;
+    // 20 calls of an operation with a burst of 15: pacing would hold the last ones a minute each.
+    let proxy = Running::start(settings_to(
+        &emulator.origin(),
+        &emulator,
+        &["--no-usage-plans"],
+        &[],
+    ))
+    .await;
     let participations = "/sellers/v1/marketplaceParticipations";
     let lwa_calls = || emulator.requests(Endpoint::Lwa).len();
 
@@ -1075,6 +1082,7 @@ async fn fleet_mode_with_its_store_down_serves_alone_and_says_so() {
         key_prefix: None,
         cluster: false,
         ca_pem: None,
+        replicas: 1,
     });
     let refused = App::new(&bad).err().unwrap().to_string();
     assert!(refused.contains("SPAPI_RDT_FLEET_KEY"), "{refused}");
@@ -1173,6 +1181,7 @@ async fn two_sidecars_in_fleet_mode_share_one_token() {
             key_prefix: Some(redis.prefix().to_owned()),
             cluster: false,
             ca_pem: None,
+            replicas: 2,
         });
         settings
     };
@@ -1424,6 +1433,40 @@ async fn ops_endpoints_on_their_own_address_answer_probes_from_any_network_and_n
 }
 
 #[test]
+fn fleet_replicas_come_from_the_flag_or_the_file_within_bounds() {
+    let fleet_vars = || {
+        let mut vars = app_vars();
+        vars.push(("SPAPI_RDT_FLEET_KEY".to_owned(), "5a".repeat(32)));
+        vars
+    };
+    let redis = ["--region", "eu", "--redis-url", "redis://127.0.0.1:6379/0"];
+    let with = |extra: &[&str]| {
+        let args: Vec<&str> = redis.iter().chain(extra).copied().collect();
+        settings(&args, fleet_vars())
+    };
+    assert_eq!(with(&[]).unwrap().fleet.unwrap().replicas, 1);
+    assert_eq!(
+        with(&["--fleet-replicas", "3"])
+            .unwrap()
+            .fleet
+            .unwrap()
+            .replicas,
+        3
+    );
+    for bad in ["0", "1025"] {
+        let error = with(&["--fleet-replicas", bad]).unwrap_err();
+        assert!(error.contains("--fleet-replicas"), "{error}");
+    }
+    let file = FileConfig::parse(
+        "region = \"eu\"\n[fleet]\nredis_url = \"redis://127.0.0.1:6379/0\"\nreplicas = 4",
+        "t",
+    )
+    .unwrap();
+    let settings = Settings::resolve(&Args::default(), file, fleet_vars()).unwrap();
+    assert_eq!(settings.fleet.unwrap().replicas, 4);
+}
+
+#[test]
 fn the_ops_address_is_not_the_client_address() {
     let error = settings(
         &[
@@ -1583,6 +1626,12 @@ fn help_is_the_whole_manual() {
         "SIGTERM",
         "[sellers.<NAME>]",
         "[fleet]",
+        "--no-usage-plans",
+        "--usage-plan-max-wait",
+        "--usage-plan <OPERATION=RATE/BURST>",
+        "[usage_plans]",
+        "[usage_plans.plans]",
+        "USAGE PLANS",
     ] {
         assert!(
             help.contains(needle),
@@ -2403,7 +2452,14 @@ async fn a_large_response_is_streamed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_concurrent_load_every_restricted_call_gets_pii_with_one_token_per_operation() {
     let emulator = emulator().await;
-    let proxy = proxy_to(&emulator).await;
+    // A load far above Amazon's plans, against an emulator that enforces none: no pacing.
+    let proxy = Running::start(settings_to(
+        &emulator.origin(),
+        &emulator,
+        &["--no-usage-plans"],
+        &[],
+    ))
+    .await;
     let templates = [
         ("/orders/v0/orders/", "/address"),
         ("/orders/v0/orders/", "/buyerInfo"),
@@ -2559,4 +2615,528 @@ async fn a_failed_upstream_call_shows_no_query_string() {
         assert!(!text.contains("BuyerEmail"), "{text}");
         assert!(!text.contains("jane.doe"), "{text}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Usage plans
+// ---------------------------------------------------------------------------------------------
+
+/// The operation the usage-plan tests call: 2 a second and a burst of 15 in the models, served by
+/// the emulator to any report id, and paced on its own bucket.
+const GET_REPORT: &str = "Reports 2021-06-30 getReport";
+
+/// The labels of [`GET_REPORT`] in the proxy's metrics.
+const GET_REPORT_LABELS: &str = r#"{api="Reports 2021-06-30",operation="getReport"}"#;
+
+fn report_path(i: usize) -> String {
+    format!("/reports/2021-06-30/reports/{}", 50_000 + i)
+}
+
+/// An emulator that enforces the models' usage plans at Amazon's pace, with `config`'s changes.
+async fn enforcing(config: EmulatorConfig) -> Emulator {
+    Emulator::start_with(
+        config
+            .seller("seller-b", SELLER_B_REFRESH)
+            .usage_plans(true),
+    )
+    .await
+    .unwrap()
+}
+
+/// `n` getReport calls at once, each on a connection of its own, as a client that knows nothing of
+/// quotas sends them: their statuses.
+async fn burst(proxy: &Running, n: usize) -> Vec<StatusCode> {
+    join_all((0..n).map(|i| async move { proxy.get(&report_path(i), &[]).await.0.status })).await
+}
+
+/// `n` getReport calls one after the other: their statuses.
+async fn one_by_one(proxy: &Running, n: usize) -> Vec<StatusCode> {
+    let mut statuses = Vec::new();
+    for i in 0..n {
+        statuses.push(proxy.get(&report_path(i), &[]).await.0.status);
+    }
+    statuses
+}
+
+fn count(statuses: &[StatusCode], status: StatusCode) -> u64 {
+    statuses.iter().filter(|s| **s == status).count() as u64
+}
+
+/// 17 calls of getReport (burst 15, 2 a second): two more than Amazon's bucket holds.
+const BURST: usize = 17;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_from_a_client_that_knows_no_quota_meets_no_429_unless_usage_plans_are_off() {
+    // Paced (the default): 13 go at once (two of the burst kept in reserve), 4 wait their turn.
+    let emulator = enforcing(EmulatorConfig::default()).await;
+    let proxy = proxy_to(&emulator).await;
+    let statuses = burst(&proxy, BURST).await;
+    assert_eq!(
+        count(&statuses, StatusCode::OK),
+        BURST as u64,
+        "{statuses:?}"
+    );
+    let counters = emulator.counters();
+    assert_eq!(counters.quota_exceeded, 0);
+    assert_eq!(counters.admitted(GET_REPORT), BURST as u64);
+
+    // The same burst with --no-usage-plans: Amazon's bucket runs dry.
+    let emulator = enforcing(EmulatorConfig::default()).await;
+    let proxy = Running::start(settings_to(
+        &emulator.origin(),
+        &emulator,
+        &["--no-usage-plans"],
+        &[],
+    ))
+    .await;
+    let statuses = burst(&proxy, BURST).await;
+    let (ok, throttled) = (
+        count(&statuses, StatusCode::OK),
+        count(&statuses, StatusCode::TOO_MANY_REQUESTS),
+    );
+    assert_eq!(ok + throttled, BURST as u64, "{statuses:?}");
+    // Two past the burst, less any request the bucket refilled (one each half second) while the
+    // burst arrived.
+    assert!((1..=2).contains(&throttled), "{statuses:?}");
+    let counters = emulator.counters();
+    assert_eq!(counters.quota_exceeded, throttled);
+    assert_eq!(counters.admitted(GET_REPORT), ok);
+    // Nothing paced, and no usage-plan metrics.
+    assert!(proxy.app.pacing().is_none());
+    let metrics = proxy.metrics().await;
+    assert!(
+        !metrics.keys().any(|name| name.contains("usage_plan")),
+        "{metrics:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecars_in_fleet_mode_share_usage_plan_buckets() {
+    let Some(redis) = redis_server::Redis::any() else {
+        return;
+    };
+    // getReport at 20 a second (the emulator 10x faster than Amazon; the sidecars told the
+    // same), burst 15: 3 sidecars × 9 calls at once.
+    let sidecars = |emulator: &Emulator, fleet: bool| {
+        let emulator_origin = emulator.origin();
+        (0..3)
+            .map(|_| {
+                let mut settings = settings_to(
+                    &emulator_origin,
+                    emulator,
+                    &["--usage-plan", "Reports 2021-06-30 getReport=20/15"],
+                    &[],
+                );
+                if fleet {
+                    settings.fleet = Some(config::FleetSettings {
+                        redis_url: redis.url().to_owned(),
+                        key_hex: "5a".repeat(32),
+                        key_prefix: Some(redis.prefix().to_owned()),
+                        cluster: false,
+                        ca_pem: None,
+                        replicas: 3,
+                    });
+                }
+                settings
+            })
+            .collect::<Vec<_>>()
+    };
+    let run = |proxies: Vec<Running>| async move {
+        let statuses = join_all(proxies.iter().map(|proxy| burst(proxy, 9))).await;
+        (statuses.concat(), proxies)
+    };
+
+    // Each pacing alone: together they send three times the burst at once.
+    let emulator = enforcing(EmulatorConfig::default().usage_plan_time_scale(10.0)).await;
+    let mut alone = Vec::new();
+    for settings in sidecars(&emulator, false) {
+        alone.push(Running::start(settings).await);
+    }
+    let (_, _alone) = run(alone).await;
+    assert!(
+        emulator.counters().quota_exceeded > 0,
+        "{:?}",
+        emulator.counters()
+    );
+
+    // Sharing their buckets through Redis: no 429 from Amazon, every call served.
+    let emulator = enforcing(EmulatorConfig::default().usage_plan_time_scale(10.0)).await;
+    let mut shared = Vec::new();
+    for settings in sidecars(&emulator, true) {
+        shared.push(Running::start(settings).await);
+    }
+    let (statuses, shared) = run(shared).await;
+    assert_eq!(count(&statuses, StatusCode::OK), 27, "{statuses:?}");
+    assert_eq!(emulator.counters().quota_exceeded, 0);
+    assert_eq!(emulator.counters().admitted(GET_REPORT), 27);
+    for proxy in &shared {
+        let metrics = proxy.metrics().await;
+        assert_eq!(metrics["spapi_proxy_usage_plan_fleet_fallbacks_total"], 0.0);
+        assert_eq!(metrics["spapi_proxy_usage_plan_fleet_alone"], 0.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_plan_metrics_show_the_waits_the_stated_rate_and_the_buckets() {
+    let emulator = enforcing(EmulatorConfig::default()).await;
+    let proxy = proxy_to(&emulator).await;
+    let before = proxy.metrics().await;
+    assert_eq!(before["spapi_proxy_usage_plan_buckets"], 0.0);
+    assert_eq!(before["spapi_proxy_usage_plan_unpaced_total"], 0.0);
+
+    let statuses = burst(&proxy, BURST).await;
+    assert_eq!(
+        count(&statuses, StatusCode::OK),
+        BURST as u64,
+        "{statuses:?}"
+    );
+    assert_eq!(emulator.counters().quota_exceeded, 0);
+
+    let after = proxy.metrics().await;
+    let metric = |name: &str| {
+        after
+            .get(&format!("spapi_proxy_{name}{GET_REPORT_LABELS}"))
+            .copied()
+    };
+    let stats = proxy.app.pacing().unwrap().stats();
+    assert_eq!(stats.paced, BURST as u64);
+    // The calls past the 13 of the usable burst waited (fewer only if the burst took longer than
+    // a refill to arrive), and the metric counts what the layer counted.
+    let waits = metric("usage_plan_waits_total").unwrap_or(0.0);
+    assert!((1.0..=4.0).contains(&waits), "{after:#?}");
+    assert_eq!(waits, stats.waited as f64);
+    let seconds = metric("usage_plan_wait_seconds_total").unwrap();
+    assert!(seconds > 0.0 && seconds <= waits * 60.0, "{seconds}");
+    // The emulator, at Amazon's pace, states the model's rate.
+    assert_eq!(metric("usage_plan_stated_rate"), Some(2.0));
+    // Nothing throttled, retried or refused.
+    for name in [
+        "usage_plan_throttled_total",
+        "usage_plan_retries_total",
+        "usage_plan_refused_total",
+    ] {
+        assert_eq!(metric(name), None, "{name}");
+    }
+    // One seller, one upstream, one operation: one bucket; nothing went unpaced.
+    assert_eq!(after["spapi_proxy_usage_plan_buckets"], 1.0);
+    assert_eq!(after["spapi_proxy_usage_plan_unpaced_total"], 0.0);
+    assert_eq!(
+        after.get(
+            r#"spapi_proxy_requests_total{api="Reports 2021-06-30",operation="getReport",status="200"}"#
+        ),
+        Some(&(BURST as f64))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_from_amazon_is_retried_at_the_next_slot_and_counted() {
+    use spapi_rdt_emulator::{Endpoint, Fault};
+    let emulator = enforcing(EmulatorConfig::default()).await;
+    let proxy = proxy_to(&emulator).await;
+    // Another application of the seller spent the quota: Amazon answers the next call 429.
+    emulator.inject(
+        Endpoint::Unrestricted,
+        Fault::Status(StatusCode::TOO_MANY_REQUESTS),
+        1,
+    );
+    let (parts, body) = proxy.get(&report_path(0), &[]).await;
+    assert_eq!(parts.status, StatusCode::OK, "{body}");
+    let counters = emulator.counters();
+    assert_eq!(counters.faults_injected, 1);
+    assert_eq!(counters.admitted(GET_REPORT), 1, "sent again, and served");
+
+    let metrics = proxy.metrics().await;
+    let metric = |name: &str| {
+        metrics
+            .get(&format!("spapi_proxy_{name}{GET_REPORT_LABELS}"))
+            .copied()
+    };
+    assert_eq!(metric("usage_plan_throttled_total"), Some(1.0));
+    assert_eq!(metric("usage_plan_retries_total"), Some(1.0));
+    assert_eq!(metric("usage_plan_stated_rate"), Some(2.0));
+    // The retry waited for the emptied bucket's next slot.
+    assert_eq!(metric("usage_plan_waits_total"), Some(1.0));
+    let stats = proxy.app.pacing().unwrap().stats();
+    assert_eq!((stats.throttled, stats.retries), (1, 1));
+}
+
+/// `getReport` at one call every 20 s and a burst of 5, of which the proxy keeps 2 in reserve: 3
+/// calls go at once, and the 4th would wait 20 s.
+const SLOW_PLAN: &str = "Reports 2021-06-30 getReport=0.05/5";
+
+/// An emulator that enforces [`SLOW_PLAN`] on getReport.
+async fn slow_get_report() -> Emulator {
+    let plan = spapi_rdt::catalog::UsagePlan::new(0.05, 5).unwrap();
+    enforcing(EmulatorConfig::default().usage_plan(GET_REPORT, plan)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_its_plan_would_hold_too_long_gets_429_with_retry_after_and_is_not_sent() {
+    let emulator = slow_get_report().await;
+    let proxy = Running::start(settings_to(
+        &emulator.origin(),
+        &emulator,
+        &["--usage-plan", SLOW_PLAN, "--usage-plan-max-wait", "5"],
+        &[],
+    ))
+    .await;
+    assert_eq!(one_by_one(&proxy, 3).await, [StatusCode::OK; 3]);
+
+    let wait = regex::Regex::new(r"would hold this call \d+\.\d s").unwrap();
+    for i in 3..5 {
+        let path = format!(
+            "{}?MarketplaceIds=X&BuyerEmail=jane.doe%40example.com",
+            report_path(i)
+        );
+        let (parts, body) = proxy.get(&path, &[]).await;
+        assert_eq!(parts.status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+        let retry_after: u64 = header(&parts, "retry-after").unwrap().parse().unwrap();
+        // The next slot is 20 s after the first call, rounded up to a whole second.
+        assert!((1..=20).contains(&retry_after), "{retry_after}");
+        assert_eq!(header(&parts, "content-type"), Some("application/json"));
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(json["errors"][0]["code"], "QuotaExceeded", "{body}");
+        let message = json["errors"][0]["message"].as_str().unwrap();
+        assert!(message.contains(GET_REPORT), "{message}");
+        assert!(wait.is_match(message), "{message}");
+        assert!(
+            message.contains(&format!("retry after {retry_after} s")),
+            "{message}"
+        );
+        for secret in [
+            "BuyerEmail",
+            "jane.doe",
+            emulator.client_secret(),
+            SELLER_B_REFRESH,
+        ] {
+            assert!(!body.contains(secret), "{body}");
+        }
+    }
+    let counters = emulator.counters();
+    assert_eq!(
+        counters.unrestricted_calls, 3,
+        "the refused calls were not sent"
+    );
+    assert_eq!(counters.admitted(GET_REPORT), 3);
+    assert_eq!(counters.quota_exceeded, 0);
+
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        metrics.get(&format!(
+            "spapi_proxy_usage_plan_refused_total{GET_REPORT_LABELS}"
+        )),
+        Some(&2.0),
+        "{metrics:#?}"
+    );
+    assert_eq!(
+        metrics.get(
+            r#"spapi_proxy_requests_total{api="Reports 2021-06-30",operation="getReport",status="429"}"#
+        ),
+        Some(&2.0)
+    );
+    assert_eq!(proxy.app.pacing().unwrap().stats().refused, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_override_from_the_flag_or_the_file_sets_the_pace() {
+    // The model's plan (burst 15) lets 5 calls go at once; the override (burst 5) lets 3 go and
+    // refuses the others, whose wait would be 20 s.
+    let emulator = slow_get_report().await;
+    let proxy = Running::start(settings_to(
+        &emulator.origin(),
+        &emulator,
+        &["--usage-plan-max-wait", "5"],
+        &[],
+    ))
+    .await;
+    assert_eq!(one_by_one(&proxy, 5).await, [StatusCode::OK; 5]);
+
+    let paced_by_override = [
+        StatusCode::OK,
+        StatusCode::OK,
+        StatusCode::OK,
+        StatusCode::TOO_MANY_REQUESTS,
+        StatusCode::TOO_MANY_REQUESTS,
+    ];
+    let emulator = slow_get_report().await;
+    let proxy = Running::start(settings_to(
+        &emulator.origin(),
+        &emulator,
+        &["--usage-plan", SLOW_PLAN, "--usage-plan-max-wait", "5"],
+        &[],
+    ))
+    .await;
+    assert_eq!(one_by_one(&proxy, 5).await, paced_by_override);
+    assert_eq!(emulator.counters().admitted(GET_REPORT), 3);
+
+    // The same from the config file.
+    let emulator = slow_get_report().await;
+    let file = FileConfig::parse(
+        r#"
+        [usage_plans]
+        max_wait_secs = 5
+        [usage_plans.plans]
+        "Reports 2021-06-30 getReport" = { rate = 0.05, burst = 5 }
+        "#,
+        "test.toml",
+    )
+    .unwrap();
+    let lwa = emulator.lwa_url();
+    let args = Args::try_parse_from([
+        "spapi-rdt-proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        emulator.origin().as_str(),
+        "--lwa-url",
+        lwa.as_str(),
+    ])
+    .unwrap();
+    let proxy = Running::start(Settings::resolve(&args, file, vars(&emulator)).unwrap()).await;
+    assert_eq!(one_by_one(&proxy, 5).await, paced_by_override);
+    assert_eq!(emulator.counters().admitted(GET_REPORT), 3);
+    assert_eq!(emulator.counters().quota_exceeded, 0);
+}
+
+#[test]
+fn usage_plan_settings_come_from_flags_and_file_and_bad_ones_refuse_to_start() {
+    let eu = |more: &[&str]| {
+        let mut args = vec!["--region", "eu"];
+        args.extend_from_slice(more);
+        settings(&args, app_vars())
+    };
+    let plan = |api: &'static str, operation: &'static str, rate: f64, burst: u32| {
+        (api, operation, rate, burst)
+    };
+    let overrides = |settings: &Settings| -> Vec<(&'static str, &'static str, f64, u32)> {
+        settings
+            .usage_plans
+            .overrides
+            .iter()
+            .map(|o| (o.api, o.operation, o.plan.rate_per_second(), o.plan.burst()))
+            .collect()
+    };
+
+    // On by default, a minute at most, the models' plans.
+    let defaults = eu(&[]).unwrap();
+    assert!(defaults.usage_plans.enabled);
+    assert_eq!(defaults.usage_plans.max_wait, Duration::from_secs(60));
+    assert!(defaults.usage_plans.overrides.is_empty());
+
+    let flags = eu(&[
+        "--no-usage-plans",
+        "--usage-plan-max-wait",
+        "5",
+        "--usage-plan",
+        "Orders v0 getOrder=1.5/40",
+        "--usage-plan",
+        "Orders v0 getOrder=2/50",
+    ])
+    .unwrap();
+    assert!(!flags.usage_plans.enabled);
+    assert_eq!(flags.usage_plans.max_wait, Duration::from_secs(5));
+    // The last flag for an operation wins.
+    assert_eq!(overrides(&flags), [plan("Orders v0", "getOrder", 2.0, 50)]);
+
+    // The file, with a flag winning over it for the same operation.
+    let file = FileConfig::parse(
+        r#"
+        region = "eu"
+        [usage_plans]
+        enabled = false
+        max_wait_secs = 7
+        [usage_plans.plans]
+        "Orders v0 getOrder" = { rate = 0.5, burst = 30 }
+        "Orders v0 getOrderItems" = { rate = 1, burst = 10 }
+        "#,
+        "test.toml",
+    )
+    .unwrap();
+    let args = Args::try_parse_from(["spapi-rdt-proxy", "--usage-plan", "Orders v0 getOrder=3/60"])
+        .unwrap();
+    let merged = Settings::resolve(&args, file, app_vars()).unwrap();
+    assert!(!merged.usage_plans.enabled);
+    assert_eq!(merged.usage_plans.max_wait, Duration::from_secs(7));
+    let mut got = overrides(&merged);
+    got.sort_by(|a, b| a.1.cmp(b.1));
+    assert_eq!(
+        got,
+        [
+            plan("Orders v0", "getOrder", 3.0, 60),
+            plan("Orders v0", "getOrderItems", 1.0, 10),
+        ]
+    );
+
+    // A bad flag refuses to start, naming the flag and its value.
+    for (value, why) in [
+        ("Orders v0 getOrdr=0.5/30", "names no operation"),
+        ("getOrder=0.5/30", "names no operation"),
+        ("Orders v0 getOrder=0/30", "rate"),
+        ("Orders v0 getOrder=NaN/30", "rate"),
+        ("Orders v0 getOrder=-0.5/30", "rate"),
+        ("Orders v0 getOrder=inf/30", "rate"),
+        ("Orders v0 getOrder=0.5/0", "burst"),
+        ("Orders v0 getOrder=0.5/-1", "OPERATION=RATE/BURST"),
+        ("Orders v0 getOrder=0.5", "OPERATION=RATE/BURST"),
+        ("Orders v0 getOrder", "OPERATION=RATE/BURST"),
+    ] {
+        let refused = eu(&["--usage-plan", value]).unwrap_err();
+        assert!(
+            refused.contains(&format!("--usage-plan \"{value}\"")) && refused.contains(why),
+            "{value}: {refused}"
+        );
+    }
+    // A bad key of the file too, naming the key.
+    for (line, why) in [
+        (
+            r#""Orders v0 getOrdr" = { rate = 0.5, burst = 30 }"#,
+            "names no operation",
+        ),
+        (
+            r#""Orders v0 getOrder" = { rate = 0.0, burst = 30 }"#,
+            "rate",
+        ),
+        (
+            r#""Orders v0 getOrder" = { rate = nan, burst = 30 }"#,
+            "rate",
+        ),
+        (
+            r#""Orders v0 getOrder" = { rate = -0.5, burst = 30 }"#,
+            "rate",
+        ),
+        (
+            r#""Orders v0 getOrder" = { rate = 0.5, burst = 0 }"#,
+            "burst",
+        ),
+    ] {
+        let file = FileConfig::parse(
+            &format!("region = \"eu\"\n[usage_plans.plans]\n{line}"),
+            "t",
+        )
+        .unwrap();
+        let refused = Settings::resolve(&Args::default(), file, app_vars()).unwrap_err();
+        assert!(
+            refused.contains("usage_plans.plans.") && refused.contains(why),
+            "{line}: {refused}"
+        );
+    }
+    // A negative burst, or a key the table does not have, is not a file of the expected shape.
+    let negative = FileConfig::parse(
+        "[usage_plans.plans]\n\"Orders v0 getOrder\" = { rate = 0.5, burst = -1 }",
+        "t",
+    )
+    .unwrap_err();
+    assert!(negative.contains("burst"), "{negative}");
+    let unknown = FileConfig::parse("[usage_plans]\nmax_wait = 5", "t").unwrap_err();
+    assert!(unknown.contains("max_wait"), "{unknown}");
+
+    // The longest wait is bounded like the other durations, and by the layer's day.
+    for bad in ["0", "86401"] {
+        let refused = eu(&["--usage-plan-max-wait", bad]).unwrap_err();
+        assert!(refused.contains("--usage-plan-max-wait"), "{refused}");
+    }
+    let file = FileConfig::parse("region = \"eu\"\n[usage_plans]\nmax_wait_secs = 0", "t").unwrap();
+    let refused = Settings::resolve(&Args::default(), file, app_vars()).unwrap_err();
+    assert!(refused.contains("usage_plans.max_wait_secs"), "{refused}");
+    assert!(eu(&["--usage-plan-max-wait", "86400"]).is_ok());
 }
