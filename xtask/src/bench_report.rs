@@ -792,7 +792,11 @@ fn targets(r: &Results, extra: &Value) -> Vec<Row> {
     rows.push(end_to_end(r, &extra["end_to_end"]));
 
     // 8. fleet_pacing
-    rows.push(fleet_pacing(r, &extra["fleet_pacing"]));
+    rows.push(fleet_pacing(
+        r,
+        &extra["fleet_pacing"],
+        &extra["fleet_pacing_sidecar"],
+    ));
     rows
 }
 
@@ -831,7 +835,7 @@ fn from_this_run(r: &Results, figures: &Value) -> Result<(), String> {
 /// `fleet_pacing`: 3 replicas × 8 workers at 5× a plan, per-process buckets against buckets
 /// shared through Redis: 429s, wall time against the plan's minimum, and the spread of the
 /// workers' mean waits. The counts are judged in a quick run too; the wall time in a full one.
-fn fleet_pacing(r: &Results, figures: &Value) -> Row {
+fn fleet_pacing(r: &Results, figures: &Value, sidecar: &Value) -> Row {
     let target = "fleet: 0 × 429; wall time ≤ 1.05× the plan's minimum, (n − burst) ÷ rate";
     let (Some(n), Some(rate), Some(burst), Some(minimum_ms)) = (
         figures["calls"].as_u64(),
@@ -883,14 +887,39 @@ fn fleet_pacing(r: &Results, figures: &Value) -> Row {
         return not_run(&bench, target);
     };
     let ratio = fleet.3 / minimum_ms;
-    let counts = Verdict::of(fleet.1 == 0 && fleet.2 == 0);
+    // The sidecar's half (spapi-rdt-proxy's `usage_plans` bench), when it ran in the same run.
+    let sidecar = match (
+        from_this_run(r, sidecar),
+        sidecar["throttled"].as_u64(),
+        sidecar["failed"].as_u64(),
+        sidecar["wall_ms"].as_f64(),
+        sidecar["minimum_ms"].as_f64(),
+    ) {
+        (Ok(()), Some(throttled), Some(failed), Some(ms), Some(min)) => {
+            Some((throttled, failed, ms, ms / min))
+        }
+        _ => None,
+    };
+    let sidecar_text = sidecar.map_or_else(
+        || "; 3 sidecars: not run".to_owned(),
+        |(throttled, failed, ms, x)| {
+            format!(
+                "; 3 sidecars in fleet mode, a client that knows no quota: {throttled} × 429, \
+                 {failed} failed, {} ({x:.3}× the minimum)",
+                wall(ms)
+            )
+        },
+    );
+    let counts = Verdict::of(
+        fleet.1 == 0 && fleet.2 == 0 && sidecar.is_none_or(|(t, f, _, _)| t == 0 && f == 0),
+    );
     let met = match r.mode {
         Mode::Full => Verdict::both(counts, "429s", Verdict::of(ratio <= 1.05), "wall time"),
         Mode::Quick => counts,
     };
     Row {
         bench,
-        measured: format!("fleet: {}", fleet.0),
+        measured: format!("fleet: {}{sidecar_text}", fleet.0),
         baseline: format!(
             "per-process buckets: {}; minimum {}",
             peers.0,
