@@ -37,7 +37,7 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, StatusCode};
@@ -373,9 +373,7 @@ fn main() {
     );
 
     if mode.bench {
-        let written = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let (run, written) = support::stamp(&mode);
         let strategies: serde_json::Map<String, Value> = outcomes
             .iter()
             .map(|o| (o.strategy.to_owned(), o.json()))
@@ -383,7 +381,7 @@ fn main() {
         support::record_extra(
             "end_to_end",
             json!({
-                "mode": if mode.quick { "quick" } else { "full" },
+                "mode": run,
                 "written_unix": written,
                 "calls": n,
                 "templates": templates.len(),

@@ -17,7 +17,7 @@ mod redis_server;
 #[path = "support/mod.rs"]
 mod support;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::future::join_all;
@@ -35,17 +35,10 @@ use tower::{Layer, ServiceExt};
 
 use redis_server::Redis;
 
-const REPLICAS: usize = 3;
-const WORKERS: usize = 8;
-/// The plan as the models state it, and how much faster the emulator runs it.
-const PLAN_RATE: f64 = 1.0;
-const BURST: u32 = 5;
-const TIME_SCALE: f64 = 10.0;
-/// The offered load, in multiples of the plan's rate.
-const OFFERED: f64 = 5.0;
-const FULL_CALLS: usize = 120;
-const QUICK_CALLS: usize = 40;
-const GET_ORDER: &str = "/orders/v0/orders/902-3159896-1390916";
+use support::fleet_load::{
+    BURST, FULL_CALLS, GET_ORDER, OFFERED, PLAN_RATE, QUICK_CALLS, REPLICAS, TIME_SCALE, WORKERS,
+};
+
 const STRATEGIES: [&str; 2] = ["per_process", "fleet"];
 
 /// What one strategy did.
@@ -108,7 +101,7 @@ async fn run(n: usize, redis: Option<&Redis>) -> Outcome {
     )
     .await
     .unwrap();
-    let rate = PLAN_RATE * TIME_SCALE;
+    let rate = support::fleet_load::rate();
     let http = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let mut layers = Vec::new();
     let mut replicas = Vec::new();
@@ -213,8 +206,7 @@ fn main() {
         .build()
         .unwrap();
     let outcomes = runtime.block_on(async { [run(n, None).await, run(n, Some(&redis)).await] });
-    let rate = PLAN_RATE * TIME_SCALE;
-    let minimum = (n as f64 - f64::from(BURST)) / rate;
+    let (rate, minimum) = (support::fleet_load::rate(), support::fleet_load::minimum(n));
     println!(
         "fleet_pacing: {REPLICAS} replicas × {WORKERS} workers, {n} getOrder calls at {OFFERED}× \
          the plan ({rate}/s, burst {BURST}); the plan's minimum {minimum:.2} s"
@@ -248,9 +240,7 @@ fn main() {
     );
 
     if mode.bench {
-        let written = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let (run, written) = support::stamp(&mode);
         let strategies: serde_json::Map<String, Value> = outcomes
             .iter()
             .map(|o| (o.strategy.to_owned(), o.json()))
@@ -258,7 +248,7 @@ fn main() {
         support::record_extra(
             "fleet_pacing",
             json!({
-                "mode": if mode.quick { "quick" } else { "full" },
+                "mode": run,
                 "written_unix": written,
                 "calls": n,
                 "replicas": REPLICAS,

@@ -245,3 +245,38 @@ impl Mode {
         }
     }
 }
+
+/// The load of `fleet_pacing` and of the sidecar's `usage_plans` bench, in one place so that the
+/// two halves stay comparable: 3 replicas × 8 workers sending getOrder at 5× its plan (1 a second,
+/// burst 5) to the emulator, which runs plans 10× faster.
+pub(crate) mod fleet_load {
+    pub(crate) const REPLICAS: usize = 3;
+    pub(crate) const WORKERS: usize = 8;
+    /// The plan as the models' form states it, and how much faster the emulator runs it.
+    pub(crate) const PLAN_RATE: f64 = 1.0;
+    pub(crate) const BURST: u32 = 5;
+    pub(crate) const TIME_SCALE: f64 = 10.0;
+    /// The offered load, in multiples of the plan's rate.
+    pub(crate) const OFFERED: f64 = 5.0;
+    pub(crate) const FULL_CALLS: usize = 120;
+    pub(crate) const QUICK_CALLS: usize = 40;
+    pub(crate) const GET_ORDER: &str = "/orders/v0/orders/902-3159896-1390916";
+
+    /// The rate the emulator enforces.
+    pub(crate) fn rate() -> f64 {
+        PLAN_RATE * TIME_SCALE
+    }
+
+    /// The least time `n` calls can take on a full bucket: (n − burst) ÷ rate, in seconds.
+    pub(crate) fn minimum(n: usize) -> f64 {
+        (n as f64 - f64::from(BURST)) / rate()
+    }
+}
+
+/// The stamp of figures left for the report: the run's mode and when they were written.
+pub(crate) fn stamp(mode: &Mode) -> (&'static str, u64) {
+    let written = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    (if mode.quick { "quick" } else { "full" }, written)
+}

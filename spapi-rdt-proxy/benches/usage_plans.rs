@@ -13,7 +13,7 @@ mod redis_server;
 #[path = "../../benches/support/mod.rs"]
 mod support;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::Parser;
@@ -29,15 +29,11 @@ use tokio::net::TcpListener;
 
 use redis_server::Redis;
 
-const SIDECARS: usize = 3;
-const WORKERS: usize = 8;
-const PLAN_RATE: f64 = 1.0;
-const BURST: u32 = 5;
-const TIME_SCALE: f64 = 10.0;
-const OFFERED: f64 = 5.0;
-const FULL_CALLS: usize = 120;
-const QUICK_CALLS: usize = 40;
-const GET_ORDER: &str = "/orders/v0/orders/902-3159896-1390916";
+use support::fleet_load::{
+    BURST, FULL_CALLS, GET_ORDER, OFFERED, PLAN_RATE, QUICK_CALLS, REPLICAS as SIDECARS,
+    TIME_SCALE, WORKERS,
+};
+
 const ID: &str = "usage_plans/sidecar_fleet";
 
 /// A sidecar in fleet mode on `redis`, in front of `em`, serving on a port of its own.
@@ -104,7 +100,7 @@ fn main() {
     } else {
         FULL_CALLS
     };
-    let rate = PLAN_RATE * TIME_SCALE;
+    let rate = support::fleet_load::rate();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -163,7 +159,7 @@ fn main() {
     });
     let throttled = em.counters().quota_exceeded_for("Orders v0 getOrder");
     let failed = statuses.iter().filter(|s| **s == 429).count();
-    let minimum = (n as f64 - f64::from(BURST)) / rate;
+    let minimum = support::fleet_load::minimum(n);
     let (lo, hi) = (
         worker_latency.iter().min().copied().unwrap_or_default(),
         worker_latency.iter().max().copied().unwrap_or_default(),
@@ -182,14 +178,12 @@ fn main() {
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
 
     if mode.bench {
-        let written = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let (run, written) = support::stamp(&mode);
         let ms = |d: &Duration| d.as_secs_f64() * 1e3;
         support::record_extra(
             "fleet_pacing_sidecar",
             json!({
-                "mode": if mode.quick { "quick" } else { "full" },
+                "mode": run,
                 "written_unix": written,
                 "calls": n,
                 "sidecars": SIDECARS,

@@ -21,52 +21,13 @@ impl Drop for Killed {
     }
 }
 
-/// A port that was free a moment ago on 127.0.0.1.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_built_binary_serves_a_restricted_call_with_a_token() {
     let emulator = Emulator::start().await.unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_spapi-rdt-proxy"))
-        .args([
-            "--listen",
-            &listen,
-            "--upstream",
-            emulator.origin().as_str(),
-        ])
-        .args(["--lwa-url", &emulator.lwa_url()])
-        .env_clear()
-        .env("SPAPI_CLIENT_ID", emulator.client_id())
-        .env("SPAPI_CLIENT_SECRET", emulator.client_secret())
-        .env(
-            "SPAPI_REFRESH_TOKEN",
-            emulator
-                .refresh_token("default")
-                .expect("the default seller"),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the binary starts");
-    let _child = Killed(child);
-
+    // The port is the system's choice, read back from the "serving" log line.
+    let (_child, serving) = started(&emulator, &["--listen", "127.0.0.1:0"], false).await;
+    let listen = address(&serving, "listen");
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    // The binary binds within a moment; the bound is generous, only a broken binary reaches it.
-    let mut ready = false;
-    for _ in 0..300 {
-        let probe = format!("http://{listen}/healthz").parse().unwrap();
-        if client.get(probe).await.is_ok_and(|r| r.status() == 200) {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready, "the proxy did not answer /healthz within 30 s");
-
     let address = format!("http://{listen}/orders/v0/orders/902-3159896-1390916/address");
     let response = client.get(address.parse().unwrap()).await.unwrap();
     assert_eq!(response.status(), 200);
@@ -80,14 +41,18 @@ async fn the_built_binary_serves_a_restricted_call_with_a_token() {
     assert_eq!(emulator.counters().token_calls, 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_built_binary_serves_the_ops_endpoints_on_their_own_address() {
+/// The binary in front of `emulator` with `args`, logging JSON into a pipe; its "serving" line
+/// once it logs it. The log is then read to its end, or (`close_log`) its reading end is closed,
+/// as when a log collector goes away.
+async fn started(
+    emulator: &Emulator,
+    args: &[&str],
+    close_log: bool,
+) -> (Killed, serde_json::Value) {
     use std::io::{BufRead, BufReader};
 
-    let emulator = Emulator::start().await.unwrap();
-    // Both ports chosen by the system, read back from the "serving" log line.
     let mut child = Command::new(env!("CARGO_BIN_EXE_spapi-rdt-proxy"))
-        .args(["--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"])
+        .args(args)
         .args(["--upstream", emulator.origin().as_str()])
         .args(["--lwa-url", &emulator.lwa_url(), "--log-format", "json"])
         .env_clear()
@@ -104,32 +69,40 @@ async fn the_built_binary_serves_the_ops_endpoints_on_their_own_address() {
         .spawn()
         .expect("the binary starts");
     let stderr = child.stderr.take().unwrap();
-    let _child = Killed(child);
-    // The log is read to its end.
-    let (lines, logged) = std::sync::mpsc::channel();
+    let (found, serving) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = lines.send(line);
+        let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
+        if let Some(line) = lines.by_ref().find(|line| line.contains("\"serving\"")) {
+            let _ = found.send(line);
+        }
+        if !close_log {
+            lines.for_each(drop);
         }
     });
-    let serving = tokio::task::spawn_blocking(move || {
-        logged
-            .iter()
-            .find(|line| line.contains("\"serving\""))
-            .expect("the binary stopped before serving")
-    });
+    let serving = tokio::task::spawn_blocking(move || serving.recv());
     let line = tokio::time::timeout(Duration::from_secs(30), serving)
         .await
         .expect("no \"serving\" log line within 30 s")
-        .unwrap();
-    let fields: serde_json::Value = serde_json::from_str(&line).unwrap();
-    let address = |name: &str| {
-        fields[name]
-            .as_str()
-            .unwrap_or_else(|| panic!("no {name} in {line}"))
-            .to_owned()
-    };
-    let (listen, ops) = (address("listen"), address("ops_listen"));
+        .unwrap()
+        .expect("the binary stopped before serving");
+    (Killed(child), serde_json::from_str(&line).unwrap())
+}
+
+/// A field of a log line that names an address.
+fn address(line: &serde_json::Value, name: &str) -> String {
+    line[name]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {name} in {line}"))
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_built_binary_serves_the_ops_endpoints_on_their_own_address() {
+    let emulator = Emulator::start().await.unwrap();
+    // Both ports chosen by the system, read back from the "serving" log line.
+    let args = ["--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"];
+    let (_child, serving) = started(&emulator, &args, false).await;
+    let (listen, ops) = (address(&serving, "listen"), address(&serving, "ops_listen"));
     assert_ne!(listen, ops);
 
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
@@ -152,42 +125,9 @@ async fn the_built_binary_serves_the_ops_endpoints_on_their_own_address() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_log_pipe_costs_no_request() {
-    use std::io::{BufRead, BufReader};
-
     let emulator = Emulator::start().await.unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_spapi-rdt-proxy"))
-        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
-        .args(["--upstream", emulator.origin().as_str()])
-        .args(["--lwa-url", &emulator.lwa_url()])
-        .env_clear()
-        .env("SPAPI_CLIENT_ID", emulator.client_id())
-        .env("SPAPI_CLIENT_SECRET", emulator.client_secret())
-        .env(
-            "SPAPI_REFRESH_TOKEN",
-            emulator
-                .refresh_token("default")
-                .expect("the default seller"),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary starts");
-    let stderr = child.stderr.take().unwrap();
-    let _child = Killed(child);
-    // The "serving" line, then the reading end is closed, as when a log shipper goes away.
-    let serving = tokio::task::spawn_blocking(move || {
-        BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-            .find(|line| line.contains("\"serving\""))
-    });
-    let line = tokio::time::timeout(Duration::from_secs(30), serving)
-        .await
-        .expect("no \"serving\" log line within 30 s")
-        .unwrap()
-        .expect("the binary stopped before serving");
-    let fields: serde_json::Value = serde_json::from_str(&line).unwrap();
-    let listen = fields["listen"].as_str().unwrap().to_owned();
+    let (_child, serving) = started(&emulator, &["--listen", "127.0.0.1:0"], true).await;
+    let listen = address(&serving, "listen");
 
     // Each forwarded call is logged, into the closed pipe.
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();

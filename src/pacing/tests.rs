@@ -138,9 +138,8 @@ fn request() -> Request<String> {
     request
 }
 
-/// A replica's layer: getOrderItems at 1 a second, burst 5 (3 usable after the headroom), on
-/// `store` shared by `replicas`.
-fn replica(store: &Arc<MemoryBuckets>, replicas: u32) -> PacingLayer {
+/// A layer pacing getOrderItems at 1 a second, burst 5 (3 usable after the headroom).
+fn items() -> PacingLayerBuilder {
     PacingLayer::builder()
         .plan(
             "Orders v0",
@@ -148,6 +147,11 @@ fn replica(store: &Arc<MemoryBuckets>, replicas: u32) -> PacingLayer {
             UsagePlan::new(1.0, 5).unwrap(),
         )
         .max_wait(Duration::from_secs(600))
+}
+
+/// A replica's layer, on `store` shared by `replicas`.
+fn replica(store: &Arc<MemoryBuckets>, replicas: u32) -> PacingLayer {
+    items()
         .shared_buckets(Arc::clone(store) as Arc<dyn SharedBuckets>, replicas)
         .build()
         .unwrap()
@@ -180,19 +184,7 @@ async fn replicas_sharing_buckets_keep_the_plan_together() {
 
     // Each replica with buckets of its own (what the peers do) sends three times the burst.
     let amazon = Amazon::new(Instant::now());
-    let alone: Vec<PacingLayer> = (0..3)
-        .map(|_| {
-            PacingLayer::builder()
-                .plan(
-                    "Orders v0",
-                    "getOrderItems",
-                    UsagePlan::new(1.0, 5).unwrap(),
-                )
-                .max_wait(Duration::from_secs(600))
-                .build()
-                .unwrap()
-        })
-        .collect();
+    let alone: Vec<PacingLayer> = (0..3).map(|_| items().build().unwrap()).collect();
     run(&alone, 8, &amazon).await;
     assert_eq!(amazon.seconds().iter().filter(|&&s| s == 0).count(), 9);
 }

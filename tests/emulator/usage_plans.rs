@@ -5,11 +5,9 @@
 //! them, which refills the emulator's buckets in the middle of a burst. The paced run takes about
 //! four seconds (21 calls at the emulator's 5 a second); every wait is bounded, so nothing can hang.
 
-use std::time::Duration;
-
 use futures::future::join_all;
+use spapi_rdt::SellerId;
 use spapi_rdt::pacing::PacingLayer;
-use spapi_rdt::{RestrictedDataTokenLayer, SellerId};
 use spapi_rdt_emulator::{Emulator, EmulatorConfig};
 use tower::{Layer, ServiceExt};
 
@@ -31,17 +29,7 @@ async fn burst(paced: bool) -> (Vec<u16>, Emulator) {
     )
     .await
     .unwrap();
-    let source = stack::source(
-        &em,
-        "default",
-        stack::credentials(&em, "default"),
-        Duration::from_secs(30),
-        None,
-    );
-    let rdt = RestrictedDataTokenLayer::builder(source)
-        .allow_origin(em.origin())
-        .build()
-        .unwrap();
+    let rdt = stack::default_seller_layer(&em);
     let upstream = Upstream::new(stack::http_client());
     let pacing = PacingLayer::new();
     let below = if paced {

@@ -9,10 +9,10 @@
 use std::time::Duration;
 
 use futures::future::join_all;
+use spapi_rdt::SellerId;
 use spapi_rdt::catalog::UsagePlan;
 use spapi_rdt::fleet::{EncryptionKey, RedisFleet};
 use spapi_rdt::pacing::PacingLayer;
-use spapi_rdt::{RestrictedDataTokenLayer, SellerId};
 use spapi_rdt_emulator::{Emulator, EmulatorConfig};
 use tower::{Layer, ServiceExt};
 
@@ -38,17 +38,7 @@ async fn burst(redis: Option<&Redis>) -> (Emulator, Vec<PacingLayer>) {
     let mut layers = Vec::new();
     let mut services = Vec::new();
     for _ in 0..REPLICAS {
-        let source = stack::source(
-            &em,
-            "default",
-            stack::credentials(&em, "default"),
-            Duration::from_secs(30),
-            None,
-        );
-        let rdt = RestrictedDataTokenLayer::builder(source)
-            .allow_origin(em.origin())
-            .build()
-            .unwrap();
+        let rdt = stack::default_seller_layer(&em);
         // The plan as the emulator enforces it (its answers would teach it too).
         let mut pacing =
             PacingLayer::builder().plan("Orders v0", "getOrder", UsagePlan::new(10.0, 5).unwrap());
@@ -75,6 +65,21 @@ async fn burst(redis: Option<&Redis>) -> (Emulator, Vec<PacingLayer>) {
         result.unwrap();
     }
     (em, layers)
+}
+
+/// The usage-plan keys under `redis`'s prefix, and a connection to it.
+async fn plan_keys(redis: &Redis) -> (Vec<String>, redis::aio::MultiplexedConnection) {
+    let mut con = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:plan:*", redis.prefix()))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    (keys, con)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,16 +112,7 @@ async fn replicas_that_share_buckets_through_redis_meet_no_429() {
         );
     }
     // One bucket, hash-tagged by the seller, in Redis.
-    let mut con = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}:plan:*", redis.prefix()))
-        .query_async(&mut con)
-        .await
-        .unwrap();
+    let (keys, _) = plan_keys(&redis).await;
     assert_eq!(keys.len(), 1, "{keys:?}");
     assert!(
         keys[0].starts_with(&format!("{}:plan:{{default}}:", redis.prefix())),
@@ -142,18 +138,8 @@ async fn a_damaged_bucket_in_redis_costs_a_seller_nothing() {
         .max_wait(Duration::from_secs(5))
         .build()
         .unwrap();
-    let source = stack::source(
-        &em,
-        "default",
-        stack::credentials(&em, "default"),
-        Duration::from_secs(30),
-        None,
-    );
-    let service = RestrictedDataTokenLayer::builder(source)
-        .allow_origin(em.origin())
-        .build()
-        .unwrap()
-        .layer(pacing.layer(Upstream::new(stack::http_client())));
+    let service =
+        stack::default_seller_layer(&em).layer(pacing.layer(Upstream::new(stack::http_client())));
     let send = || {
         let mut request = stack::get(&em.origin(), GET_ORDER);
         request.extensions_mut().insert(SellerId::new("default"));
@@ -162,16 +148,7 @@ async fn a_damaged_bucket_in_redis_costs_a_seller_nothing() {
     send().await.unwrap();
     // Whatever is written into the seller's bucket (a time years ahead, text), the next call
     // goes at once instead of failing on a wait it would never see the end of.
-    let mut con = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}:plan:*", redis.prefix()))
-        .query_async(&mut con)
-        .await
-        .unwrap();
+    let (keys, mut con) = plan_keys(&redis).await;
     assert_eq!(keys.len(), 1, "{keys:?}");
     for damage in ["99999999999999999999", "not a number"] {
         let _: () = redis::cmd("SET")

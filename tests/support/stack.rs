@@ -16,7 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use spapi_rdt::{BoxError, LwaCredentials, Origin, SellerId, SpApiTokenSource};
+use spapi_rdt::{
+    BoxError, LwaCredentials, Origin, RestrictedDataTokenLayer, SellerId, SpApiTokenSource,
+};
 use spapi_rdt_emulator::Emulator;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -52,6 +54,21 @@ pub fn source(
         None => builder,
     };
     builder.build().unwrap()
+}
+
+/// The token layer for the emulator's default seller, tokens allowed to the emulator's origin.
+pub fn default_seller_layer(em: &Emulator) -> RestrictedDataTokenLayer {
+    let source = source(
+        em,
+        "default",
+        credentials(em, "default"),
+        Duration::from_secs(30),
+        None,
+    );
+    RestrictedDataTokenLayer::builder(source)
+        .allow_origin(em.origin())
+        .build()
+        .unwrap()
 }
 
 /// A plain HTTP/1 client below the layer, like an application's: no redirects unless asked.

@@ -117,48 +117,35 @@ impl Drop for Running {
 impl Running {
     async fn start(settings: Settings) -> Self {
         let app = App::new(&settings).unwrap();
-        let listener = TcpListener::bind(settings.listen).await.unwrap();
+        let mut running = Running::serve(&app, &settings, settings.listen, false).await;
+        if let Some(address) = settings.ops_listen {
+            running.ops = Some(Box::new(
+                Running::serve(&app, &settings, address, true).await,
+            ));
+        }
+        running
+    }
+
+    /// `app` served on `address`: the client address, or (`ops`) the operations endpoints' own.
+    async fn serve(app: &App, settings: &Settings, address: SocketAddr, ops: bool) -> Self {
+        let listener = TcpListener::bind(address).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let shutdown = async move {
             let _ = stopped.await;
         };
-        let task = tokio::spawn(listener::serve(
-            listener,
-            app.clone(),
-            shutdown,
-            settings.limits(),
-        ));
-        let ops = match settings.ops_listen {
-            None => None,
-            Some(address) => {
-                let listener = TcpListener::bind(address).await.unwrap();
-                let addr = listener.local_addr().unwrap();
-                let (stop, stopped) = oneshot::channel::<()>();
-                let shutdown = async move {
-                    let _ = stopped.await;
-                };
-                let task = tokio::spawn(listener::serve_ops(
-                    listener,
-                    app.clone(),
-                    shutdown,
-                    settings.limits(),
-                ));
-                Some(Box::new(Running {
-                    addr,
-                    app: app.clone(),
-                    stop: Some(stop),
-                    task: Some(task),
-                    ops: None,
-                }))
-            }
+        let (served, limits) = (app.clone(), settings.limits());
+        let task = if ops {
+            tokio::spawn(listener::serve_ops(listener, served, shutdown, limits))
+        } else {
+            tokio::spawn(listener::serve(listener, served, shutdown, limits))
         };
         Running {
             addr,
-            app,
+            app: app.clone(),
             stop: Some(stop),
             task: Some(task),
-            ops,
+            ops: None,
         }
     }
 
@@ -319,6 +306,28 @@ fn settings_to(
     let mut env = vars(emulator);
     env.extend(owned(more_vars));
     settings(&args, env).unwrap()
+}
+
+/// The settings of a proxy in front of `emulator` (its LWA too) with the config `file`.
+fn settings_with_file(emulator: &Emulator, file: FileConfig) -> Settings {
+    let lwa = emulator.lwa_url();
+    let args = Args::try_parse_from([
+        "spapi-rdt-proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        emulator.origin().as_str(),
+        "--lwa-url",
+        lwa.as_str(),
+    ])
+    .unwrap();
+    Settings::resolve(&args, file, vars(emulator)).unwrap()
+}
+
+/// The settings from a config file's `text` alone (no flags) and the environment `vars`.
+fn from_file(text: &str, vars: Vec<(String, String)>) -> Result<Settings, String> {
+    let file = FileConfig::parse(text, "test.toml").unwrap();
+    Settings::resolve(&Args::default(), file, vars)
 }
 
 async fn proxy_to(emulator: &Emulator) -> Running {
@@ -1457,12 +1466,11 @@ fn fleet_replicas_come_from_the_flag_or_the_file_within_bounds() {
         let error = with(&["--fleet-replicas", bad]).unwrap_err();
         assert!(error.contains("--fleet-replicas"), "{error}");
     }
-    let file = FileConfig::parse(
+    let settings = from_file(
         "region = \"eu\"\n[fleet]\nredis_url = \"redis://127.0.0.1:6379/0\"\nreplicas = 4",
-        "t",
+        fleet_vars(),
     )
     .unwrap();
-    let settings = Settings::resolve(&Args::default(), file, fleet_vars()).unwrap();
     assert_eq!(settings.fleet.unwrap().replicas, 4);
 }
 
@@ -1477,17 +1485,16 @@ fn the_ops_address_is_not_the_client_address() {
             "--ops-listen",
             "127.0.0.1:8080",
         ],
-        owned(&[
-            ("SPAPI_CLIENT_ID", "amzn1.application-oa2-client.x"),
-            ("SPAPI_CLIENT_SECRET", "top-secret-client"),
-            ("SPAPI_REFRESH_TOKEN", "Atzr|default"),
-        ]),
+        app_vars(),
     )
     .unwrap_err();
     assert!(error.contains("--ops-listen"), "{error}");
     // From the file as well.
-    let file = FileConfig::parse("region = \"eu\"\nops_listen = \"127.0.0.1:9090\"", "t").unwrap();
-    let settings = Settings::resolve(&Args::default(), file, app_vars()).unwrap();
+    let settings = from_file(
+        "region = \"eu\"\nops_listen = \"127.0.0.1:9090\"",
+        app_vars(),
+    )
+    .unwrap();
     assert_eq!(settings.ops_listen, Some("127.0.0.1:9090".parse().unwrap()));
 }
 
@@ -1602,6 +1609,8 @@ fn help_is_the_whole_manual() {
         .to_string();
     for needle in [
         "--listen",
+        "--ops-listen",
+        "--fleet-replicas",
         "--upstream",
         "--region",
         "--sandbox",
@@ -1748,16 +1757,18 @@ fn the_config_file_sets_sellers_and_flags_override_it() {
     let secret = FileConfig::parse("client_secret = \"x\"", "test.toml").unwrap_err();
     assert!(secret.contains("client_secret"), "{secret}");
     // A seller in the file needs its refresh token in the environment.
-    let file = FileConfig::parse("region = \"eu\"\n[sellers.FE1]\nregion = \"fe\"", "t").unwrap();
-    let missing = Settings::resolve(&Args::default(), file, app_vars()).unwrap_err();
+    let missing = from_file(
+        "region = \"eu\"\n[sellers.FE1]\nregion = \"fe\"",
+        app_vars(),
+    )
+    .unwrap_err();
     assert!(missing.contains("SPAPI_REFRESH_TOKEN_FE1"), "{missing}");
     // Fleet mode needs its key from the environment.
-    let file = FileConfig::parse(
+    let keyless = from_file(
         "region = \"eu\"\n[fleet]\nredis_url = \"redis://127.0.0.1:6379/0\"",
-        "t",
+        app_vars(),
     )
-    .unwrap();
-    let keyless = Settings::resolve(&Args::default(), file, app_vars()).unwrap_err();
+    .unwrap_err();
     assert!(keyless.contains("SPAPI_RDT_FLEET_KEY"), "{keyless}");
 }
 
@@ -1770,18 +1781,7 @@ async fn a_seller_with_its_own_region_is_sent_to_its_own_upstream() {
         "t",
     )
     .unwrap();
-    let lwa = emulator.lwa_url();
-    let args = Args::try_parse_from([
-        "spapi-rdt-proxy",
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        emulator.origin().as_str(),
-        "--lwa-url",
-        lwa.as_str(),
-    ])
-    .unwrap();
-    let config = Settings::resolve(&args, file, vars(&emulator)).unwrap();
+    let config = settings_with_file(&emulator, file);
     let proxy = Running::start(config).await;
 
     let (parts, _) = proxy
@@ -2981,18 +2981,7 @@ async fn a_plan_override_from_the_flag_or_the_file_sets_the_pace() {
         "test.toml",
     )
     .unwrap();
-    let lwa = emulator.lwa_url();
-    let args = Args::try_parse_from([
-        "spapi-rdt-proxy",
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        emulator.origin().as_str(),
-        "--lwa-url",
-        lwa.as_str(),
-    ])
-    .unwrap();
-    let proxy = Running::start(Settings::resolve(&args, file, vars(&emulator)).unwrap()).await;
+    let proxy = Running::start(settings_with_file(&emulator, file)).await;
     assert_eq!(one_by_one(&proxy, 5).await, paced_by_override);
     assert_eq!(emulator.counters().admitted(GET_REPORT), 3);
     assert_eq!(emulator.counters().quota_exceeded, 0);
@@ -3109,12 +3098,11 @@ fn usage_plan_settings_come_from_flags_and_file_and_bad_ones_refuse_to_start() {
             "burst",
         ),
     ] {
-        let file = FileConfig::parse(
+        let refused = from_file(
             &format!("region = \"eu\"\n[usage_plans.plans]\n{line}"),
-            "t",
+            app_vars(),
         )
-        .unwrap();
-        let refused = Settings::resolve(&Args::default(), file, app_vars()).unwrap_err();
+        .unwrap_err();
         assert!(
             refused.contains("usage_plans.plans.") && refused.contains(why),
             "{line}: {refused}"
@@ -3135,8 +3123,11 @@ fn usage_plan_settings_come_from_flags_and_file_and_bad_ones_refuse_to_start() {
         let refused = eu(&["--usage-plan-max-wait", bad]).unwrap_err();
         assert!(refused.contains("--usage-plan-max-wait"), "{refused}");
     }
-    let file = FileConfig::parse("region = \"eu\"\n[usage_plans]\nmax_wait_secs = 0", "t").unwrap();
-    let refused = Settings::resolve(&Args::default(), file, app_vars()).unwrap_err();
+    let refused = from_file(
+        "region = \"eu\"\n[usage_plans]\nmax_wait_secs = 0",
+        app_vars(),
+    )
+    .unwrap_err();
     assert!(refused.contains("usage_plans.max_wait_secs"), "{refused}");
     assert!(eu(&["--usage-plan-max-wait", "86400"]).is_ok());
 }
