@@ -1,5 +1,7 @@
 //! The installed program: starts the `spapi-rdt-proxy` binary cargo built, points it at the
-//! emulator on loopback, and makes a restricted call through it with a client that sends no token.
+//! emulator on loopback, and makes restricted calls through it with a client that sends no token:
+//! on its own, with the operations endpoints on an address of their own, and with its log pipe
+//! closed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::{Child, Command, Stdio};
