@@ -279,6 +279,7 @@ impl PacingLayerBuilder {
     }
 
     /// Fleet mode on any shared buckets (the tests' in-memory ones).
+    #[cfg(any(feature = "redis", test))]
     pub(crate) fn shared_buckets(mut self, store: Arc<dyn SharedBuckets>, replicas: u32) -> Self {
         self.fleet = Some((store, replicas));
         self
